@@ -1,0 +1,21 @@
+"""tifa_lite: QLoRA recipes (SFT/CPT, GRPO, DPO) for one cheap GPU, scale-up by profile."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def train(recipe, profile=None, **overrides):
+    """Run a recipe: ``train("recipes/sft_qlora_roleplay.yaml", **{"train.max_steps": 2})``."""
+    from tifa_lite.train import train as _train
+
+    return _train(recipe, profile=profile, **overrides)
+
+
+def load_recipe(recipe, overrides=None, profile=None):
+    from tifa_lite.config import load_recipe as _load
+
+    return _load(recipe, overrides, profile)
+
+
+__all__ = ["train", "load_recipe", "__version__"]

@@ -1,0 +1,203 @@
+"""Recipe files → validated :class:`RecipeConfig`.
+
+Order of application: recipe YAML → profile overlays (``profile:`` in the recipe,
+then ``--profile``) → dotted overrides. Profiles are plain YAML overlays that
+change keys; they never select code paths.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from tifa_lite.errors import ConfigError
+from tifa_lite.config.schema import RecipeConfig
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+RECIPES_DIR = PACKAGE_ROOT / "recipes"
+PROFILES_DIR = RECIPES_DIR / "profiles"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such recipe file. Check the path (recipes live in {RECIPES_DIR}).")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections (model:, data:, train:, …).")
+    return data
+
+
+def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. train.max_steps=2")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve_profile_path(name: str, recipe_dir: Path | None = None) -> Path:
+    candidates = [Path(name)]
+    if recipe_dir is not None:
+        candidates.append(recipe_dir / name)
+        candidates.append(recipe_dir / "profiles" / f"{name}.yaml")
+    candidates.append(PROFILES_DIR / f"{name}.yaml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    hint = _suggest(name, known)
+    raise ConfigError(f"profile {name!r} not found{hint}. Known profiles: {', '.join(known) or 'none'}.")
+
+
+def _suggest(word: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = RecipeConfig
+    for part in path:
+        if model is None or not isinstance(part, str):
+            return model if isinstance(part, int) else None
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        model = _first_model(annotation)
+    return model
+
+
+def _first_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid recipe"]
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if err.get("type") == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            options = list(parent.model_fields) if parent else []
+            hint = _suggest(str(loc[-1]), options)
+            valid = f" Valid keys here: {', '.join(options)}." if options else ""
+            lines.append(f"  unknown key '{dotted}'{hint}.{valid}")
+        else:
+            lines.append(f"  {dotted}: {err.get('msg')} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_recipe(
+    recipe: str | Path | Mapping[str, Any] | RecipeConfig,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    profile: str | list[str] | None = None,
+) -> RecipeConfig:
+    """Build the resolved config. ``overrides`` is ``{"train.max_steps": 2}`` or ``["train.max_steps=2"]``."""
+    if isinstance(recipe, RecipeConfig):
+        tree, source, recipe_dir = recipe.model_dump(), "<config>", None
+    elif isinstance(recipe, Mapping):
+        tree, source, recipe_dir = dict(recipe), "<dict>", None
+    else:
+        path = Path(recipe)
+        tree, source, recipe_dir = read_yaml(path), str(path), path.resolve().parent
+
+    profiles = _as_list(tree.pop("profile", None)) + _as_list(profile)
+    for name in profiles:
+        profile_path = resolve_profile_path(name, recipe_dir)
+        overlay = read_yaml(profile_path)
+        overlay.pop("profile", None)
+        overlay.pop("description", None)
+        _validate_partial(overlay, str(profile_path))
+        tree = deep_merge(tree, overlay)
+
+    for key, value in override_items(overrides):
+        set_dotted(tree, key, value)
+    if profiles:
+        tree["profile"] = profiles if len(profiles) > 1 else profiles[0]
+
+    try:
+        config = RecipeConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from None
+    _resolve_relative_paths(config, recipe_dir)
+    return config
+
+
+def _validate_partial(overlay: dict[str, Any], source: str) -> None:
+    """Catch typos in a profile at the profile's own name, not the recipe's."""
+    try:
+        RecipeConfig.model_validate(overlay)
+    except ValidationError as exc:
+        unknown = [e for e in exc.errors() if e.get("type") == "extra_forbidden"]
+        if unknown:
+            raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def override_items(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, Any]]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, Mapping):
+        # Python callers may write train__max_steps=2 since dots are not valid kwargs.
+        return [(k.replace("__", "."), v) for k, v in overrides.items()]
+    return [parse_override(item) for item in overrides]
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _resolve_relative_paths(config: RecipeConfig, recipe_dir: Path | None) -> None:
+    """A DeepSpeed JSON named relative to the recipe is found from any working directory."""
+    ds = config.distributed.deepspeed
+    if ds and not Path(ds).is_absolute() and not Path(ds).exists():
+        for base in filter(None, (recipe_dir, RECIPES_DIR, PACKAGE_ROOT)):
+            if (base / ds).exists():
+                config.distributed.deepspeed = str(base / ds)
+                break
+
+
+def dump_config(config: RecipeConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,209 @@
+"""The one typed schema every recipe, profile and override is validated against.
+
+Each section is a pydantic model with ``extra="forbid"`` so a misspelt key fails
+loudly; :mod:`tifa_lite.config.loader` turns that failure into a message naming
+the file, the key and the closest valid key.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Method = Literal["sft", "cpt", "grpo", "dpo", "orpo", "kto", "simpo", "reward"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name_or_path: str = "smollm2-135m-instruct"
+    # auto: embedded name → local folder/.gguf → hub id. modelscope goes through
+    # modelscope.snapshot_download so users in mainland China never touch the HF hub.
+    source: Literal["auto", "local", "hf", "modelscope", "embedded"] = "auto"
+    gguf_file: str | None = None
+    revision: str | None = None
+    trust_remote_code: bool = False
+    backend: Literal["auto", "transformers", "unsloth"] = "auto"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
+    # None keeps the tokenizer's own template; a name picks one of tifa_lite.templates,
+    # anything else is read as a path to a .jinja file.
+    chat_template: str | None = None
+    think_policy: Literal["auto", "strip", "keep"] = "auto"
+
+
+class QuantConfig(Section):
+    # 4 = QLoRA (bitsandbytes NF4), 8 = LLM.int8, None = 16/32-bit base.
+    bits: Literal[4, 8] | None = 4
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    double_quant: bool = True
+    compute_dtype: Precision = "auto"
+
+
+class LoraConfig(Section):
+    enabled: bool = True
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+    use_dora: bool = False
+    use_rslora: bool = False
+    bias: Literal["none", "all", "lora_only"] = "none"
+    modules_to_save: list[str] | None = None
+
+
+DataFormat = Literal[
+    "auto", "messages", "sharegpt", "alpaca", "text", "xtuner",
+    "preference", "hh_rlhf", "gsm8k", "prompt",
+]
+
+
+class DataConfig(Section):
+    # A file, a folder (every *.jsonl/*.json/*.txt inside), a glob, a list of those,
+    # or a hub / ModelScope data set id with ``source``.
+    path: str | list[str] | None = None
+    source: Literal["auto", "local", "hf", "modelscope"] = "auto"
+    split: str = "train"
+    format: DataFormat = "auto"
+    eval_path: str | list[str] | None = None
+    # Held out from ``path`` when no eval_path is given; 0 disables evaluation.
+    eval_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    limit: int | None = Field(None, ge=1)
+    max_length: int = Field(1024, ge=8)
+    overlength: Literal["drop", "truncate"] = "truncate"
+    on_error: Literal["raise", "skip"] = "raise"
+    system_prompt: str | None = None
+    # Python format string with {question} / {prompt}; used by prompt-only data (GRPO).
+    prompt_template: str | None = None
+    shuffle: bool = True
+    seed: int = 42
+
+
+class TrainConfig(Section):
+    method: Method = "sft"
+    output_dir: str = "outputs/run"
+    overwrite_output_dir: bool = False
+    max_steps: int = -1
+    num_epochs: float = 1.0
+    per_device_batch_size: int = Field(4, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    # Intended global batch; scale profiles recompute gradient_accumulation_steps from it.
+    global_batch_size: int | None = Field(None, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, le=1.0)
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    seed: int = 42
+    precision: Precision = "auto"
+    gradient_checkpointing: bool = False
+    # Sequence packing for SFT/CPT (padding-free: no pad tokens, no cross-sample attention).
+    packing: bool = False
+    assistant_only_loss: bool = True
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int = Field(50, ge=1)
+    save_total_limit: int | None = 2
+    eval_steps: int | None = None
+    resume: str = "auto"  # auto | never | path to a checkpoint folder
+    report_to: list[str] = Field(default_factory=list)
+    auto_fit: bool = False
+    dataloader_num_workers: int = 0
+    progress_bar: bool = True
+
+
+class RewardSpec(Section):
+    # A registered name (tifa_lite.rewards), ``trl:<name>``, ``module.path:function``
+    # or ``path/to/file.py:function``.
+    name: str
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class GRPOConfig(Section):
+    num_generations: int = Field(8, ge=2)
+    max_prompt_length: int = 256
+    max_completion_length: int = 200
+    temperature: float = 0.9
+    top_p: float = 1.0
+    beta: float = 0.04
+    loss_type: str = "dapo"
+    scale_rewards: str = "group"
+    rewards: list[RewardSpec] = Field(default_factory=list)
+    use_vllm: Literal["auto", "on", "off"] = "auto"
+    vllm_gpu_memory_utilization: float = Field(0.2, gt=0.0, le=1.0)
+    log_completions: bool = False
+
+
+class DPOConfig(Section):
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    max_prompt_length: int | None = None
+    # ORPO's lambda / SimPO's gamma-beta ratio / KTO's weights, for those methods.
+    orpo_alpha: float = 1.0
+    simpo_gamma: float = 0.5
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+
+
+class SamplingConfig(Section):
+    """Recommended sampling for chat and the exported generation_config.json."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int | None = None
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 512
+
+
+class DistributedConfig(Section):
+    # Path to a DeepSpeed JSON (relative paths resolve against the recipe's folder first).
+    deepspeed: str | None = None
+    zero_stage: Literal[0, 1, 2, 3] | None = None
+    # Size the profile is written for; the launcher checks nnodes*nproc_per_node against it.
+    world_size: int = Field(1, ge=1)
+    save_16bit_model: bool = False
+    launcher: Literal["torchrun", "accelerate", "deepspeed"] = "torchrun"
+
+
+class HardwareConfig(Section):
+    # auto: detect; a name (t4, a10, rtx4090, …) plans for / adapts to that card.
+    gpu: str = "auto"
+
+
+class RecipeConfig(Section):
+    profile: str | list[str] | None = None
+    description: str | None = None
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    quant: QuantConfig = Field(default_factory=QuantConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "RecipeConfig":
+        if self.quant.bits is not None and not self.lora.enabled:
+            raise ValueError(
+                f"quant.bits={self.quant.bits} with lora.enabled=false: a quantised base cannot be "
+                "trained full-parameter. Set lora.enabled=true (QLoRA) or quant.bits=null (full fine-tuning)."
+            )
+        if self.distributed.zero_stage == 3 and self.quant.bits is not None:
+            raise ValueError(
+                "distributed.zero_stage=3 with quant.bits set: ZeRO-3 shards 16-bit weights and cannot shard "
+                "bitsandbytes 4/8-bit layers here. Use a scale profile (quant.bits=null) or zero_stage<=2."
+            )
+        return self
+
+    @property
+    def is_qlora(self) -> bool:
+        return self.quant.bits == 4 and self.lora.enabled

@@ -1,0 +1,83 @@
+"""What every method shares: the Run handed to ``build_trainer`` and the mapping
+from our TrainConfig to the keyword arguments of TRL's ``*Config`` classes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tifa_lite.config.schema import RecipeConfig
+
+
+@dataclass
+class Run:
+    config: RecipeConfig
+    # Where the trainer writes checkpoints and final artifacts (the staging folder;
+    # renamed to train.output_dir when the run succeeds).
+    work_dir: Path
+    model: Any
+    tokenizer: Any
+    # peft.LoraConfig for TRL to wrap the model with, or None (full fine-tuning, or
+    # the model is already a PeftModel: a continued adapter or the unsloth backend).
+    peft_config: Any
+    precision: str  # "bf16" | "fp16" | "fp32"
+    callbacks: list = field(default_factory=list)
+    # Filled by the method for the final report (e.g. {"train_rows": 96, "dropped_overlength": 2}).
+    data_report: dict[str, Any] = field(default_factory=dict)
+
+
+def training_kwargs(run: Run) -> dict[str, Any]:
+    """Keyword arguments understood by transformers.TrainingArguments (and so by
+    SFTConfig, GRPOConfig, DPOConfig, RewardConfig …)."""
+    t = run.config.train
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(run.work_dir),
+        max_steps=t.max_steps,
+        num_train_epochs=t.num_epochs,
+        per_device_train_batch_size=t.per_device_batch_size,
+        per_device_eval_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        adam_beta1=t.adam_beta1,
+        adam_beta2=t.adam_beta2,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=run.precision == "bf16",
+        fp16=run.precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        report_to=t.report_to or "none",
+        disable_tqdm=not t.progress_bar,
+        dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=False,
+    )
+    if t.gradient_checkpointing:
+        # Reentrant checkpointing breaks with frozen (LoRA) inputs; non-reentrant is the safe default.
+        kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if run.config.distributed.deepspeed:
+        kwargs["deepspeed"] = run.config.distributed.deepspeed
+    if t.eval_steps:
+        kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps)
+    return kwargs
+
+
+def make_config(config_cls: type, run: Run, **method_kwargs: Any):
+    """Instantiate a TRL config class. Method-specific keys must exist in this TRL
+    version (a silent drop would train with a different setting than the recipe says)."""
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(method_kwargs) - known)
+    if unknown:
+        raise TypeError(f"{config_cls.__name__} in this TRL version has no {unknown}")
+    kwargs = {k: v for k, v in training_kwargs(run).items() if k in known}
+    kwargs.update(method_kwargs)
+    return config_cls(**kwargs)

@@ -1,0 +1,125 @@
+"""Load tokenizer + model the way the recipe says: 4-bit NF4 (QLoRA), 8-bit, or 16/32-bit,
+with a PEFT LoRA config for TRL to attach."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from tifa_lite.config.schema import RecipeConfig
+from tifa_lite.hardware import Hardware, detect, resolve_precision, torch_dtype
+from tifa_lite.modeling.resolve import ResolvedModel, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(config: RecipeConfig, resolved: ResolvedModel | None = None):
+    from transformers import AutoTokenizer
+
+    from tifa_lite.templates import apply_chat_template_choice
+
+    resolved = resolved or resolve_model(config.model)
+    tokenizer = AutoTokenizer.from_pretrained(
+        resolved.path,
+        gguf_file=resolved.gguf_file,
+        revision=config.model.revision,
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    if tokenizer.pad_token is None:
+        # Padding with EOS is safe because labels of padded positions are masked anyway.
+        tokenizer.pad_token = tokenizer.eos_token
+    apply_chat_template_choice(tokenizer, config.model)
+    return tokenizer
+
+
+def quantization_config(config: RecipeConfig, precision: str):
+    bits = config.quant.bits
+    if bits is None:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    compute = config.quant.compute_dtype
+    compute_dtype = torch_dtype(precision if compute == "auto" else compute)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=config.quant.quant_type,
+        bnb_4bit_use_double_quant=config.quant.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=compute_dtype,
+    )
+
+
+def attn_implementation(config: RecipeConfig, hardware: Hardware) -> str | None:
+    choice = config.model.attn_implementation
+    if choice != "auto":
+        return choice
+    if hardware.device == "cuda":
+        import importlib.util
+
+        # FlashAttention-2 needs Ampere+ (the T4 is Turing) and the flash_attn package.
+        major = torch.cuda.get_device_capability(0)[0]
+        if major >= 8 and importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def load_model(config: RecipeConfig, precision: str, hardware: Hardware, resolved: ResolvedModel | None = None):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    resolved = resolved or resolve_model(config.model)
+    auto_cls = AutoModelForSequenceClassification if config.train.method == "reward" else AutoModelForCausalLM
+    kwargs: dict[str, Any] = dict(
+        revision=config.model.revision,
+        trust_remote_code=config.model.trust_remote_code,
+        dtype=torch_dtype(precision),
+        attn_implementation=attn_implementation(config, hardware),
+    )
+    if resolved.gguf_file:
+        kwargs["gguf_file"] = resolved.gguf_file
+    if config.train.method == "reward":
+        kwargs["num_labels"] = 1
+    quant = quantization_config(config, precision)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        if hardware.device == "cuda":
+            kwargs["device_map"] = {"": torch.cuda.current_device()}
+    model = auto_cls.from_pretrained(resolved.path, **kwargs)
+    model.config.use_cache = False
+    # Recorded so merge/export can find the exact base again.
+    model.config.tifa_lite_base = resolved.origin
+    return model
+
+
+def lora_config(config: RecipeConfig):
+    if not config.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    lo = config.lora
+    return LoraConfig(
+        r=lo.r,
+        lora_alpha=lo.alpha,
+        lora_dropout=lo.dropout,
+        target_modules=lo.target_modules,
+        use_dora=lo.use_dora,
+        use_rslora=lo.use_rslora,
+        bias=lo.bias,
+        modules_to_save=lo.modules_to_save,
+        task_type="SEQ_CLS" if config.train.method == "reward" else "CAUSAL_LM",
+    )
+
+
+def load_for_training(config: RecipeConfig, precision: str | None = None, hardware: Hardware | None = None):
+    """Returns ``(model, tokenizer, peft_config)``; TRL's trainer attaches the adapter."""
+    hardware = hardware or detect()
+    precision = precision or resolve_precision(config.train.precision, hardware)
+    resolved = resolve_model(config.model)
+    tokenizer = load_tokenizer(config, resolved)
+    model = load_model(config, precision, hardware, resolved)
+    if getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer, lora_config(config)

@@ -1,0 +1,54 @@
+"""model.name_or_path (+ source) → something ``from_pretrained`` can open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tifa_lite.config.schema import ModelConfig
+from tifa_lite.errors import ConfigError
+from tifa_lite.modeling import embedded
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: str  # local folder or hub id, as from_pretrained takes it
+    gguf_file: str | None = None
+    # Where the weights came from, recorded in outputs so merge/export find the base again.
+    origin: str = ""
+
+
+def resolve_model(cfg: ModelConfig) -> ResolvedModel:
+    name = cfg.name_or_path
+    source = cfg.source
+    if source in ("auto", "embedded") and embedded.is_embedded(name):
+        return ResolvedModel(str(embedded.embedded_checkpoint(name)), origin=f"embedded:{name.lower()}")
+    if source == "embedded":
+        raise ConfigError(
+            f"model.name_or_path={name!r} is not an embedded model; embedded: {', '.join(embedded.EMBEDDED_MODELS)}"
+        )
+    if source == "modelscope":
+        try:
+            from modelscope import snapshot_download
+        except ImportError:
+            raise ConfigError(
+                "model.source=modelscope needs the modelscope package: pip install modelscope"
+            ) from None
+        return ResolvedModel(snapshot_download(name, revision=cfg.revision), origin=f"modelscope:{name}")
+
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" or cfg.gguf_file:
+        gguf = path if path.suffix == ".gguf" else path / str(cfg.gguf_file)
+        if not gguf.is_file():
+            raise ConfigError(f"model.name_or_path: GGUF file {gguf} not found.")
+        return ResolvedModel(str(gguf.parent), gguf_file=gguf.name, origin=f"gguf:{gguf.resolve()}")
+    if path.exists():
+        if not (path / "config.json").is_file():
+            hint = " It looks like a LoRA adapter; set model.name_or_path to its base." if (path / "adapter_config.json").is_file() else ""
+            raise ConfigError(f"model.name_or_path: {path} has no config.json, so it is not a model folder.{hint}")
+        return ResolvedModel(str(path.resolve()), origin=f"local:{path.resolve()}")
+    if source == "local":
+        raise ConfigError(f"model.name_or_path: local folder {path} does not exist.")
+    if name.startswith((".", "/", "~")):
+        raise ConfigError(f"model.name_or_path: {name} does not exist.")
+    return ResolvedModel(name, origin=f"hf:{name}")
