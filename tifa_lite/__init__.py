@@ -18,4 +18,11 @@ def load_recipe(recipe, overrides=None, profile=None):
     return _load(recipe, overrides, profile)
 
 
-__all__ = ["train", "load_recipe", "__version__"]
+def merge(adapter, output, **kwargs):
+    """Merge a LoRA/QLoRA adapter into its 16-bit base, self-checked: ``merge("outputs/run", "outputs/merged")``."""
+    from tifa_lite.merging import merge as _merge
+
+    return _merge(adapter, output, **kwargs)
+
+
+__all__ = ["train", "load_recipe", "merge", "__version__"]

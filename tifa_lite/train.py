@@ -67,11 +67,8 @@ def train(
 
 
 def run_config(config: RecipeConfig) -> TrainResult:
+    from tifa_lite.backends import load_for_training_with_backend, preload_backend
     from tifa_lite.hardware import detect, resolve_precision
-    from tifa_lite.methods import get_method
-    from tifa_lite.methods.common import Run
-    from tifa_lite.modeling import load_for_training
-    from tifa_lite.outputs import MetricsRecorder, finalize_outputs
 
     output_dir = Path(config.train.output_dir).expanduser().resolve()
     if output_dir.exists() and any(output_dir.iterdir()) and not config.train.overwrite_output_dir:
@@ -86,13 +83,22 @@ def run_config(config: RecipeConfig) -> TrainResult:
 
     try:
         hardware = detect()
+        # unsloth (when selected) must be imported before transformers to patch it.
+        backend = preload_backend(config, hardware)
+        from tifa_lite.distributed.runtime import prepare_distributed
+        from tifa_lite.methods import get_method
+        from tifa_lite.methods.common import Run
+        from tifa_lite.outputs import MetricsRecorder, finalize_outputs
+
+
+        config = prepare_distributed(config)
         if config.train.auto_fit:
-            from tifa_lite.planner import apply_auto_fit  # issue 7
+            from tifa_lite.planner import apply_auto_fit
 
             config = apply_auto_fit(config, hardware)
         precision = resolve_precision(config.train.precision, hardware)
         (work_dir / "resolved_config.yaml").write_text(dump_config(config), encoding="utf-8")
-        model, tokenizer, peft_config = load_for_training(config, precision, hardware)
+        model, tokenizer, peft_config = load_for_training_with_backend(config, precision, hardware, backend=backend)
         recorder = MetricsRecorder(work_dir / "metrics.jsonl", append=resume_from is not None)
         run = Run(
             config=config, work_dir=work_dir, model=model, tokenizer=tokenizer,
@@ -108,9 +114,14 @@ def run_config(config: RecipeConfig) -> TrainResult:
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
 
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(work_dir, output_dir)
+    from tifa_lite.distributed.runtime import barrier, is_main_process
+
+    # Under a launcher every rank gets here; only global rank 0 moves the shared folder.
+    if is_main_process():
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(work_dir, output_dir)
+    barrier()
     return TrainResult(
         output_dir=output_dir,
         config=config,

@@ -13,6 +13,15 @@ from tifa_lite.errors import TifaError
 COMMANDS = [
     "train",
     "config",
+    "data",
+    "chat",
+    "eval",
+    "pipeline",
+    "export",
+    "pairs",
+    "launch",
+    "merge",
+    "plan",
 ]
 
 

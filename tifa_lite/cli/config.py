@@ -14,6 +14,10 @@ def register(sub) -> None:
 def run(args) -> int:
     from tifa_lite.config import dump_config, load_recipe
 
+    from tifa_lite.distributed.batch import apply_batch_rule
+
     config = load_recipe(args.recipe, args.overrides, profile=args.profile)
+    config, plan = apply_batch_rule(config)  # issue 6: micro-batch/accumulation from the global batch
+    print(f"# batch: {plan.describe()}")
     print(dump_config(config), end="")
     return 0

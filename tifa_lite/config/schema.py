@@ -141,14 +141,21 @@ class GRPOConfig(Section):
 
 
 class DPOConfig(Section):
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    max_prompt_length: int | None = None
-    # ORPO's lambda / SimPO's gamma-beta ratio / KTO's weights, for those methods.
-    orpo_alpha: float = 1.0
+    # DPO/KTO: strength of the pull towards the reference (the base, adapter disabled);
+    # ORPO: lambda, the weight of the odds-ratio term; SimPO: the reward scale.
+    beta: float = Field(0.1, gt=0)
+    # dpo: any DPO loss of the installed TRL (sigmoid, ipo, hinge, robust, …), or a
+    # list to combine them; kto: kto | apo_zero_unpaired. orpo/simpo have one loss each.
+    loss_type: str | list[str] = "sigmoid"
+    loss_weights: list[float] | None = None
+    # SimPO's target reward margin (gamma).
     simpo_gamma: float = 0.5
+    # KTO's weights of the desirable (chosen) and undesirable (rejected) halves.
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.0
+    # Compute the reference log-probs once before training: frees the reference pass
+    # from every step (only matters for full fine-tuning, where it is a second model).
+    precompute_ref_log_probs: bool = False
 
 
 class SamplingConfig(Section):
@@ -167,13 +174,36 @@ class DistributedConfig(Section):
     zero_stage: Literal[0, 1, 2, 3] | None = None
     # Size the profile is written for; the launcher checks nnodes*nproc_per_node against it.
     world_size: int = Field(1, ge=1)
+    nnodes: int = Field(1, ge=1)
+    nproc_per_node: int = Field(1, ge=1)
+    # Per-device micro-batch of a scale profile. With it set, train.per_device_batch_size and
+    # train.gradient_accumulation_steps are derived so that micro × accumulation × world_size
+    # equals the recipe's global batch (rule: tifa_lite.distributed.batch).
+    micro_batch_size: int | None = Field(None, ge=1)
     save_16bit_model: bool = False
     launcher: Literal["torchrun", "accelerate", "deepspeed"] = "torchrun"
+    master_port: int = Field(29500, ge=1, le=65535)
+    # Extra environment for every launched process (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, …).
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _world_size_matches(self) -> "DistributedConfig":
+        if self.world_size != self.nnodes * self.nproc_per_node:
+            raise ValueError(
+                f"distributed.world_size={self.world_size} but nnodes × nproc_per_node = "
+                f"{self.nnodes} × {self.nproc_per_node} = {self.nnodes * self.nproc_per_node}. The profile is written "
+                f"for {self.world_size} processes; to run on a different number, also set "
+                f"distributed.world_size={self.nnodes * self.nproc_per_node} (the global batch is kept)."
+            )
+        return self
 
 
 class HardwareConfig(Section):
-    # auto: detect; a name (t4, a10, rtx4090, …) plans for / adapts to that card.
+    # auto: detect; a name (t4, a10, l4, rtx3090, rtx4090, 8gb, a100-40g, a100-80g, h100; see
+    # tifa_lite.planner.hardware_catalog) plans for / adapts to that card.
     gpu: str = "auto"
+    # Memory of the card in GiB when it differs from the catalogue's (a 12 GB card: gpu=8gb, memory_gib=11.6).
+    memory_gib: float | None = Field(None, gt=0)
 
 
 class RecipeConfig(Section):

@@ -32,6 +32,8 @@ def training_kwargs(run: Run) -> dict[str, Any]:
     """Keyword arguments understood by transformers.TrainingArguments (and so by
     SFTConfig, GRPOConfig, DPOConfig, RewardConfig …)."""
     t = run.config.train
+    # unsloth wires its own (offloaded) checkpointing into the model it returns.
+    checkpointing = t.gradient_checkpointing and getattr(run.model, "tifa_lite_backend", None) != "unsloth"
     kwargs: dict[str, Any] = dict(
         output_dir=str(run.work_dir),
         max_steps=t.max_steps,
@@ -51,7 +53,7 @@ def training_kwargs(run: Run) -> dict[str, Any]:
         data_seed=t.seed,
         bf16=run.precision == "bf16",
         fp16=run.precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        gradient_checkpointing=checkpointing,
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
@@ -61,11 +63,13 @@ def training_kwargs(run: Run) -> dict[str, Any]:
         dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=False,
     )
-    if t.gradient_checkpointing:
+    if checkpointing:
         # Reentrant checkpointing breaks with frozen (LoRA) inputs; non-reentrant is the safe default.
         kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
     if run.config.distributed.deepspeed:
-        kwargs["deepspeed"] = run.config.distributed.deepspeed
+        from tifa_lite.distributed.runtime import training_arguments_kwargs
+
+        kwargs.update(training_arguments_kwargs(run.config))
     if t.eval_steps:
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps)
     return kwargs

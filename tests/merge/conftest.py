@@ -1,0 +1,47 @@
+"""Real adapters for the merge tests, trained with PEFT directly on the tiny Llama:
+a few optimizer steps at a high learning rate so every lora_B is non-zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def train_adapter(base_dir: Path, out: Path, *, qlora: bool = False, steps: int = 3, **lora_kwargs) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    kwargs = {"dtype": torch.float32}
+    if qlora:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32,
+            bnb_4bit_quant_storage=torch.float32,
+        )
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", **lora_kwargs)
+    model = get_peft_model(model, config)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    batch = tokenizer(["The sea is wide and deep.", "Two plus two is four."], return_tensors="pt", padding=True)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
+    for _ in range(steps):
+        loss = model(**batch, labels=batch["input_ids"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def lora_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    return train_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "lora")
+
+
+@pytest.fixture(scope="session")
+def qlora_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    return train_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapters") / "qlora", qlora=True)

@@ -1,0 +1,96 @@
+import math
+
+import pytest
+
+from tifa_lite.config import load_recipe
+from tifa_lite.errors import ConfigError
+from tifa_lite.methods import get_method
+from tifa_lite.methods.common import Run
+from tifa_lite.methods.dpo import dpo_loss_types, method_kwargs, trl_classes
+from tifa_lite.modeling import load_for_training
+
+
+def make_run(model_dir, sample_data, tmp_path, method="dpo", **overrides):
+    items = {
+        "model.name_or_path": str(model_dir),
+        "data.path": str(sample_data / "hh_rlhf_sample.jsonl"),
+        "data.max_length": 128, "data.limit": 4,
+        "train.method": method, "train.max_steps": 1, "train.per_device_batch_size": 2,
+        "train.gradient_checkpointing": False, "train.progress_bar": False,
+        "train.output_dir": str(tmp_path / "out"), "train.learning_rate": 1e-3,
+        "lora.r": 4, "lora.alpha": 8,
+    }
+    items.update(overrides)
+    config = load_recipe("recipes/dpo_qlora_hh.yaml", items)
+    model, tokenizer, peft_config = load_for_training(config, "fp32")
+    return Run(config=config, work_dir=tmp_path / "work", model=model, tokenizer=tokenizer,
+               peft_config=peft_config, precision="fp32")
+
+
+def test_loss_types_come_from_installed_trl():
+    losses = dpo_loss_types()
+    assert {"sigmoid", "ipo", "hinge", "robust"} <= losses
+    assert "simpo" not in losses  # TRL keeps SimPO in CPO, hence train.method=simpo
+
+
+def test_method_kwargs(tmp_path):
+    def kwargs(**o):
+        config = load_recipe("recipes/dpo_qlora_hh.yaml", o)
+        return method_kwargs(Run(config, tmp_path, None, None, None, "fp32"))
+
+    assert kwargs(**{"dpo.beta": 0.3})["beta"] == 0.3
+    assert kwargs()["loss_type"] == ["sigmoid"]
+    simpo = kwargs(**{"train.method": "simpo", "dpo.simpo_gamma": 0.8})
+    assert simpo["loss_type"] == "simpo" and simpo["cpo_alpha"] == 0.0 and simpo["simpo_gamma"] == 0.8
+    kto = kwargs(**{"train.method": "kto", "dpo.desirable_weight": 1.3})
+    assert kto["loss_type"] == "kto" and kto["desirable_weight"] == 1.3
+    with pytest.raises(ConfigError, match="dpo.loss_type=\\['simpo'\\] is not a DPO loss"):
+        kwargs(**{"dpo.loss_type": "simpo"})
+    with pytest.raises(ConfigError, match="train.method=kto"):
+        kwargs(**{"train.method": "kto", "dpo.loss_type": "ipo"})
+
+
+def test_every_preference_method_has_a_trl_trainer():
+    for method in ("dpo", "kto", "orpo", "simpo"):
+        config_cls, trainer_cls = trl_classes(method)
+        assert trainer_cls.__name__.endswith("Trainer")
+
+
+def test_dpo_qlora_reference_is_the_base_with_adapter_disabled(tiny_model_dir, sample_data, tmp_path):
+    run = make_run(tiny_model_dir, sample_data, tmp_path)
+    trainer = get_method("dpo").build_trainer(run)
+    # No second model: TRL disables the adapter for the reference pass.
+    assert trainer.ref_model is None
+    assert type(trainer.model).__name__ == "PeftModelForCausalLM"
+    assert getattr(trainer.model.get_base_model(), "is_loaded_in_4bit", False)
+    assert run.data_report["train_pairs"] == 4
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    output = trainer.train()
+    assert math.isfinite(output.training_loss)
+    moved = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not (p == before[n]).all()]
+    assert moved and all("lora_" in n for n in moved)
+
+
+@pytest.mark.parametrize("method", ["orpo", "kto", "simpo"])
+def test_other_preference_methods_train_a_step(method, tiny_model_dir, sample_data, tmp_path):
+    run = make_run(tiny_model_dir, sample_data, tmp_path, method=method, **{"quant.bits": None})
+    trainer = get_method(method).build_trainer(run)
+    assert type(trainer).__name__ == {"orpo": "ORPOTrainer", "kto": "KTOTrainer", "simpo": "CPOTrainer"}[method]
+    output = trainer.train()
+    assert math.isfinite(output.training_loss)
+
+
+@pytest.mark.slow
+def test_dpo_recipe_end_to_end_on_embedded_model(sample_data, tmp_path):
+    from tifa_lite.evaluation.preference import evaluate_preference_files
+    from tifa_lite.train import train
+
+    result = train("recipes/dpo_qlora_hh.yaml", overrides={
+        "model.name_or_path": "smollm2-135m-instruct", "data.max_length": 192, "data.overlength": "drop",
+        "data.limit": 8, "train.max_steps": 2, "train.per_device_batch_size": 2, "train.gradient_accumulation_steps": 1,
+        "train.gradient_checkpointing": False, "train.output_dir": str(tmp_path / "dpo"), "train.progress_bar": False,
+    })
+    assert result.global_step == 2 and (result.output_dir / "adapter_config.json").is_file()
+    scored = evaluate_preference_files(str(sample_data / "hh_rlhf_sample.jsonl"), adapter=str(result.output_dir),
+                                       limit=4, max_length=192)
+    assert scored["kind"] == "implicit_reward" and scored["n"] == 4 and scored["ties"] < 4

@@ -1,0 +1,156 @@
+"""GRPO method: generation-backend selection, batch checks, TRL config mapping, and
+training steps through TRL's GRPOTrainer (tiny model; the real one in the slow test)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tifa_lite.config import load_recipe
+from tifa_lite.errors import ConfigError
+from tifa_lite.methods.common import Run
+from tifa_lite.methods.grpo import check_batch, grpo_args, reward_specs, select_vllm
+from tifa_lite.rewards import R1_ZERO_REWARDS, RewardError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_for(cfg, tmp_path=Path("/tmp/unused"), model=None, tokenizer=None, peft=None):
+    return Run(config=cfg, work_dir=tmp_path, model=model, tokenizer=tokenizer, peft_config=peft, precision="fp32")
+
+
+@pytest.mark.parametrize("mode, vllm, cuda, expected", [
+    ("auto", True, True, True),
+    ("auto", True, False, False),
+    ("auto", False, True, False),
+    ("auto", False, False, False),
+    ("off", True, True, False),
+    ("on", True, True, True),
+])
+def test_select_vllm(mode, vllm, cuda, expected):
+    assert select_vllm(mode, vllm_available=vllm, cuda_available=cuda) is expected
+
+
+@pytest.mark.parametrize("vllm, cuda, missing", [(False, True, "vllm package"), (True, False, "CUDA GPU")])
+def test_select_vllm_on_without_means_fails_clearly(vllm, cuda, missing):
+    with pytest.raises(ConfigError, match=missing):
+        select_vllm("on", vllm_available=vllm, cuda_available=cuda)
+
+
+def test_select_vllm_detects_this_machine():
+    import importlib.util
+
+    import torch
+
+    expected = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+    assert select_vllm("auto") is expected
+
+
+def test_check_batch():
+    cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 3, "gradient_accumulation_steps": 1},
+                       "grpo": {"num_generations": 2}})
+    with pytest.raises(ConfigError, match="not a multiple of grpo.num_generations=2"):
+        check_batch(run_for(cfg))
+    cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 2, "gradient_accumulation_steps": 4},
+                       "grpo": {"num_generations": 8}})
+    check_batch(run_for(cfg))  # 8 completions per step: one group
+    cfg.data.eval_ratio = 0.1
+    with pytest.raises(ConfigError, match="evaluation needs"):
+        check_batch(run_for(cfg))
+
+
+def test_grpo_args_map_the_recipe(tmp_path):
+    cfg = load_recipe(REPO / "recipes" / "grpo_qwen2.5-0.5b_gsm8k.yaml")
+    args = grpo_args(run_for(cfg, tmp_path), [1.0, 0.5, 0.5, 0.5, 2.0])
+    assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.weight_decay) == (5e-6, 0.9, 0.99, 0.1)
+    assert (args.warmup_ratio, args.lr_scheduler_type, args.max_grad_norm) == (0.1, "cosine", 0.1)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_generations) == (8, 4, 8)
+    assert args.max_completion_length == 200
+    assert args.reward_weights == [1.0, 0.5, 0.5, 0.5, 2.0]
+    assert args.use_vllm is select_vllm("auto")
+    assert args.generation_kwargs == {"use_cache": True}
+
+
+def test_default_rewards_are_r1_zero():
+    cfg = load_recipe({"train": {"method": "grpo"}})
+    assert [s["name"] for s in reward_specs(run_for(cfg))] == R1_ZERO_REWARDS
+
+
+@pytest.mark.parametrize("recipe", ["grpo_qwen2.5-0.5b_gsm8k.yaml", "grpo_qlora_a10.yaml", "grpo_qlora_t4.yaml"])
+def test_recipes_validate(recipe):
+    cfg = load_recipe(REPO / "recipes" / recipe)
+    assert cfg.train.method == "grpo"
+    assert [r.name for r in cfg.grpo.rewards] == R1_ZERO_REWARDS
+    check_batch(run_for(cfg))
+    if "qlora" in recipe:
+        assert cfg.is_qlora
+
+
+def tiny_run(tmp_path, tiny_model_dir, data_path, rewards, **train):
+    from tifa_lite.modeling import load_for_training
+
+    cfg = load_recipe({
+        "model": {"name_or_path": str(tiny_model_dir)},
+        "quant": {"bits": None},
+        "lora": {"r": 4, "alpha": 8},
+        "data": {"path": str(data_path), "limit": 8},
+        "train": {"method": "grpo", "max_steps": 2, "per_device_batch_size": 4, "learning_rate": 1e-3,
+                  "output_dir": str(tmp_path / "out"), "progress_bar": False, "save_steps": 1000, **train},
+        "grpo": {"num_generations": 2, "max_completion_length": 8, "rewards": rewards},
+    })
+    model, tokenizer, peft = load_for_training(cfg, "fp32")
+    return run_for(cfg, tmp_path / "work", model, tokenizer, peft)
+
+
+def test_build_trainer_trains_and_logs_each_reward(tmp_path, tiny_model_dir, sample_data):
+    from tifa_lite.methods.grpo import build_trainer
+
+    rewards = [{"name": n} for n in R1_ZERO_REWARDS] + [{"name": "repetition", "weight": 0.5}, {"name": "length"}]
+    run = tiny_run(tmp_path, tiny_model_dir, sample_data / "arithmetic" / "train.jsonl", rewards)
+    trainer = build_trainer(run)
+    assert trainer.args.use_vllm is False
+    assert trainer.reward_func_names == R1_ZERO_REWARDS + ["repetition", "length"]
+    assert run.data_report["train_rows"] == 8
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    assert len(logs) == 2
+    for name in trainer.reward_func_names:
+        assert f"rewards/{name}/mean" in logs[0]
+    # 8-token completions of a random model are always clipped: the length reward is -1.
+    assert logs[0]["rewards/length/mean"] == -1.0
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
+    assert lora and all(p.requires_grad for p in lora)
+
+
+def test_failing_reward_is_named_during_training(tmp_path, tiny_model_dir, sample_data):
+    from tifa_lite.methods.grpo import build_trainer
+
+    bad = tmp_path / "bad_reward.py"
+    bad.write_text("def needs_label(completions, label, **kw):\n    return [1.0] * len(completions)\n")
+    run = tiny_run(tmp_path, tiny_model_dir, sample_data / "arithmetic" / "train.jsonl",
+                   [{"name": "xmlcount"}, {"name": f"{bad}:needs_label"}], max_steps=1)
+    trainer = build_trainer(run)
+    with pytest.raises(RewardError, match=r"reward 'needs_label' .*TypeError.*label"):
+        trainer.train()
+
+
+@pytest.mark.slow
+def test_cli_reproduction_recipe_runs_on_cpu(tmp_path, shared_data):
+    """The issue's Done-when command, kept small: 2 steps, 4 rows, 2 generations, 16 tokens."""
+    out = tmp_path / "grpo_cpu"
+    cmd = [
+        sys.executable, "-m", "tifa_lite", "train", str(REPO / "recipes" / "grpo_qwen2.5-0.5b_gsm8k.yaml"),
+        "model.name_or_path=smollm2-135m-instruct", "train.max_steps=2",
+        f"data.path={shared_data / 'gsm8k' / 'train.jsonl'}", "data.limit=4",
+        "train.per_device_batch_size=2", "train.gradient_accumulation_steps=1", "grpo.num_generations=2",
+        "grpo.max_completion_length=16", "train.progress_bar=false", f"train.output_dir={out}",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [m for m in metrics if "reward" in m]
+    assert [m["step"] for m in steps] == [1, 2]
+    assert all(f"rewards/{n}/mean" in steps[0] for n in R1_ZERO_REWARDS)
+    assert (out / "model.safetensors").is_file()  # full-parameter recipe: the whole model is saved

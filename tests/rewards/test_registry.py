@@ -1,0 +1,151 @@
+"""Reward lookup: registered names, TRL's rewards, custom references, error wrapping."""
+
+import pytest
+
+from tifa_lite.errors import ConfigError
+from tifa_lite.rewards import R1_ZERO_REWARDS, REGISTRY, RewardError, build_rewards, resolve_reward
+
+GOOD = [[{"role": "assistant", "content": "<think>\nx\n</think>\n<answer>\n3\n</answer>\n"}]]
+BAD = [[{"role": "assistant", "content": "no tags 3 3 3 3 3 3 3 3"}]]
+
+
+def call(reward, completions, **kwargs):
+    ids = [list(range(5))] * len(completions)
+    return reward(prompts=["p"] * len(completions), completions=completions, completion_ids=ids, **kwargs)
+
+
+def test_r1_zero_defaults_are_registered():
+    assert set(R1_ZERO_REWARDS) <= set(REGISTRY)
+
+
+def test_build_rewards_names_weights_and_scores():
+    specs = [{"name": n} for n in R1_ZERO_REWARDS] + [{"name": "correctness", "weight": 0.5}]
+    rewards = build_rewards(specs)
+    assert rewards.names == R1_ZERO_REWARDS + ["correctness_2"]
+    assert rewards.weights == [1.0] * 5 + [0.5]
+    scores = [call(f, GOOD + BAD, answer=["3", "3"]) for f in rewards.funcs]
+    assert scores[0][0] == pytest.approx(0.5) and scores[0][1] == 0.0
+    assert scores[4] == [2.0, 0.0]
+
+
+def test_kwargs_bind_to_plain_rewards():
+    f = build_rewards([{"name": "soft_format", "kwargs": {"score": 3.0}}]).funcs[0]
+    assert call(f, GOOD + BAD) == [3.0, 0.0]
+
+
+def test_repetition_reward_uses_trl_ngrams():
+    f = build_rewards([{"name": "repetition", "kwargs": {"ngram_size": 2}}]).funcs[0]
+    ids = [[1, 2, 3, 4], [5, 5, 5, 5, 5], [1]]
+    scores = f(prompts=["p"] * 3, completions=["a", "b", "c"], completion_ids=ids)
+    assert scores == [0.0, pytest.approx(-0.75), 0.0]
+    assert f.__name__ == "repetition"
+
+
+def test_length_reward_defaults_to_max_completion_length():
+    f = build_rewards([{"name": "length"}], context={"max_completion_length": 8}).funcs[0]
+    ids = [[0] * 4, [0] * 7, [0] * 9]  # cache = 8 // 4 = 2 → free up to 6 tokens
+    assert f(prompts=["p"] * 3, completions=["a"] * 3, completion_ids=ids) == [0.0, pytest.approx(-0.5), -1.0]
+
+
+def test_trl_reward_by_name():
+    rewards = build_rewards([
+        {"name": "trl:think_format_reward"},
+        {"name": "trl:get_soft_overlong_punishment", "kwargs": {"max_completion_len": 4, "soft_punish_cache": 1}},
+    ])
+    assert rewards.names == ["think_format_reward", "soft_overlong_punishment"]
+    assert call(rewards.funcs[0], GOOD + BAD) == [1.0, 0.0]
+    assert call(rewards.funcs[1], GOOD) == [-1.0]
+
+
+def test_unknown_trl_reward_lists_the_real_ones():
+    with pytest.raises(ConfigError, match="think_format_reward"):
+        resolve_reward("trl:nope")
+
+
+def test_custom_reward_from_file(tmp_path):
+    f = tmp_path / "my_rewards.py"
+    f.write_text(
+        "def shout(completions, bonus=1.0, **kw):\n"
+        "    return [bonus if '!' in c[0]['content'] else 0.0 for c in completions]\n"
+        "def make_const(value):\n"
+        "    def const(completions, **kw):\n"
+        "        return [value] * len(completions)\n"
+        "    return const\n"
+    )
+    rewards = build_rewards([
+        {"name": f"{f}:shout", "kwargs": {"bonus": 2.0}, "weight": 0.25},
+        {"name": f"{f}:make_const", "kwargs": {"value": 7}},
+    ])
+    assert rewards.names == ["shout", "const"]
+    assert rewards.weights == [0.25, 1.0]
+    yell = [[{"role": "assistant", "content": "hi!"}]]
+    assert call(rewards.funcs[0], yell + GOOD) == [2.0, 0.0]
+    assert call(rewards.funcs[1], GOOD) == [7.0]
+
+
+def test_custom_reward_from_module():
+    # Any importable module works; the rule module itself is one.
+    f = build_rewards([{"name": "tifa_lite.rewards.rule:soft_format"}]).funcs[0]
+    assert f.__name__ == "soft_format"
+    assert call(f, GOOD) == [0.5]
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("not_a_reward", "not a known reward"),
+    ("no/such/file.py:f", "no such file"),
+    ("no_such_module_xyz:f", "cannot import module"),
+    ("tifa_lite.rewards.rule:missing", "has no 'missing'"),
+])
+def test_bad_references_fail_at_build_time(ref, message):
+    with pytest.raises(ConfigError, match=message):
+        build_rewards([{"name": ref}])
+
+
+def test_broken_factory_names_the_reward():
+    with pytest.raises(ConfigError, match="repetition"):
+        build_rewards([{"name": "repetition", "kwargs": {"max_penalty": 2.0}}])
+
+
+def test_reward_that_raises_is_named(tmp_path):
+    f = tmp_path / "boom.py"
+    f.write_text("def boom(completions, **kw):\n    raise KeyError('answer')\n")
+    reward = build_rewards([{"name": f"{f}:boom"}]).funcs[0]
+    with pytest.raises(RewardError, match=r"reward 'boom' .*boom\.py:boom.* raised KeyError: 'answer' at .*boom\.py:2"):
+        call(reward, GOOD)
+
+
+def test_reward_with_wrong_count_is_named(tmp_path):
+    f = tmp_path / "short.py"
+    f.write_text("def short(completions, **kw):\n    return [1.0]\n")
+    reward = build_rewards([{"name": f"{f}:short"}]).funcs[0]
+    with pytest.raises(RewardError, match="reward 'short' .* returned 1 scores for 2 completions"):
+        call(reward, GOOD + BAD)
+
+
+def test_reward_with_non_numbers_or_non_list_is_named(tmp_path):
+    f = tmp_path / "odd.py"
+    f.write_text(
+        "def words(completions, **kw):\n    return ['high'] * len(completions)\n"
+        "def scalar(completions, **kw):\n    return 1.0\n"
+        "def maybe(completions, **kw):\n    return [None] * len(completions)\n"
+    )
+    words, scalar, maybe = build_rewards([{"name": f"{f}:{n}"} for n in ("words", "scalar", "maybe")]).funcs
+    with pytest.raises(RewardError, match="reward 'words' .*returned 'high' for completion 0"):
+        call(words, GOOD)
+    with pytest.raises(RewardError, match="reward 'scalar' .*returned float"):
+        call(scalar, GOOD)
+    assert call(maybe, GOOD) == [None]
+
+
+def test_correctness_without_answer_column_is_named():
+    reward = build_rewards([{"name": "correctness"}]).funcs[0]
+    with pytest.raises(RewardError, match="reward 'correctness'.*TypeError.*answer"):
+        call(reward, GOOD)
+
+
+def test_named_reward_pickles():
+    import pickle
+
+    reward = build_rewards([{"name": "xmlcount"}]).funcs[0]
+    clone = pickle.loads(pickle.dumps(reward))
+    assert clone.__name__ == "xmlcount" and call(clone, GOOD) == call(reward, GOOD)

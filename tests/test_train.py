@@ -1,0 +1,114 @@
+"""train() end to end on a tiny random Llama (seconds): every method variant writes the
+documented outputs, and failures leave no output folder behind."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tifa_lite import train
+from tifa_lite.config.loader import RECIPES_DIR
+from tifa_lite.errors import ConfigError, DataError
+from tifa_lite.train import partial_dir
+
+ROLEPLAY = RECIPES_DIR / "sft_qlora_roleplay.yaml"
+CPT = RECIPES_DIR / "cpt_qlora_novel.yaml"
+
+
+def tiny_overrides(model_dir, out, sample_data, **extra):
+    base = {
+        "model.name_or_path": str(model_dir),
+        "train.output_dir": str(out),
+        "train.max_steps": 3,
+        "train.per_device_batch_size": 2,
+        "train.gradient_accumulation_steps": 1,
+        "train.logging_steps": 1,
+        "train.gradient_checkpointing": False,
+        "data.path": str(sample_data / "roleplay_sheldon_sample.jsonl"),
+        "data.limit": 24,
+        "data.max_length": 256,
+        "lora.r": 4,
+        "lora.alpha": 8,
+    }
+    base.update(extra)
+    return base
+
+
+def assert_run_outputs(out: Path, adapter: bool = True):
+    assert out.is_dir() and not partial_dir(out).exists()
+    names = {p.name for p in out.iterdir()}
+    expected = {"resolved_config.yaml", "metrics.jsonl", "loss_curve.png", "tokenizer.json", "data_report.json"}
+    expected |= {"adapter_model.safetensors", "adapter_config.json"} if adapter else {"model.safetensors", "config.json"}
+    assert expected <= names, expected - names
+    losses = [row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
+    assert len(losses) == 3 and all(loss > 0 for loss in losses)
+
+
+def test_qlora_sft_from_the_shipped_recipe(tiny_model_dir, tmp_path, sample_data):
+    result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data))
+    assert result.global_step == 3 and result.config.is_qlora
+    assert_run_outputs(result.output_dir)
+    report = json.loads((result.output_dir / "data_report.json").read_text())
+    assert report["train_samples"] > 0 and report["trained_tokens"] < report["train_tokens"]
+
+
+def test_plain_lora_and_packing(tiny_model_dir, tmp_path, sample_data):
+    result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data,
+                                              **{"quant.bits": None, "train.packing": True, "data.max_length": 1024}))
+    assert_run_outputs(result.output_dir)
+    report = json.loads((result.output_dir / "data_report.json").read_text())
+    assert report["packed_rows"] < report["train_samples"]
+
+
+def test_full_fine_tuning_by_keys(tiny_model_dir, tmp_path, sample_data):
+    result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data,
+                                              **{"quant.bits": None, "lora.enabled": False}))
+    assert_run_outputs(result.output_dir, adapter=False)
+
+
+def test_continued_pretraining_on_text(tiny_model_dir, tmp_path, sample_data):
+    overrides = tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data,
+                               **{"data.path": str(sample_data / "novel_sample.txt"), "data.max_length": 128,
+                                  "data.eval_ratio": 0.0})
+    result = train(CPT, **overrides)
+    assert_run_outputs(result.output_dir)
+    report = json.loads((result.output_dir / "data_report.json").read_text())
+    assert report["blocks"] >= 6 and report["documents"] == 1
+
+
+def test_bad_data_leaves_no_output(tiny_model_dir, tmp_path, sample_data):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n{oops\n')
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match=rf"{bad}:2: malformed JSON"):
+        train(ROLEPLAY, **tiny_overrides(tiny_model_dir, out, sample_data, **{"data.path": str(bad), "data.limit": None}))
+    assert not out.exists() and not partial_dir(out).exists()
+
+
+def test_skip_bad_lines_and_count_overlength(tiny_model_dir, tmp_path, sample_data):
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello there"}]}'
+    long = json.dumps({"messages": [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "ok"}]})
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("\n".join([good] * 6 + ["{oops", '{"messages": [{"role": "user", "content": "x"}]}', long]) + "\n")
+    result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data, **{
+        "data.path": str(data), "data.limit": None, "data.on_error": "skip", "data.overlength": "drop",
+        "data.max_length": 64}))
+    report = json.loads((result.output_dir / "data_report.json").read_text())
+    assert report["train_samples"] == 6
+    assert report["skipped"] == {"malformed JSON": 1, "invalid conversation": 1}
+    assert report["overlength_dropped"] == 1
+
+
+def test_missing_data_file_is_a_clear_error(tiny_model_dir, tmp_path, sample_data):
+    with pytest.raises(DataError, match="data.path: .*nope.jsonl does not exist"):
+        train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data,
+                                         **{"data.path": str(tmp_path / "nope.jsonl")}))
+
+
+def test_finished_output_folder_is_not_overwritten(tiny_model_dir, tmp_path, sample_data):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(ConfigError, match="already holds a finished run"):
+        train(ROLEPLAY, **tiny_overrides(tiny_model_dir, out, sample_data))
+    assert (out / "keep.txt").read_text() == "precious"

@@ -1,0 +1,237 @@
+"""Talk to a model or a trained adapter: ``chat(model, adapter=None) -> ChatSession``.
+
+>>> import tifa_lite.chat
+>>> s = tifa_lite.chat("outputs/merged")    # the module is callable; same as tifa_lite.chat.chat(...)          # or chat("smollm2-135m-instruct", adapter="outputs/sft")
+>>> s.say("Hello, Sheldon.")
+
+Sampling, lowest to highest precedence: our defaults → the model folder's
+``generation_config.json`` → the recipe's ``sampling:`` (``tifa_sampling.json`` or
+``resolved_config.yaml`` beside an adapter, or ``recipe=``) → ``preset=`` → keyword
+arguments. The history sent back to the model has ``<think>…</think>`` removed from
+earlier answers (:func:`tifa_lite.templates.apply_think_policy`); ``session.history``
+keeps the full replies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tifa_lite.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+
+# Tifa's published recommendation for role-play models.
+SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
+    "tifa": {"do_sample": True, "temperature": 0.4, "top_p": 0.6, "repetition_penalty": 1.17, "max_new_tokens": 1536},
+    "greedy": {"do_sample": False, "repetition_penalty": 1.0},
+}
+
+
+@dataclass
+class ChatSession:
+    model: Any
+    tokenizer: Any
+    sampling: dict[str, Any]
+    system: str | None = None
+    strip_think: bool = True
+    history: list[dict[str, str]] = field(default_factory=list)
+    seed: int | None = None
+
+    def messages_for_model(self, text: str | None = None) -> list[dict[str, str]]:
+        from tifa_lite.templates import apply_think_policy
+
+        messages = ([{"role": "system", "content": self.system}] if self.system else []) + list(self.history)
+        if text is not None:
+            messages.append({"role": "user", "content": text})
+        return apply_think_policy(messages, self.strip_think)
+
+    def say(self, text: str, stream: bool = False, **sampling: Any) -> str:
+        """Send one user turn and return the reply (also appended to ``history``)."""
+        import torch
+
+        messages = self.messages_for_model(text)
+        inputs = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
+        kwargs = generation_kwargs({**self.sampling, **sampling})
+        if stream:
+            from transformers import TextStreamer
+
+            kwargs["streamer"] = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        if self.seed is not None:
+            torch.manual_seed(self.seed)
+        with torch.no_grad():
+            output = self.model.generate(**inputs, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        reply = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+        return reply
+
+    def reset(self) -> None:
+        self.history.clear()
+
+
+def generation_kwargs(sampling: dict[str, Any]) -> dict[str, Any]:
+    """Only the keys generate() should see; greedy drops the sampling-only ones so
+    transformers does not warn that they are ignored."""
+    out = {k: v for k, v in sampling.items() if k in SAMPLING_KEYS and v is not None}
+    out.setdefault("do_sample", out.get("temperature", 1.0) > 0)
+    if out.get("temperature") == 0:
+        out["do_sample"] = False
+    if not out["do_sample"]:
+        for key in ("temperature", "top_p", "top_k"):
+            out.pop(key, None)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def _recipe_sampling(folder: Path) -> dict[str, Any]:
+    """What a training run recorded beside its adapter or merged model."""
+    found = _read_json(folder / "tifa_sampling.json")
+    if found:
+        return found
+    resolved = folder / "resolved_config.yaml"
+    if resolved.is_file():
+        import yaml
+
+        data = yaml.safe_load(resolved.read_text(encoding="utf-8")) or {}
+        return dict(data.get("sampling") or {})
+    return {}
+
+
+def resolve_sampling(
+    model_dir: Path,
+    adapter_dir: Path | None = None,
+    recipe: str | Path | None = None,
+    preset: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    from tifa_lite.config.schema import SamplingConfig
+
+    sampling: dict[str, Any] = SamplingConfig().model_dump()
+    generation_config = _read_json(model_dir / "generation_config.json")
+    sampling.update({k: v for k, v in generation_config.items() if k in SAMPLING_KEYS})
+    sampling.update(_recipe_sampling(model_dir))
+    if adapter_dir is not None:
+        sampling.update(_recipe_sampling(adapter_dir))
+    if recipe is not None:
+        from tifa_lite.config import load_recipe
+
+        sampling.update(load_recipe(recipe).sampling.model_dump())
+    if preset is not None:
+        if preset not in SAMPLING_PRESETS:
+            raise ConfigError(f"sampling preset {preset!r}: unknown; choose one of {', '.join(SAMPLING_PRESETS)}.")
+        sampling.update(SAMPLING_PRESETS[preset])
+    sampling.update({k: v for k, v in overrides.items() if v is not None})
+    return {k: v for k, v in sampling.items() if k in SAMPLING_KEYS}
+
+
+def load_chat_model(
+    model: str | Path | None,
+    adapter: str | Path | None = None,
+    *,
+    chat_template: str | None = None,
+    think_policy: str = "auto",
+    bits: int | None = None,
+    precision: str = "auto",
+):
+    """(model, tokenizer, model_dir, adapter_dir, model_config). ``model`` may be None
+    when the adapter's resolved_config.yaml names its base."""
+    import yaml
+
+    from tifa_lite.config.schema import ModelConfig, RecipeConfig
+    from tifa_lite.hardware import detect, resolve_precision
+    from tifa_lite.modeling import load_model, load_tokenizer, resolve_model
+
+    adapter_dir = Path(adapter).expanduser().resolve() if adapter else None
+    model_fields: dict[str, Any] = {}
+    if adapter_dir is not None:
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise ConfigError(f"--adapter {adapter_dir}: no adapter_config.json, so this is not a LoRA adapter folder.")
+        resolved_yaml = adapter_dir / "resolved_config.yaml"
+        if resolved_yaml.is_file():
+            model_fields = dict((yaml.safe_load(resolved_yaml.read_text(encoding="utf-8")) or {}).get("model") or {})
+    if model is not None:
+        model_fields.update(name_or_path=str(model), source="auto", gguf_file=None)
+    if not model_fields.get("name_or_path"):
+        raise ConfigError("chat: give --model (a folder, an embedded name or a hub id), or an --adapter from a tifa_lite run.")
+    if chat_template is not None:
+        model_fields["chat_template"] = chat_template
+    model_fields["think_policy"] = think_policy
+    config = RecipeConfig(model=ModelConfig(**model_fields), quant={"bits": bits}, lora={"enabled": bits is not None})
+    hardware = detect()
+    precision = resolve_precision(precision, hardware)
+    resolved = resolve_model(config.model)
+    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
+        # The run saved the tokenizer it trained with, chat template included: chat the same way.
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if chat_template is not None:
+            from tifa_lite.templates import apply_chat_template_choice
+
+            apply_chat_template_choice(tokenizer, config.model)
+    else:
+        tokenizer = load_tokenizer(config, resolved)
+    lm = load_model(config, precision, hardware, resolved)
+    lm.config.use_cache = True  # load_model turns the cache off for training
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        lm = PeftModel.from_pretrained(lm, str(adapter_dir))
+    lm.eval()
+    if hardware.device == "cuda" and bits is None:
+        lm.to("cuda")
+    return lm, tokenizer, Path(resolved.path), adapter_dir, config.model
+
+
+def chat(
+    model: str | Path | None = None,
+    adapter: str | Path | None = None,
+    *,
+    system: str | None = None,
+    recipe: str | Path | None = None,
+    preset: str | None = None,
+    chat_template: str | None = None,
+    think_policy: str = "auto",
+    bits: int | None = None,
+    seed: int | None = None,
+    **sampling: Any,
+) -> ChatSession:
+    """A chat session with ``model`` (folder, embedded name, hub id) or, when None, the base
+    named by the adapter's run. ``sampling`` keys: temperature, top_p, top_k, repetition_penalty,
+    max_new_tokens, do_sample. ``preset="tifa"`` is Tifa's recommended role-play sampling.
+    ``think_policy``: "keep" sends earlier <think> blocks back; anything else strips them."""
+    unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+    if unknown:
+        raise ConfigError(f"chat(): unknown sampling keys {unknown}; valid: {', '.join(SAMPLING_KEYS)}.")
+    lm, tokenizer, model_dir, adapter_dir, _ = load_chat_model(
+        model, adapter, chat_template=chat_template, think_policy=think_policy, bits=bits
+    )
+    resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)
+    log.info("sampling: %s", resolved)
+    return ChatSession(lm, tokenizer, resolved, system=system, strip_think=think_policy != "keep", seed=seed)
+
+
+class _CallableModule(types.ModuleType):
+    """``tifa_lite.chat(...)`` in a notebook: the submodule shadows any function of that
+    name on the package, so the module itself forwards calls to :func:`chat`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ChatSession:
+        return chat(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,56 @@
+"""`tifa-lite merge --adapter DIR --output DIR [--dtype bf16|fp16|fp32] [--base PATH] [--json]`."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("merge", help="merge a LoRA/QLoRA adapter into its 16-bit base, with a self-check")
+    p.add_argument("--adapter", required=True, help="adapter folder (a finished run or a checkpoint-* folder)")
+    p.add_argument("--output", required=True, help="folder to write the merged model to (must not exist)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="dtype of the merged weights")
+    p.add_argument("--base", help="base model (path, hub id or embedded name); default: the one the adapter records")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    p.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
+    p.add_argument("--tolerance", type=float, help="max logit difference merged vs base+adapter (default per dtype)")
+    p.add_argument("--no-check", action="store_true", help="skip the self-check (not recommended)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on the last line")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from tifa_lite.merging import merge
+
+    report = merge(
+        args.adapter, args.output, dtype=args.dtype, base=args.base, overwrite=args.overwrite,
+        max_shard_size=args.max_shard_size, check=not args.no_check, tolerance=args.tolerance,
+    )
+    print(summary(report))
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def summary(report: dict) -> str:
+    lines = [f"merged {report['adapter']} + {report['base']} → {report['output']} ({report['dtype']}, {report['method']})"]
+    weights = report.get("weights")
+    if weights:
+        lines.append(
+            f"  weights changed: {weights['changed_tensors']} tensors, {weights['changed_fraction']:.1%} of elements, "
+            f"largest relative change {weights['max_relative_change']:.3g}"
+        )
+    check = report.get("self_check")
+    if check:
+        lines.append(
+            f"  self-check: max logit diff vs base+adapter {check['max_logit_diff_vs_base_plus_adapter']:.3g} "
+            f"(tolerance {check['tolerance']:g}) — {'passed' if check['passed'] else 'FAILED'}; "
+            f"distance from base {check['max_logit_diff_merged_vs_base']:.3g}; "
+            f"greedy agreement {check['greedy_agreement']:.0%}"
+        )
+        if check.get("warning"):
+            lines.append(f"  warning: {check['warning']}")
+    if report.get("warning"):
+        lines.append(f"  WARNING: {report['warning']}")
+    lines.extend(f"  note: {n}" for n in report.get("notes", []))
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""`tifa-lite pairs reference-vs-self|anti-repetition|repetition`: build preference pairs
+from a model's own generations, or measure how repetitive its samples are."""
+
+from __future__ import annotations
+
+import json
+
+
+def _common(p, out: bool = True) -> None:
+    p.add_argument("--model", default=None, help="base model: embedded name, folder or hub id")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder of a tifa_lite run (its base is read from it)")
+    p.add_argument("--data", required=True, help="prompts: JSONL/JSON file, folder or glob")
+    if out:
+        p.add_argument("--out", required=True, help="output JSONL (preference form, scores kept)")
+    p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--batch-size", type=int, default=8, help="sequences generated at once")
+    p.add_argument("--ngram", type=int, default=3, help="n of the n-gram repetition rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bits", type=int, choices=[4, 8], default=None, help="load the base quantised")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pairs", help="build DPO preference pairs from model generations")
+    group = p.add_subparsers(dest="pairs_command", required=True)
+
+    ref = group.add_parser("reference-vs-self", help="chosen = reference answer, rejected = the model's own answer")
+    _common(ref)
+    ref.add_argument("--greedy", action="store_true", help="greedy decoding for the model's answer")
+    ref.set_defaults(handler=run_reference_vs_self)
+
+    rep = group.add_parser("anti-repetition", help="chosen/rejected = least/most repetitive of N samples")
+    _common(rep)
+    rep.add_argument("--samples", type=int, default=4, help="samples per prompt")
+    rep.add_argument("--min-gap", type=float, default=0.1, help="skip prompts whose repetition gap is smaller")
+    rep.add_argument("--min-units", type=int, default=8, help="shortest sample (words/CJK chars) that may be chosen")
+    rep.set_defaults(handler=run_anti_repetition, temperature=0.9)
+
+    score = group.add_parser("repetition", help="mean n-gram repetition rate of sampled answers (last line JSON)")
+    _common(score, out=False)
+    score.add_argument("--samples", type=int, default=1)
+    score.set_defaults(handler=run_repetition)
+
+
+def _setup(args, need_reference: bool = False):
+    from tifa_lite.chat import load_chat_model
+    from tifa_lite.pairs import read_prompts
+
+    items = read_prompts(args.data, limit=args.limit, on_error=args.on_error,
+                         system_prompt=args.system_prompt, need_reference=need_reference)
+    model, tokenizer, *_ = load_chat_model(args.model if args.model or args.adapter else "smollm2-135m-instruct",
+                                           args.adapter, bits=args.bits)
+    return model, tokenizer, items
+
+
+def _settings(args, num_samples: int, do_sample: bool = True):
+    from tifa_lite.pairs import GenerationSettings
+
+    return GenerationSettings(
+        num_samples=num_samples, max_new_tokens=args.max_new_tokens, do_sample=do_sample,
+        temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size, seed=args.seed,
+    )
+
+
+def _finish(pairs, report, out) -> int:
+    from tifa_lite.pairs import write_pairs
+
+    write_pairs(pairs, out)
+    print(json.dumps({"out": str(out), "prompts": report.prompts, "pairs": report.pairs, "skipped": report.skipped}))
+    return 0
+
+
+def run_reference_vs_self(args) -> int:
+    from tifa_lite.pairs import reference_vs_self
+
+    model, tokenizer, items = _setup(args, need_reference=True)
+    pairs, report = reference_vs_self(model, tokenizer, items, _settings(args, 1, not args.greedy), args.ngram)
+    return _finish(pairs, report, args.out)
+
+
+def run_anti_repetition(args) -> int:
+    from tifa_lite.pairs import anti_repetition
+
+    model, tokenizer, items = _setup(args)
+    pairs, report = anti_repetition(model, tokenizer, items, _settings(args, args.samples), args.ngram,
+                                    args.min_gap, args.min_units)
+    return _finish(pairs, report, args.out)
+
+
+def run_repetition(args) -> int:
+    from tifa_lite.pairs import mean_repetition
+
+    model, tokenizer, items = _setup(args)
+    print(json.dumps(mean_repetition(model, tokenizer, items, _settings(args, args.samples), args.ngram)))
+    return 0

@@ -1,0 +1,158 @@
+"""Reading records from local files (JSONL, JSON, TXT), folders, globs, or hub /
+ModelScope data sets, with every record tagged by where it came from (``file:line``)
+so that a bad record is reported where the user can fix it."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from tifa_lite.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DATA_SUFFIXES = (".jsonl", ".json", ".txt", ".csv")
+
+
+@dataclass
+class Record:
+    data: Any  # dict for JSON rows, str for a text file
+    where: str  # "path:line" or "path" or "hub-id[row]"
+
+
+@dataclass
+class SkipReport:
+    """Counts of records dropped under ``data.on_error: skip``, with the first few reasons."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, reason: str, detail: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if len(self.examples) < 5:
+            self.examples.append(detail)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
+        return f"skipped {self.total} record(s): {parts}" if self.total else "no records skipped"
+
+
+def expand_paths(spec: str | list[str], key: str = "data.path") -> list[Path]:
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    paths: list[Path] = []
+    for item in specs:
+        path = Path(item).expanduser()
+        if any(ch in item for ch in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            if not matches:
+                raise DataError(f"{key}: the pattern {item} matches no file.")
+            paths.extend(m for m in matches if m.is_file())
+        elif path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in DATA_SUFFIXES and p.is_file())
+            if not found:
+                raise DataError(f"{key}: folder {path} holds no {'/'.join(DATA_SUFFIXES)} files.")
+            paths.extend(found)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise DataError(f"{key}: {path} does not exist. Point {key} at a JSONL/JSON/TXT file or folder.")
+    return paths
+
+
+def is_local_spec(spec: str | list[str]) -> bool:
+    items = [spec] if isinstance(spec, str) else spec
+    return all(
+        Path(s).expanduser().exists() or any(ch in s for ch in "*?[") or s.startswith((".", "/", "~"))
+        or Path(s).suffix in DATA_SUFFIXES
+        for s in items
+    )
+
+
+def iter_records(
+    spec: str | list[str],
+    on_error: str = "raise",
+    skipped: SkipReport | None = None,
+    key: str = "data.path",
+    source: str = "auto",
+    split: str = "train",
+) -> Iterator[Record]:
+    if source in ("hf", "modelscope") or (source == "auto" and not is_local_spec(spec)):
+        yield from _iter_hub(spec, source, split, key)
+        return
+    skipped = skipped if skipped is not None else SkipReport()
+    for path in expand_paths(spec, key):
+        if path.suffix == ".txt":
+            yield Record(path.read_text(encoding="utf-8", errors="replace"), str(path))
+        elif path.suffix == ".json":
+            yield from _iter_json(path)
+        elif path.suffix == ".csv":
+            import csv
+
+            with path.open(encoding="utf-8", newline="") as fh:
+                for lineno, row in enumerate(csv.DictReader(fh), start=2):
+                    yield Record(dict(row), f"{path}:{lineno}")
+        else:
+            yield from _iter_jsonl(path, on_error, skipped)
+
+
+def _iter_jsonl(path: Path, on_error: str, skipped: SkipReport) -> Iterator[Record]:
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                message = f"{where}: malformed JSON ({exc.msg} at column {exc.colno})"
+                if on_error == "skip":
+                    skipped.add("malformed JSON", message)
+                    continue
+                raise DataError(message + ". Fix the line, or set data.on_error=skip to skip bad lines.") from None
+            if not isinstance(row, dict):
+                message = f"{where}: expected a JSON object per line, got {type(row).__name__}"
+                if on_error == "skip":
+                    skipped.add("not an object", message)
+                    continue
+                raise DataError(message + ".")
+            yield Record(row, where)
+
+
+def _iter_json(path: Path) -> Iterator[Record]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}).") from None
+    rows = data if isinstance(data, list) else [data]
+    for index, row in enumerate(rows):
+        yield Record(row, f"{path}[{index}]")
+
+
+def _iter_hub(spec: str | list[str], source: str, split: str, key: str) -> Iterator[Record]:
+    name = spec if isinstance(spec, str) else spec[0]
+    if source == "modelscope":
+        try:
+            from modelscope.msdatasets import MsDataset
+        except ImportError:
+            raise DataError(f"{key}={name} with data.source=modelscope needs: pip install modelscope") from None
+        dataset = MsDataset.load(name, split=split)
+    else:
+        import datasets
+
+        try:
+            dataset = datasets.load_dataset(name, split=split)
+        except Exception as exc:  # the hub raises many types; the user needs the id and the cause
+            raise DataError(
+                f"{key}={name}: not a local file, and loading it as a hub data set failed ({exc}). "
+                "Check the path, or the id and your network."
+            ) from None
+    for index, row in enumerate(dataset):
+        yield Record(dict(row), f"{name}[{index}]")

@@ -1,0 +1,1 @@
+"""Exports of a recipe or a trained run to other tools (GGUF, xtuner)."""

@@ -1,0 +1,221 @@
+"""``tifa_lite.merge(adapter, output, ...)``: adapter + its 16-bit base → a standalone
+model folder, written atomically and checked against base+adapter before it appears."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tifa_lite.errors import ConfigError
+from tifa_lite.merging import stream
+from tifa_lite.merging.adapter import AdapterInfo, BaseModelRef, MergeError, check_compatible, read_adapter, resolve_base
+from tifa_lite.merging.selfcheck import self_check
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+REPORT_FILE = "merge_report.json"
+
+
+def merge(
+    adapter: str | Path,
+    output: str | Path,
+    dtype: str = "bf16",
+    base: str | None = None,
+    overwrite: bool = False,
+    max_shard_size: str | int = "2GB",
+    check: bool = True,
+    tolerance: float | None = None,
+) -> dict[str, Any]:
+    """Merge a LoRA/QLoRA adapter into its base reloaded in ``dtype`` (never 4-bit).
+
+    Returns the report (also written to ``<output>/merge_report.json``). Raises
+    :class:`MergeError` when the self-check fails; then no output folder is left."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}.")
+    torch_dtype = DTYPES[dtype]
+    output = Path(output).expanduser().resolve()
+    if output.exists() and not overwrite:
+        raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")
+    started = time.time()
+    info = read_adapter(adapter)
+    base_ref = resolve_base(info, base)
+    shards = stream.base_shards(base_ref.path) if not base_ref.gguf_file else None
+    check_compatible(info, base_ref, stream.base_shapes(shards) if shards else None)
+    if not info.modules:
+        raise MergeError(f"{info.path}: the adapter holds no LoRA weights; there is nothing to merge.")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.merging-", dir=output.parent))
+    try:
+        fallback = stream.needs_full_model(info, base_ref, shards)
+        if fallback:
+            info.notes.append(f"merged with PEFT's full-model merge_and_unload because {fallback} (peak RAM ≈ model size)")
+            _full_model_merge(info, base_ref, staging, torch_dtype, max_shard_size)
+        else:
+            stream.stream_merge(shards, info, staging, torch_dtype, _parse_size(max_shard_size))
+            _write_config(base_ref, staging, dtype)
+        tokenizer = _write_tokenizer(info, base_ref, staging)
+        _write_generation_config(info, base_ref, staging, tokenizer)
+
+        report: dict[str, Any] = {
+            "adapter": str(info.path),
+            "base": str(base_ref.path),
+            "base_origin": base_ref.origin,
+            "output": str(output),
+            "dtype": dtype,
+            "method": "peft-merge_and_unload" if fallback else "streamed-per-layer-peft-merge",
+            "lora": {
+                "r": info.peft_config.r,
+                "alpha": info.peft_config.lora_alpha,
+                "use_rslora": bool(info.peft_config.use_rslora),
+                "use_dora": bool(info.peft_config.use_dora),
+                "modules": len(info.modules),
+            },
+            "notes": info.notes,
+        }
+        if shards:
+            report["weights"] = stream.weight_distance(shards, staging, torch_dtype)
+        if check:
+            report["self_check"] = self_check(
+                staging, base_ref.path, info.path, tokenizer, torch_dtype,
+                _param_bytes_fp32(staging), base_ref.gguf_file, tolerance,
+            )
+        report["no_op"] = _is_no_op(report)
+        if report["no_op"]:
+            report["warning"] = (
+                "NO-OP MERGE: the merged weights equal the base"
+                + (" (the adapter's lora_B is all zeros: it was never trained)" if _untrained(info) else
+                   f" rounded to {dtype} (the adapter's deltas are below {dtype} resolution; try --dtype fp32)")
+            )
+        report["seconds"] = round(time.time() - started, 1)
+        (staging / REPORT_FILE).write_text(json.dumps(report, indent=2), encoding="utf-8")
+        if check and not report["self_check"]["passed"]:
+            sc = report["self_check"]
+            raise MergeError(
+                f"merge self-check failed: merged model vs base+adapter max logit difference "
+                f"{sc['max_logit_diff_vs_base_plus_adapter']:.4g} > tolerance {sc['tolerance']:g}. "
+                "Nothing was written. The adapter may be corrupted (values that overflow "
+                f"{dtype}: try --dtype fp32) or not match this base."
+            )
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(staging, output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return report
+
+
+def _parse_size(size: str | int) -> int:
+    if isinstance(size, int):
+        return size
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+    s = size.strip().upper()
+    for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
+        if s.endswith(unit):
+            return int(float(s[: -len(unit)]) * factor)
+    return int(s)
+
+
+def _param_bytes_fp32(folder: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for shard in stream.base_shards(folder) or []:
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():
+                n = 1
+                for d in f.get_slice(key).get_shape():
+                    n *= d
+                total += 4 * n
+    return total
+
+
+def _full_model_merge(info: AdapterInfo, base: BaseModelRef, out: Path, dtype: torch.dtype, max_shard_size) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if base.gguf_file:
+        kwargs["gguf_file"] = base.gguf_file
+    model = AutoModelForCausalLM.from_pretrained(str(base.path), **kwargs)
+    peft_model = PeftModel.from_pretrained(model, str(info.path))
+    try:
+        merged = peft_model.merge_and_unload(safe_merge=True)
+    except ValueError as exc:
+        raise MergeError(f"{info.path}: {exc}") from None
+    merged = merged.to(dtype)
+    merged.config.tifa_lite_base = base.origin
+    merged.save_pretrained(str(out), max_shard_size=max_shard_size)
+
+
+def _write_config(base: BaseModelRef, out: Path, dtype: str) -> None:
+    config = dict(base.config)
+    config.pop("quantization_config", None)  # the merged weights are plain 16/32-bit
+    config["dtype"] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
+    config.pop("torch_dtype", None)
+    config["use_cache"] = True
+    config["tifa_lite_base"] = base.origin
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _write_tokenizer(info: AdapterInfo, base: BaseModelRef, out: Path):
+    """The adapter folder's tokenizer carries the training chat template (with its
+    <think> policy); without one, the base's with the recipe's template applied."""
+    from transformers import AutoTokenizer
+
+    if (info.path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(info.path))
+    else:
+        kwargs = {"gguf_file": base.gguf_file} if base.gguf_file else {}
+        tokenizer = AutoTokenizer.from_pretrained(str(base.path), **kwargs)
+        if info.recipe_model is not None:
+            from tifa_lite.templates import apply_chat_template_choice
+
+            apply_chat_template_choice(tokenizer, info.recipe_model)
+        info.notes.append("tokenizer taken from the base (the adapter folder has none)")
+    tokenizer.save_pretrained(str(out))
+    return tokenizer
+
+
+def _write_generation_config(info: AdapterInfo, base: BaseModelRef, out: Path, tokenizer) -> None:
+    from transformers import GenerationConfig
+
+    try:
+        gen = GenerationConfig.from_pretrained(str(base.path))
+    except OSError:
+        gen = GenerationConfig()
+    if info.sampling:
+        s = dict(info.sampling)
+        gen.do_sample = bool(s.get("do_sample", s.get("temperature", 0) > 0))
+        for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"):
+            if s.get(key) is not None:
+                setattr(gen, key, s[key])
+    else:
+        info.notes.append("no recipe sampling found beside the adapter: generation_config.json is the base's")
+    if tokenizer.eos_token_id is not None:
+        gen.eos_token_id = tokenizer.eos_token_id
+    if tokenizer.pad_token_id is not None:
+        gen.pad_token_id = tokenizer.pad_token_id
+    gen.save_pretrained(str(out))
+
+
+def _untrained(info: AdapterInfo) -> bool:
+    return all(not bool(parts["lora_B"].any()) for parts in info.modules.values())
+
+
+def _is_no_op(report: dict[str, Any]) -> bool:
+    weights = report.get("weights")
+    if weights is not None:
+        return weights["changed_tensors"] == 0
+    check = report.get("self_check")
+    return check is not None and check["max_logit_diff_merged_vs_base"] == 0.0

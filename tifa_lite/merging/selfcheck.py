@@ -1,0 +1,165 @@
+"""After the merged model is written: run it, the base, and base+adapter (PEFT, unmerged)
+on fixed prompts and compare logits. Only one model is in memory at a time.
+
+The comparison is what catches the failures users report of other kits: a merge into
+a quantised base (NF4 rounding dwarfs the tolerance), a wrong scaling (rsLoRA vs
+LoRA), an fp16 overflow, or an export of the untouched base (merged == base while
+base+adapter differs)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+PROMPTS = [
+    [{"role": "user", "content": "Hello! Who are you?"}],
+    [{"role": "user", "content": "What is 12 * 7? Think step by step."}],
+    [{"role": "system", "content": "You answer in one sentence."}, {"role": "user", "content": "Describe the sea."}],
+]
+RAW_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
+
+# Max |logit difference| allowed between merged and base+adapter. Rounding W+ΔW to a
+# 16-bit dtype costs about what rounding W alone costs, so when the check runs in fp32
+# it measures that cost on the base (``rounding_noise``) and allows twice it, never less
+# than FLOOR. When it cannot (the check runs in the 16-bit dtype itself: GPU, or a model
+# too large for fp32 in RAM) it uses FALLBACK. Measured on SmolLM2-135M: bf16 rounding
+# moves logits by ~0.3-0.5, fp32 merges agree to ~1e-4. A merge that drops or rescales
+# ΔW is off by the adapter's whole effect; a merge into NF4 by several units.
+FLOOR = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.01}
+FALLBACK = {torch.float32: 1e-3, torch.bfloat16: 1.0, torch.float16: 0.25}
+
+
+def encode_prompts(tokenizer) -> list[torch.Tensor]:
+    texts = []
+    if tokenizer.chat_template:
+        for messages in PROMPTS:
+            texts.append(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+    texts.append(RAW_PROMPT)
+    return [tokenizer(t, add_special_tokens=False, return_tensors="pt")["input_ids"] for t in texts]
+
+
+@torch.no_grad()
+def _logits(model, inputs: list[torch.Tensor], device: str) -> list[torch.Tensor]:
+    return [model(input_ids=ids.to(device)).logits.float().cpu() for ids in inputs]
+
+
+@torch.no_grad()
+def _greedy(model, inputs: list[torch.Tensor], device: str, tokens: int) -> list[list[int]]:
+    outs = []
+    for ids in inputs:
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
+            max_new_tokens=tokens, do_sample=False, pad_token_id=model.config.eos_token_id,
+        )
+        outs.append(out[0, ids.shape[1]:].tolist())
+    return outs
+
+
+def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    worst = 0.0
+    for x, y in zip(a, b):
+        d = (x - y).abs().max()
+        if not torch.isfinite(d):
+            return float("inf")
+        worst = max(worst, float(d))
+    return worst
+
+
+def _load(path: str, dtype: torch.dtype, weights_dtype: torch.dtype, device: str, gguf_file: str | None = None):
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": weights_dtype}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    # Round to the output dtype first (what the merged file holds), then compute in `dtype`.
+    return model.to(dtype).to(device).eval()
+
+
+def pick_compute(weights_dtype: torch.dtype, param_bytes_fp32: int) -> tuple[str, torch.dtype]:
+    """GPU: the output dtype. CPU: fp32 when it fits (CPU half matmuls are slow and
+    noisy), else the output dtype so a 7B check still fits a Colab's RAM."""
+    if torch.cuda.is_available():
+        return "cuda", weights_dtype
+    try:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover - psutil comes with accelerate
+        free = 0
+    return "cpu", torch.float32 if param_bytes_fp32 * 2 < free else weights_dtype
+
+
+def self_check(
+    merged_dir: Path,
+    base_path: Path,
+    adapter_dir: Path,
+    tokenizer,
+    weights_dtype: torch.dtype,
+    param_bytes_fp32: int,
+    base_gguf_file: str | None = None,
+    tolerance: float | None = None,
+    greedy_tokens: int = 12,
+) -> dict[str, Any]:
+    from peft import PeftModel
+
+    device, compute = pick_compute(weights_dtype, param_bytes_fp32)
+    inputs = encode_prompts(tokenizer)
+
+    merged = _load(str(merged_dir), compute, weights_dtype, device)
+    merged_logits = _logits(merged, inputs, device)
+    merged_greedy = _greedy(merged, inputs, device, greedy_tokens)
+    del merged
+    gc.collect()
+
+    base = _load(str(base_path), compute, compute, device, base_gguf_file)
+    noise = None
+    if compute != weights_dtype:
+        exact_logits = _logits(base, inputs, device)
+        with torch.no_grad():  # round to what the merged file holds, compute in fp32
+            for param in base.parameters():
+                param.data = param.data.to(weights_dtype).to(compute)
+    base_logits = _logits(base, inputs, device)
+    if compute != weights_dtype:
+        noise = _max_diff(exact_logits, base_logits)
+    # The reference: base + adapter unmerged, the way it was trained, in the same precision.
+    ref = PeftModel.from_pretrained(base, str(adapter_dir)).to(device).eval()
+    ref_logits = _logits(ref, inputs, device)
+    ref_greedy = _greedy(ref, inputs, device, greedy_tokens)
+    del ref, base
+    gc.collect()
+
+    if tolerance is not None:
+        tol = tolerance
+    elif noise is not None:
+        tol = max(FLOOR[weights_dtype], 2 * noise)
+    else:
+        tol = FALLBACK[weights_dtype]
+    max_diff = _max_diff(merged_logits, ref_logits)
+    effect = _max_diff(ref_logits, base_logits)
+    from_base = _max_diff(merged_logits, base_logits)
+    report = {
+        "prompts": len(inputs),
+        "device": device,
+        "compute_dtype": str(compute).replace("torch.", ""),
+        "max_logit_diff_vs_base_plus_adapter": max_diff,
+        "tolerance": tol,
+        "rounding_noise": noise,
+        "passed": max_diff <= tol,
+        "max_logit_diff_merged_vs_base": from_base,
+        "adapter_effect_max_logit_diff": effect,
+        "greedy_tokens": greedy_tokens,
+        "greedy_agreement": sum(a == b for a, b in zip(merged_greedy, ref_greedy)) / len(inputs),
+    }
+    if effect <= tol:
+        report["warning"] = (
+            f"the adapter moves logits by at most {effect:.3g}, not more than the tolerance {tol:g}: "
+            "the self-check cannot tell this merge from the base"
+        )
+    return report

@@ -1,0 +1,47 @@
+"""``train.method: reward``: a Bradley-Terry reward model (Ziya2-style) with
+``trl.RewardTrainer`` on a one-logit sequence-classification head.
+
+:func:`tifa_lite.modeling.load` already loads ``AutoModelForSequenceClassification``
+(``num_labels=1``) and gives LoRA ``task_type=SEQ_CLS``, for which PEFT trains the new
+``score`` head in full alongside the adapter. TRL logs the preference accuracy
+(``eval_accuracy``) whenever an eval split is given (``data.eval_path``/``eval_ratio``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tifa_lite.data.preference import load_preference_splits, to_dataset
+from tifa_lite.errors import ConfigError
+from tifa_lite.methods.common import Run, make_config
+
+
+def build_trainer(run: Run):
+    from trl import RewardConfig, RewardTrainer
+
+    if not getattr(run.model.config, "num_labels", None) == 1:
+        raise ConfigError(
+            "train.method=reward needs a one-logit sequence-classification model; this one was loaded as "
+            f"{type(run.model).__name__}. Load it through tifa_lite.modeling with train.method=reward."
+        )
+    train_rows, eval_rows, report = load_preference_splits(run.config, run.tokenizer)
+    run.data_report.update(report)
+    args = make_config(RewardConfig, run, max_length=run.config.data.max_length)
+    trainer = RewardTrainer(
+        model=run.model,
+        args=args,
+        train_dataset=to_dataset(train_rows),
+        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
+        processing_class=run.tokenizer,
+        peft_config=run.peft_config,
+        callbacks=run.callbacks,
+    )
+    if run.precision == "fp32":
+        # TRL stores a quantised model's trainable weights in bf16 (the QLoRA recipe) and relies
+        # on autocast to mix them with activations. An fp32 run (the CPU) has no autocast: LoRA
+        # layers cast their inputs themselves, the plain-Linear score head does not, so it goes
+        # back to fp32 before the optimizer is built.
+        for name, param in trainer.model.named_parameters():
+            if param.requires_grad and "lora_" not in name and param.dtype != torch.float32:
+                param.data = param.data.float()
+    return trainer

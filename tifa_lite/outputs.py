@@ -1,0 +1,109 @@
+"""Artifacts of every run: metrics.jsonl while training; at the end the adapter (or
+model), tokenizer, data report and a loss-curve PNG beside resolved_config.yaml."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+
+class MetricsRecorder(TrainerCallback):
+    """Appends every log event as one JSON line, flushed at once, so a killed run keeps
+    its curve up to the last logged step."""
+
+    def __init__(self, path: Path, append: bool = False):
+        self.path = Path(path)
+        if not append and self.path.exists():
+            self.path.unlink()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero:
+            return
+        row = {"step": state.global_step, "epoch": state.epoch, **{k: _plain(v) for k, v in logs.items()}}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def _plain(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return value
+    return value if math.isfinite(value) else None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        return []
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_loss(metrics: list[dict], out: Path) -> bool:
+    train = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
+    if not train and not evals:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def finalize_outputs(trainer, run) -> None:
+    work_dir = Path(run.work_dir)
+    # save_model writes the adapter for a PeftModel, the full (ZeRO-3-gathered) weights otherwise.
+    trainer.save_model(str(work_dir))
+    if trainer.is_world_process_zero():
+        run.tokenizer.save_pretrained(str(work_dir))
+        _write_generation_config(run, work_dir)
+        (work_dir / "data_report.json").write_text(json.dumps(run.data_report, indent=2), encoding="utf-8")
+        summary = {
+            "method": run.config.train.method,
+            "global_step": trainer.state.global_step,
+            "base_model": getattr(_base_config(trainer.model), "tifa_lite_base", None),
+            "precision": run.precision,
+            "qlora": run.config.is_qlora,
+        }
+        (work_dir / "run_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        plot_loss(read_metrics(work_dir / "metrics.jsonl"), work_dir / "loss_curve.png")
+    trainer.accelerator.wait_for_everyone()
+
+
+def _base_config(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.config
+
+
+def _write_generation_config(run, work_dir: Path) -> None:
+    """The recipe's recommended sampling travels with the weights (merge copies it)."""
+    s = run.config.sampling
+    config = {
+        "do_sample": s.temperature > 0,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "repetition_penalty": s.repetition_penalty,
+        "max_new_tokens": s.max_new_tokens,
+    }
+    if s.top_k is not None:
+        config["top_k"] = s.top_k
+    (work_dir / "tifa_sampling.json").write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -1,0 +1,134 @@
+"""Preference-pair builders, written as JSONL in TRL's conversational preference form
+with their scores kept (``chosen_score``/``rejected_score``), ready for ``train.method: dpo``.
+
+* :func:`reference_vs_self` (Anima): chosen = the data's reference answer, rejected =
+  what the current model says to the same prompt.
+* :func:`anti_repetition` (Tifa stage 4): several samples per prompt scored by n-gram
+  repetition rate; chosen = least repetitive, rejected = most repetitive; prompts whose
+  gap is under ``min_gap`` are skipped (no clear preference to learn).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from tifa_lite.pairs.generate import GenerationSettings, generate
+from tifa_lite.pairs.prompts import PromptItem
+from tifa_lite.pairs.repetition import repetition_rate, units
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildReport:
+    prompts: int = 0
+    pairs: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def _pair(item: PromptItem, chosen: str, rejected: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "prompt": item.prompt,
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        **extra,
+        "source": item.where,
+    }
+
+
+def reference_vs_self(
+    model, tokenizer, items: list[PromptItem], settings: GenerationSettings | None = None, ngram: int = 3
+) -> tuple[list[dict[str, Any]], BuildReport]:
+    settings = settings or GenerationSettings(num_samples=1)
+    report = BuildReport(prompts=len(items))
+    usable = [i for i in items if (i.reference or "").strip()]
+    for _ in range(len(items) - len(usable)):
+        report.skip("no reference")
+    outputs = generate(model, tokenizer, [i.prompt for i in usable], settings)
+    pairs = []
+    for item, samples in zip(usable, outputs):
+        own = samples[0]
+        if not own.strip():
+            report.skip("empty generation")
+            continue
+        if own.strip() == item.reference.strip():
+            report.skip("generation equals reference")
+            continue
+        pairs.append(_pair(
+            item, item.reference, own, builder="reference_vs_self",
+            chosen_score=repetition_rate(item.reference, ngram), rejected_score=repetition_rate(own, ngram),
+            score=f"rep-{ngram}",
+        ))
+    report.pairs = len(pairs)
+    return pairs, report
+
+
+def anti_repetition(
+    model,
+    tokenizer,
+    items: list[PromptItem],
+    settings: GenerationSettings | None = None,
+    ngram: int = 3,
+    min_gap: float = 0.1,
+    min_units: int = 8,
+) -> tuple[list[dict[str, Any]], BuildReport]:
+    settings = settings or GenerationSettings(num_samples=4, temperature=0.9)
+    if settings.num_samples < 2:
+        raise ValueError("anti_repetition needs num_samples >= 2 to have something to compare")
+    report = BuildReport(prompts=len(items))
+    outputs = generate(model, tokenizer, [i.prompt for i in items], settings)
+    pairs = []
+    for item, samples in zip(items, outputs):
+        scored = [(repetition_rate(s, ngram), s) for s in samples]
+        # A very short answer scores 0 without being a good answer: it may be rejected, never chosen.
+        eligible = [x for x in scored if len(units(x[1])) >= min_units]
+        if not eligible:
+            report.skip("all samples too short")
+            continue
+        best = min(eligible, key=lambda x: x[0])
+        worst = max(scored, key=lambda x: x[0])
+        if worst[0] - best[0] < min_gap:
+            report.skip("gap below min_gap")
+            continue
+        if worst[1].strip() == best[1].strip():
+            report.skip("no distinct samples")
+            continue
+        pairs.append(_pair(
+            item, best[1], worst[1], builder="anti_repetition",
+            chosen_score=best[0], rejected_score=worst[0], score=f"rep-{ngram}",
+            sample_scores=[x[0] for x in scored],
+        ))
+    report.pairs = len(pairs)
+    return pairs, report
+
+
+def mean_repetition(
+    model, tokenizer, items: list[PromptItem], settings: GenerationSettings | None = None, ngram: int = 3
+) -> dict[str, Any]:
+    """Mean rep-n of sampled outputs: the measure the anti-repetition stage should lower."""
+    settings = settings or GenerationSettings(num_samples=1)
+    outputs = generate(model, tokenizer, [i.prompt for i in items], settings)
+    rates = [repetition_rate(s, ngram) for samples in outputs for s in samples]
+    return {
+        f"repetition_rate@{ngram}": sum(rates) / len(rates),
+        "looping_fraction": sum(r >= 0.5 for r in rates) / len(rates),
+        "n": len(rates),
+    }
+
+
+def write_pairs(pairs: Iterable[dict[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for pair in pairs:
+            fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path

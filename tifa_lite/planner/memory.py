@@ -1,0 +1,283 @@
+"""Peak memory of one training step, term by term, from the model's shape and the settings.
+
+Pure arithmetic (no torch). Every term is derived from what the libraries we compose
+actually allocate (transformers' Llama/Qwen2 decoder layer, PEFT LoRA layers,
+bitsandbytes NF4 storage, TRL's chunked LM head, torch AdamW) and says so in a comment;
+the only constants are the runtime baselines (CUDA context, the CPU process's Python +
+torch import footprint), stated in ``RUNTIME_GIB``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from tifa_lite.planner.shapes import ModelShape
+
+GIB = 2**30
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+# What the process holds before the first weight: the CUDA context + cuBLAS/cuDNN workspaces
+# (~0.4-0.6 GiB on recent drivers, outside torch's allocator, so torch.cuda.max_memory_allocated
+# does not show it), or on the CPU the RSS of a Python process that has imported torch,
+# transformers, trl and peft (0.44 GiB measured with torch 2.13 CPU, transformers 5.23, trl 1.16).
+RUNTIME_GIB = {"cuda": 0.5, "cpu": 0.44}
+
+# TRL >= 1.x scores tokens through a chunked LM head (trl.kernels.chunked_logprob): tiles of
+# TOKEN_CHUNK_SIZE tokens x chunk_size vocabulary entries, never the whole logits tensor.
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+# Without Triton (the CPU), the tile is folded by torch ops that keep ~8 fp32 tile-sized
+# temporaries alive at once in the backward (y, z, log_p, p, grad, is_target.float(), the
+# difference and the product; see _backward_tile) plus one bool tile.
+TRL_CPU_TILE_TEMPS_BYTES = 8 * 4 + 1
+
+Logits = Literal["full", "chunked8", "trl_chunked", "liger"]
+Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"]
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    shape: ModelShape
+    device: Literal["cuda", "cpu"] = "cuda"
+    precision: str = "bf16"  # compute / activation dtype
+    param_dtype: str | None = None  # dtype the unquantised weights are loaded in; None = precision
+    quant_bits: int | None = 4
+    double_quant: bool = True
+    lora: bool = True
+    lora_r: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ALL_LINEAR
+    lora_dtype: str | None = None  # None: bf16 on a quantised base (TRL casts it), else fp32 (PEFT upcasts)
+    batch: int = 1  # rows per micro-batch (GRPO: completions per device)
+    seq_len: int = 1024  # tokens per row
+    gradient_checkpointing: bool = False
+    optimizer: Optimizer = "adamw"
+    optimizer_in_backward: bool = False
+    logits: Logits = "trl_chunked"
+    attn_implementation: str = "sdpa"
+    zero_stage: int | None = None
+    world_size: int = 1
+    method: str = "sft"
+    num_generations: int = 8
+    generation_batch: int | None = None  # rows generated at once; None = batch
+    max_prompt_length: int = 256
+    max_completion_length: int = 200
+    use_vllm: bool = False
+    vllm_gpu_memory_utilization: float = 0.2
+    gpu_memory_gib: float | None = None
+
+
+@dataclass
+class Plan:
+    inp: PlanInput
+    static: dict[str, float] = field(default_factory=dict)  # GiB held through the whole step
+    train_phase: dict[str, float] = field(default_factory=dict)  # forward/backward transients
+    generation_phase: dict[str, float] = field(default_factory=dict)  # GRPO rollouts (before the train step)
+    notes: dict[str, str] = field(default_factory=dict)
+    activation_bytes_per_token: float = 0.0
+    activation_bytes_per_token_ckpt: float = 0.0
+
+    @property
+    def phase(self) -> str:
+        return "generation" if sum(self.generation_phase.values()) > sum(self.train_phase.values()) else "train step"
+
+    @property
+    def terms(self) -> dict[str, float]:
+        """The terms that make up the peak: the static ones plus the larger phase."""
+        return {**self.static, **(self.generation_phase if self.phase == "generation" else self.train_phase)}
+
+    @property
+    def peak_gib(self) -> float:
+        return sum(self.terms.values())
+
+    @property
+    def allocator_peak_gib(self) -> float:
+        """What torch's allocator reports (torch.cuda.max_memory_allocated): no runtime baseline."""
+        return self.peak_gib - self.static.get("runtime", 0.0)
+
+
+def _b(n: float) -> float:
+    return n / GIB
+
+
+def weights_bytes(s: ModelShape, bits: int | None, param_bytes: int, double_quant: bool) -> float:
+    """Frozen base weights. bitsandbytes quantises the decoder's linear layers only; embeddings,
+    the LM head and norms stay in the load dtype."""
+    rest = (s.embedding_params + s.head_params + s.norm_params) * param_bytes
+    if bits == 4:
+        # NF4: 4 bits per weight + one absmax per 64-weight block: fp32 (0.5 bit/weight), or with
+        # double quantisation an 8-bit absmax plus one fp32 scale per 256 blocks (0.127 bit/weight).
+        absmax_bits = (8 / 64 + 32 / (64 * 256)) if double_quant else 32 / 64
+        return s.linear_params * (4 + absmax_bits) / 8 + rest
+    if bits == 8:
+        # LLM.int8: int8 weights + one fp32 scale per output row.
+        rows = s.layers * sum(out for _, out in s.linear_shapes().values())
+        return s.linear_params + rows * 4 + rest
+    return s.total_params * param_bytes
+
+
+def lora_params(s: ModelShape, r: int, targets: tuple[str, ...]) -> int:
+    shapes = s.linear_shapes()
+    return s.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
+
+
+def optimizer_state_bytes_per_param(optimizer: str, state_bytes: int) -> float:
+    # torch AdamW keeps exp_avg and exp_avg_sq in the parameter's dtype; bitsandbytes' 8-bit
+    # AdamW keeps both in uint8 (+ tiny block scales); paged states live in CUDA unified memory
+    # that is evicted to host RAM under pressure, so they do not hold GPU memory at the peak.
+    return {"adamw": 2 * state_bytes, "adamw_8bit": 2, "paged_adamw_8bit": 0, "sgd": 0}[optimizer]
+
+
+def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tuple[float, float]:
+    """(stored for backward per token per layer, gradient working set per token of the layer in backward)."""
+    s = inp.shape
+    h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
+    # LlamaRMSNorm (HF, python): upcasts to fp32 and keeps the fp32 input for pow() (4h bytes), the
+    # normalised tensor cast back (act*h) for the weight multiply, and its output is kept by the
+    # next matmul (act*h). In fp32 the upcast is a no-op but the three tensors still exist (12h).
+    norm = (4 + 2 * act) * h
+    # Attention with SDPA/flash: q after RoPE, k after RoPE, v (the kernel's inputs), the kernel's
+    # output, and the transposed output o_proj keeps; GQA keeps k/v at kv_dim width.
+    attn = (3 * q + 2 * kv) * act
+    if inp.attn_implementation == "eager":
+        attn += 2 * s.heads * inp.seq_len * act  # softmax output + the probabilities fed to matmul, per token
+    # SwiGLU MLP: gate output (SiLU input), up output, SiLU output, their product (down_proj's input).
+    mlp = 4 * i * act
+    lora = 0.0
+    if inp.lora:
+        shapes = s.linear_shapes()
+        for t in inp.lora_targets:
+            if t not in shapes:
+                continue
+            fan_in = shapes[t][0]
+            lora += inp.lora_r * lora_bytes  # lora_A output, kept by lora_B
+            if inp.lora_dropout > 0:
+                lora += fan_in * (lora_bytes + 1)  # dropout output + its bool mask, per adapted module
+            elif lora_bytes != act:
+                lora += fan_in * lora_bytes  # the input cast to the adapter dtype, kept by lora_A
+    per_layer = 2 * norm + attn + mlp + lora
+    # Backward through a layer holds the gradients of a few of its widest intermediates at once
+    # (SwiGLU: of the product, the gate and up outputs) on top of what the layer stored.
+    backward_work = 3 * max(i, q) * act
+    return per_layer, backward_work
+
+
+def logits_bytes(inp: PlanInput, tokens: int, act: int, param_bytes: int) -> float:
+    s, v = inp.shape, inp.shape.vocab
+    if inp.logits == "full":
+        # transformers' ForCausalLMLoss: logits in the compute dtype, an fp32 copy, log_softmax's fp32
+        # output kept for backward, and in backward the fp32 gradient of the log-probs plus that of
+        # the logits. (In fp32 the copy is a no-op, the logits tensor itself takes its place.)
+        return tokens * v * (act + 12)
+    if inp.logits == "chunked8":
+        # torchtune CEWithChunkedOutputLoss: all logits chunks in the compute dtype, one 1/8 chunk
+        # upcast to fp32 with its log_softmax and gradient at a time.
+        return tokens * v * act + tokens * v / 8 * 12
+    tile = min(tokens, TRL_TOKEN_CHUNK) * min(v, TRL_VOCAB_CHUNK)
+    grad_hidden = tokens * s.hidden * 4  # accumulated in fp32 by the backward
+    per_tile = act + (TRL_CPU_TILE_TEMPS_BYTES if inp.device == "cpu" else 0)
+    extra = 0.0
+    if not inp.lora:
+        # Full fine-tuning trains the LM head (tied or not): its gradient is accumulated in fp32,
+        # then cast to the parameter dtype.
+        extra = s.vocab * s.hidden * (4 + param_bytes)
+    return tile * per_tile + grad_hidden + extra
+
+
+def estimate(inp: PlanInput) -> Plan:
+    s = inp.shape
+    plan = Plan(inp)
+    act = DTYPE_BYTES[inp.precision]
+    param_bytes = DTYPE_BYTES[inp.param_dtype or inp.precision]
+    quantised = inp.quant_bits is not None
+    lora_bytes = DTYPE_BYTES[inp.lora_dtype] if inp.lora_dtype else (2 if quantised else max(param_bytes, 4))
+    world = max(inp.world_size, 1)
+    zero = inp.zero_stage or 0
+    t = plan.static
+
+    t["runtime"] = RUNTIME_GIB[inp.device]
+    plan.notes["runtime"] = "CUDA context + workspaces" if inp.device == "cuda" else "python + torch/transformers/trl imports"
+
+    base = weights_bytes(s, inp.quant_bits, param_bytes, inp.double_quant)
+    if zero == 3 and not inp.lora:
+        # ZeRO-3 shards the 16-bit weights; a layer is gathered (and the next prefetched) on use.
+        base = base / world + 2 * s.largest_layer_params * param_bytes
+    t["base weights"] = _b(base)
+    plan.notes["base weights"] = {4: "NF4" + (" + double quant" if inp.double_quant else ""), 8: "int8"}.get(
+        inp.quant_bits, inp.param_dtype or inp.precision
+    )
+
+    if inp.lora:
+        n = lora_params(s, inp.lora_r, inp.lora_targets)
+        state = optimizer_state_bytes_per_param(inp.optimizer, lora_bytes)
+        t["LoRA params + grads"] = _b(n * 2 * lora_bytes)
+        t["optimizer states"] = _b(n * state)
+        plan.notes["LoRA params + grads"] = f"{n / 1e6:.1f}M trainable"
+    else:
+        n = s.total_params
+        if zero:
+            # DeepSpeed mixed precision: 16-bit grads, fp32 master weights + fp32 Adam moments
+            # (the ZeRO paper's 2 + 2 + 12 bytes/param), sharded by stage.
+            grads = n * param_bytes / (world if zero >= 2 else 1)
+            states = n * 12 / world
+        else:
+            grads = s.largest_layer_params * param_bytes if inp.optimizer_in_backward else n * param_bytes
+            states = n * optimizer_state_bytes_per_param(inp.optimizer, param_bytes)
+        t["gradients"] = _b(grads)
+        t["optimizer states"] = _b(states)
+        plan.notes["gradients"] = f"{n / 1e9:.2f}B trainable" + (f", ZeRO-{zero} over {world}" if zero else "")
+
+    rows = inp.batch * (2 if inp.method in ("dpo", "orpo", "simpo") else 1)
+    tokens = rows * inp.seq_len
+    per_layer, backward_work = activation_bytes_per_token(inp, act, lora_bytes)
+    stored_ckpt = s.hidden * act * s.layers
+    # Stored for backward at the end of the forward: every layer's intermediates, or with
+    # (non-reentrant) checkpointing only each decoder layer's input.
+    stored = stored_ckpt if inp.gradient_checkpointing else per_layer * s.layers
+    # In backward a checkpointed layer is re-run, so its intermediates exist again, plus the
+    # gradients of its widest intermediates.
+    layer_work = (per_layer if inp.gradient_checkpointing else 0) + backward_work
+    plan.activation_bytes_per_token = per_layer * s.layers + backward_work
+    plan.activation_bytes_per_token_ckpt = stored_ckpt + per_layer + backward_work
+    logits = logits_bytes(inp, tokens, act, param_bytes)
+    plan.train_phase["activations"] = _b(tokens * stored)
+    plan.notes["activations"] = f"{tokens} tokens" + (", checkpointed" if inp.gradient_checkpointing else "")
+    plan.train_phase["logits"] = _b(logits)
+    plan.notes["logits"] = {"full": "vocab x tokens, fp32 + grad", "chunked8": "chunked loss",
+                            "trl_chunked": "TRL chunked LM head", "liger": "fused kernel"}[inp.logits]
+    # The loss's transients are freed before backward reaches the decoder layers, so the layer
+    # work only adds what it exceeds them by.
+    extra = tokens * layer_work - logits
+    if extra > 0:
+        plan.train_phase["backward layer work"] = _b(extra)
+        plan.notes["backward layer work"] = ("re-run layer + its gradients" if inp.gradient_checkpointing
+                                             else "gradients of a layer") + ", beyond the logits spike"
+
+    if inp.method in ("grpo", "rloo"):
+        _grpo_terms(inp, plan, act)
+    return plan
+
+
+def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
+    s = inp.shape
+    if inp.use_vllm:
+        # vLLM in colocate mode pre-allocates this fraction of the card for its own copy of the
+        # weights and its paged KV cache, whatever the model needs.
+        gpu = inp.gpu_memory_gib or 0.0
+        plan.static["vLLM reserve"] = gpu * inp.vllm_gpu_memory_utilization
+        plan.notes["vLLM reserve"] = f"{inp.vllm_gpu_memory_utilization:.0%} of the card"
+        return
+    # transformers generate(): a KV cache of every layer's k and v for every generated row, up to
+    # prompt + completion tokens. It is freed before the training forward, so it competes with the
+    # train-step transients rather than adding to them.
+    rows = inp.generation_batch or inp.batch
+    ctx = inp.max_prompt_length + inp.max_completion_length
+    plan.generation_phase["generation KV cache"] = _b(2 * s.layers * s.kv_dim * act * rows * ctx)
+    # Sampling keeps last-position logits in fp32 for the processors (rows x vocab, twice), and the
+    # prefill runs one layer's MLP on all prompt tokens at once.
+    plan.generation_phase["generation work"] = _b(
+        rows * s.vocab * 4 * 2 + rows * inp.max_prompt_length * s.intermediate * act * 3
+    )
+    plan.notes["generation KV cache"] = f"{rows} rows x {ctx} tokens"

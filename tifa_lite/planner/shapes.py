@@ -1,0 +1,215 @@
+"""The model's shape from its config alone: no weights are read, and ``plan`` works offline.
+
+Local folders (and the embedded model once converted) are read from their ``config.json``
+with the json module, so planning never imports torch. Hub ids are looked up in a small
+bundled table of well-known configs first (offline), then in the local HF cache, and
+only then through ``transformers.AutoConfig`` (which may use the network).
+
+Bundled numbers are copied from each model's published ``config.json`` on the Hugging
+Face Hub (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads,
+num_key_value_heads, vocab_size, tie_word_embeddings, attention bias).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tifa_lite.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    vocab: int
+    tied: bool
+    head_dim: int
+    qkv_bias: bool = False
+    source: str = ""
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def linear_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of every linear layer in one decoder block, by its HF module name."""
+        h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
+        return {
+            "q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
+        }
+
+    @property
+    def linear_params(self) -> int:
+        per_layer = sum(a * b for a, b in self.linear_shapes().values())
+        bias = (self.q_dim + 2 * self.kv_dim) if self.qkv_bias else 0
+        return self.layers * (per_layer + bias)
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def head_params(self) -> int:
+        return 0 if self.tied else self.vocab * self.hidden
+
+    @property
+    def norm_params(self) -> int:
+        return self.layers * 2 * self.hidden + self.hidden
+
+    @property
+    def total_params(self) -> int:
+        return self.linear_params + self.embedding_params + self.head_params + self.norm_params
+
+    @property
+    def largest_layer_params(self) -> int:
+        return max(self.linear_params // self.layers, self.embedding_params)
+
+
+def model_shape_from_config_dict(cfg: dict[str, Any], name: str = "", source: str = "") -> ModelShape:
+    cfg = cfg.get("text_config", cfg) if "hidden_size" not in cfg else cfg
+    try:
+        hidden = int(cfg["hidden_size"])
+        heads = int(cfg["num_attention_heads"])
+        shape = ModelShape(
+            name=name or cfg.get("_name_or_path", "") or cfg.get("model_type", "model"),
+            hidden=hidden,
+            intermediate=int(cfg["intermediate_size"]),
+            layers=int(cfg["num_hidden_layers"]),
+            heads=heads,
+            kv_heads=int(cfg.get("num_key_value_heads") or heads),
+            vocab=int(cfg["vocab_size"]),
+            tied=bool(cfg.get("tie_word_embeddings", False)),
+            head_dim=int(cfg.get("head_dim") or hidden // heads),
+            qkv_bias=bool(cfg.get("attention_bias", False)) or cfg.get("model_type") in ("qwen2",),
+            source=source,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"model config of {name or 'the model'} lacks {exc} : the planner reads decoder-only transformer "
+            "configs (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)."
+        ) from None
+    return shape
+
+
+def _cfg(h, i, layers, heads, kv, vocab, tied, qkv_bias=False, head_dim=None, model_type="llama"):
+    return {
+        "hidden_size": h, "intermediate_size": i, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "vocab_size": vocab, "tie_word_embeddings": tied, "attention_bias": qkv_bias,
+        "head_dim": head_dim or h // heads, "model_type": model_type,
+    }
+
+
+# Published config.json values (Hugging Face Hub model cards' config files).
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": _cfg(576, 1536, 30, 9, 3, 49152, True),
+    "HuggingFaceTB/SmolLM2-360M-Instruct": _cfg(960, 2560, 32, 15, 5, 49152, True),
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": _cfg(2048, 8192, 24, 32, 32, 49152, True),
+    "Qwen/Qwen2.5-0.5B-Instruct": _cfg(896, 4864, 24, 14, 2, 151936, True, True, model_type="qwen2"),
+    "Qwen/Qwen2.5-1.5B-Instruct": _cfg(1536, 8960, 28, 12, 2, 151936, True, True, model_type="qwen2"),
+    "Qwen/Qwen2.5-3B-Instruct": _cfg(2048, 11008, 36, 16, 2, 151936, True, True, model_type="qwen2"),
+    "Qwen/Qwen2.5-7B-Instruct": _cfg(3584, 18944, 28, 28, 4, 152064, False, True, model_type="qwen2"),
+    "Qwen/Qwen2.5-14B-Instruct": _cfg(5120, 13824, 48, 40, 8, 152064, False, True, model_type="qwen2"),
+    "Qwen/Qwen2-7B-Instruct": _cfg(3584, 18944, 28, 28, 4, 152064, False, True, model_type="qwen2"),
+    "meta-llama/Llama-2-7b-hf": _cfg(4096, 11008, 32, 32, 32, 32000, False),
+    "meta-llama/Llama-3.1-8B-Instruct": _cfg(4096, 14336, 32, 32, 8, 128256, False),
+    "meta-llama/Llama-3.2-1B-Instruct": _cfg(2048, 8192, 16, 32, 8, 128256, True, head_dim=64),
+    "meta-llama/Llama-3.2-3B-Instruct": _cfg(3072, 8192, 28, 24, 8, 128256, True, head_dim=128),
+    "mistralai/Mistral-7B-v0.1": _cfg(4096, 14336, 32, 32, 8, 32000, False),
+}
+# Base / instruct / alias spellings share a shape.
+_ALIASES = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "HuggingFaceTB/SmolLM2-135M": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "Qwen/Qwen2.5-0.5B": "Qwen/Qwen2.5-0.5B-Instruct",
+    "Qwen/Qwen2.5-1.5B": "Qwen/Qwen2.5-1.5B-Instruct",
+    "Qwen/Qwen2.5-3B": "Qwen/Qwen2.5-3B-Instruct",
+    "Qwen/Qwen2.5-7B": "Qwen/Qwen2.5-7B-Instruct",
+    "Qwen/Qwen2.5-14B": "Qwen/Qwen2.5-14B-Instruct",
+    "Qwen/Qwen2-7B": "Qwen/Qwen2-7B-Instruct",
+    "meta-llama/Llama-2-7b-chat-hf": "meta-llama/Llama-2-7b-hf",
+    "meta-llama/Llama-3.1-8B": "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Meta-Llama-3.1-8B-Instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Meta-Llama-3-8B-Instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "meta-llama/Llama-3.2-1B": "meta-llama/Llama-3.2-1B-Instruct",
+    "meta-llama/Llama-3.2-3B": "meta-llama/Llama-3.2-3B-Instruct",
+}
+
+
+def _lookup(name: str) -> str | None:
+    folded = {k.lower(): k for k in [*KNOWN_CONFIGS, *_ALIASES]}
+    key = folded.get(name.lower())
+    if key is None:
+        # ModelScope ids mirror the hub ones (qwen/Qwen2.5-7B-Instruct → Qwen/Qwen2.5-7B-Instruct).
+        tail = name.split("/")[-1].lower()
+        matches = [k for k in folded if k.split("/")[-1] == tail]
+        key = folded[matches[0]] if len(matches) == 1 else None
+    return _ALIASES.get(key, key) if key else None
+
+
+def known_shape(name: str) -> ModelShape:
+    key = _lookup(name)
+    if key is None:
+        raise ConfigError(f"no bundled config for {name!r}; known: {', '.join(KNOWN_CONFIGS)}")
+    return model_shape_from_config_dict(KNOWN_CONFIGS[key], name=key, source="bundled table (published config.json)")
+
+
+def read_model_shape(model_cfg) -> ModelShape:
+    """``model_cfg`` is the recipe's ``model:`` section. Reads config.json only, never weights."""
+    name = model_cfg.name_or_path
+    if model_cfg.source in ("auto", "embedded") and name.lower() in EMBEDDED:
+        converted = _embedded_cache_root() / name.lower() / "config.json"
+        if converted.is_file():
+            return _from_file(converted, name)
+        return known_shape(name)
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" or model_cfg.gguf_file:
+        raise ConfigError(
+            f"model.name_or_path={name}: planning a GGUF base needs its HF config; give the HF id of the same model."
+        )
+    if (path / "config.json").is_file():
+        return _from_file(path / "config.json", name)
+    if _lookup(name):
+        return known_shape(name)
+    return _from_hub(name, model_cfg)
+
+
+# Mirrors tifa_lite.modeling.embedded (EMBEDDED_MODELS, cache_root): importing that package
+# imports torch, which `plan` must not need.
+EMBEDDED = ("smollm2-135m-instruct",)
+
+
+def _embedded_cache_root() -> Path:
+    root = os.environ.get("TIFA_LITE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tifa_lite"
+    return Path(root)
+
+
+def _from_file(path: Path, name: str) -> ModelShape:
+    return model_shape_from_config_dict(json.loads(path.read_text(encoding="utf-8")), name=name, source=str(path))
+
+
+def _from_hub(name: str, model_cfg) -> ModelShape:
+    try:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(
+            name, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
+        ).to_dict()
+    except Exception as exc:  # offline, gated, or not a model id
+        raise ConfigError(
+            f"model.name_or_path={name}: could not read its config ({type(exc).__name__}: {exc}). "
+            f"Planning offline works for local folders and these bundled ids: {', '.join(KNOWN_CONFIGS)}."
+        ) from None
+    return model_shape_from_config_dict(cfg, name=name, source=f"AutoConfig({name})")
