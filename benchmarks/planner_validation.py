@@ -28,6 +28,11 @@ CPU_CASES = [
     dict(name=f"{kind} seq{seq}", bits=bits, lora=lora, batch=2, checkpointing=False, steps=2, seq_len=seq)
     for seq in (128, 512)
     for kind, bits, lora in (("QLoRA", 4, True), ("LoRA", None, True), ("full", None, False))
+] + [
+    # Held out: measured only after the model above was settled (different batch, length, checkpointing).
+    dict(name="held-out QLoRA seq1024 ckpt", bits=4, lora=True, batch=1, checkpointing=True, steps=2, seq_len=1024),
+    dict(name="held-out full seq256 batch4 ckpt", bits=None, lora=False, batch=4, checkpointing=True, steps=2,
+         seq_len=256),
 ]
 
 
@@ -69,6 +74,36 @@ def cpu_table(measured: list[dict]) -> list[str]:
             f"| {m['name']} (batch {m['batch']}, {m['steps']} steps) | {plan.peak_gib:.2f} | {m['peak_rss_gib']:.2f} "
             f"| {err:+.1%} | {m['baseline_rss_gib']:.2f} |"
         )
+    return lines
+
+
+def probe_head() -> list[str]:
+    """Peak RSS of TRL's chunked LM head alone on the CPU (forward + backward), the source of
+    TRL_CPU_TILE_BYTES / TRL_CPU_FIXED_GIB in tifa_lite/planner/memory.py."""
+    code = r"""
+import sys, threading, time, psutil, torch
+from trl.kernels import ChunkedLogProbFunction
+n, v, h = map(int, sys.argv[1:4]); proc = psutil.Process(); peak = [0]; stop = [False]
+def sample():
+    while not stop[0]:
+        peak[0] = max(peak[0], proc.memory_info().rss); time.sleep(0.002)
+w = torch.randn(v, h) * 0.02; x = torch.randn(n, h, requires_grad=True); t = torch.randint(0, v, (n,))
+base = proc.memory_info().rss; threading.Thread(target=sample, daemon=True).start(); time.sleep(0.05)
+out = ChunkedLogProbFunction.apply(x, w, None, t, 1.0, 32768, None, 1.0, ("log_probs", "entropy", "is_top1"))
+(-out[0].sum()).backward(); time.sleep(0.05); stop[0] = True
+print((peak[0] - base) / 2**30)
+"""
+    rows = []
+    for n, v, h in ((254, 49152, 576), (1022, 49152, 576), (2044, 49152, 576), (254, 98304, 576), (254, 49152, 2048)):
+        out = subprocess.run([sys.executable, "-c", code, str(n), str(v), str(h)], capture_output=True, text=True)
+        gib = float(out.stdout.strip().splitlines()[-1])
+        rows.append((n, v, h, gib))
+    (n1, _, _, g1), (n2, _, _, g2) = rows[1], rows[2]
+    per_token = (g2 - g1) * 2**30 / (n2 - n1)
+    fixed = g1 - n1 * per_token / 2**30
+    lines = ["| tokens | vocab | hidden | peak RSS delta (GiB) |", "|---:|---:|---:|---:|"]
+    lines += [f"| {n} | {v} | {h} | {g:.3f} |" for n, v, h, g in rows]
+    lines.append(f"slope {per_token / 32768:.1f} bytes per tile element (tile = tokens x 32768), fixed {fixed:.2f} GiB")
     return lines
 
 
@@ -139,19 +174,23 @@ def gpu_table() -> list[str]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--reuse", help="JSON file of measurements saved by an earlier run")
+    ap.add_argument("--reuse", nargs="+", help="JSON files of measurements saved by earlier runs")
     ap.add_argument("--save", default=str(ROOT / "benchmarks" / "results" / "planner_cpu_measured.json"))
     ap.add_argument("--gpu-only", action="store_true")
     ap.add_argument("--only", help="measure only the cases whose name contains this")
     ap.add_argument("--measure-only", action="store_true", help="run and save the CPU measurements, compare later")
+    ap.add_argument("--probe-head", action="store_true", help="measure TRL's chunked LM head alone on the CPU")
     args = ap.parse_args(argv)
+    if args.probe_head:
+        print("\n".join(probe_head()))
+        return 0
 
     if not args.measure_only:
         print("\n".join(gpu_table()))
     if args.gpu_only:
         return 0
     if args.reuse:
-        measured = json.loads(Path(args.reuse).read_text())
+        measured = [m for f in args.reuse for m in json.loads(Path(f).read_text())]
     else:
         measured = []
         for case in CPU_CASES:

@@ -5,13 +5,14 @@ adapter trained by recipes/sft_qlora_roleplay.yaml, on data/roleplay_sheldon_hel
 (scenes text_265–284, never in the training sample text_0–49). Loss on assistant
 tokens only (tifa_lite.evaluation.roleplay.perplexity).
 
-  python benchmarks/roleplay_ppl.py --steps 40 --out outputs/bench_roleplay
+  python benchmarks/roleplay_ppl.py --steps 16 --max-length 384 --out outputs/bench_roleplay
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--out", default="outputs/bench_roleplay")
+    parser.add_argument("--fp32-baseline", action="store_true", help="also score the unquantised base")
     args = parser.parse_args()
 
     import torch
@@ -43,7 +45,9 @@ def main() -> None:
     results = {"heldout": args.heldout, "n_heldout": len(held)}
     started = time.time()
     results["before_4bit"] = score()
-    results["before_fp32"] = score(bits=None)
+    print("before (4-bit base):", json.dumps(results["before_4bit"]), file=sys.stderr, flush=True)
+    if args.fp32_baseline:
+        results["before_fp32"] = score(bits=None)
     run = train(
         "recipes/sft_qlora_roleplay.yaml",
         **{
@@ -67,6 +71,7 @@ def main() -> None:
     )
     results["train"] = {"steps": run.global_step, "train_loss": run.metrics.get("train_loss"),
                         "train_runtime_s": run.metrics.get("train_runtime")}
+    print("trained:", json.dumps(results["train"]), file=sys.stderr, flush=True)
     results["after_4bit_adapter"] = score(adapter=run.output_dir)
     results["ppl_ratio_after_over_before"] = results["after_4bit_adapter"]["ppl"] / results["before_4bit"]["ppl"]
     results["wall_s"] = round(time.time() - started, 1)

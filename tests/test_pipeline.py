@@ -117,10 +117,11 @@ def test_tifa_pipeline_end_to_end_on_cpu(tmp_path, embedded_model_dir, monkeypat
     monkeypatch.chdir(REPO)  # recipes name their data relative to the checkout
     overrides = [
         f"output_dir={tmp_path / 'run'}", "budget=cpu-tiny", "merge_check=false", "*.train.max_steps=1",
-        # The shipped prepare step, shrunk: 2 prompts x 2 samples of 16 tokens, any gap makes a pair.
-        'dpo.prepare=[pairs, anti-repetition, --model, "{previous}", --data, data/roleplay_sheldon_sample.jsonl, '
-        '--limit, "2", --samples, "2", --max-new-tokens, "16", --min-gap, "0", --min-units, "1", '
-        '--out, "{stage_dir}/antirepeat_pairs.jsonl"]',
+        # The prepare mechanism with a deterministic builder: anti-repetition on two 16-token samples
+        # often finds no repetition gap at all, which would make the test flaky. reference-vs-self
+        # always yields pairs (chosen = the character's real line, rejected = the GRPO model's own).
+        'dpo.prepare=[pairs, reference-vs-self, --model, "{previous}", --data, data/roleplay_sheldon_sample.jsonl, '
+        '--limit, "2", --max-new-tokens, "16", --out, "{stage_dir}/antirepeat_pairs.jsonl"]',
     ]
     result = run_pipeline(TIFA_PIPELINE, overrides)
     assert [s.status for s in result.stages] == ["trained"] * 4

@@ -23,16 +23,17 @@ def test_sigkill_then_same_command_resumes(tiny_model_dir, tmp_path, sample_data
         sys.executable, "-m", "tifa_lite", "train", str(RECIPES_DIR / "sft_qlora_roleplay.yaml"),
         f"model.name_or_path={tiny_model_dir}", f"train.output_dir={out}", "train.max_steps=8",
         "train.save_steps=2", "train.save_total_limit=null", "train.per_device_batch_size=2",
-        "train.gradient_accumulation_steps=1", "train.gradient_checkpointing=false", "train.logging_steps=1",
-        f"data.path={sample_data / 'roleplay_sheldon_sample.jsonl'}", "data.limit=40", "data.max_length=128",
+        "train.gradient_accumulation_steps=1", "train.global_batch_size=null", "train.gradient_checkpointing=false", "train.logging_steps=1",
+        f"data.path={sample_data / 'roleplay_sheldon_sample.jsonl'}", "data.limit=40", "data.max_length=512",
         "quant.bits=null", "lora.r=4", "train.progress_bar=false",
     ]
     work = partial_dir(out)
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (tmp_path / "first.log").open("w")
+    first = subprocess.Popen(command, stdout=log, stderr=log)
     deadline = time.time() + 900
     # Kill once checkpoint-4 is complete, i.e. mid-way between checkpoints at the latest.
     while not (work / "checkpoint-4" / "trainer_state.json").is_file():
-        assert first.poll() is None, "the first run ended before it could be killed"
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.time() < deadline
         time.sleep(0.5)
     os.kill(first.pid, signal.SIGKILL)

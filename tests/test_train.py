@@ -22,6 +22,7 @@ def tiny_overrides(model_dir, out, sample_data, **extra):
         "train.max_steps": 3,
         "train.per_device_batch_size": 2,
         "train.gradient_accumulation_steps": 1,
+        "train.global_batch_size": None,
         "train.logging_steps": 1,
         "train.gradient_checkpointing": False,
         "data.path": str(sample_data / "roleplay_sheldon_sample.jsonl"),
@@ -91,12 +92,18 @@ def test_skip_bad_lines_and_count_overlength(tiny_model_dir, tmp_path, sample_da
     data = tmp_path / "mixed.jsonl"
     data.write_text("\n".join([good] * 6 + ["{oops", '{"messages": [{"role": "user", "content": "x"}]}', long]) + "\n")
     result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data, **{
-        "data.path": str(data), "data.limit": None, "data.on_error": "skip", "data.overlength": "drop",
+        "data.path": str(data), "data.limit": None, "data.on_error": "skip", "data.overlength": "drop", "data.eval_ratio": 0.0,
         "data.max_length": 64}))
     report = json.loads((result.output_dir / "data_report.json").read_text())
     assert report["train_samples"] == 6
     assert report["skipped"] == {"malformed JSON": 1, "invalid conversation": 1}
     assert report["overlength_dropped"] == 1
+
+
+def test_truncation_that_leaves_nothing_to_train_says_so(tiny_model_dir, tmp_path, sample_data):
+    with pytest.raises(DataError, match=r"kept no assistant token after truncation to data.max_length=32"):
+        train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data, **{"data.max_length": 32}))
+    assert not (tmp_path / "run.partial").exists()
 
 
 def test_missing_data_file_is_a_clear_error(tiny_model_dir, tmp_path, sample_data):

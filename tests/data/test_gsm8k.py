@@ -121,3 +121,34 @@ def test_hub_id_gets_gsm8k_config(monkeypatch):
     cfg = config(path="someone/math:cfg2", source="hf")
     load_prompt_rows(cfg, cfg.data.path)
     assert calls[-1] == ("someone/math", ("cfg2",), "train")
+
+
+def test_modelscope_id(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    class MsDataset:
+        @staticmethod
+        def load(name, subset_name=None, split=None):
+            calls.append((name, subset_name, split))
+            return [{"question": "ms q", "answer": "#### 9"}]
+
+    pkg, sub = types.ModuleType("modelscope"), types.ModuleType("modelscope.msdatasets")
+    sub.MsDataset = MsDataset
+    monkeypatch.setitem(sys.modules, "modelscope", pkg)
+    monkeypatch.setitem(sys.modules, "modelscope.msdatasets", sub)
+    cfg = config(path="modelscope/gsm8k", source="modelscope")
+    rows = load_prompt_rows(cfg, cfg.data.path)
+    assert calls == [("modelscope/gsm8k", "main", "train")] and rows[0]["answer"] == "9"
+
+
+def test_modelscope_missing_package_says_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "modelscope", None)
+    monkeypatch.setitem(sys.modules, "modelscope.msdatasets", None)
+    cfg = config(path="modelscope/gsm8k", source="modelscope")
+    with pytest.raises(DataError, match="pip install modelscope"):
+        load_prompt_rows(cfg, cfg.data.path)

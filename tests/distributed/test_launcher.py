@@ -81,16 +81,26 @@ def test_dry_run_passes_overrides_and_port_to_every_rank(capsys, on_h100):
     assert "micro-batch 4 × gradient accumulation 2 × world size 16" in out
 
 
+def test_accelerate_form_from_the_cli(capsys, on_h100):
+    code, out, _ = dry_run(capsys, "--profile", "h100x16_zero3", "--master-addr", MASTER, "--launcher", "accelerate")
+    assert code == 0
+    cmd = node_commands(out)[0]
+    assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
+    assert cmd[cmd.index("--num_processes") + 1] == "16" and cmd[cmd.index("--mixed_precision") + 1] == "bf16"
+    assert Path(cmd[cmd.index("--deepspeed_config_file") + 1]) == REPO_ROOT / "recipes" / "deepspeed" / "zero3.json"
+
+
 def test_accelerate_form():
     spec = LaunchSpec(recipe=RECIPE, profiles=["h100x16_zero3"], overrides=[], nnodes=2, nproc_per_node=8,
                       node_rank=1, master_addr=MASTER, master_port=29500, launcher="accelerate",
-                      deepspeed_config="/x/recipes/deepspeed/zero3.json")
+                      deepspeed_config="/x/recipes/deepspeed/zero3.json", mixed_precision="bf16")
     cmd = build_command(spec)
     head = cmd[: cmd.index("-m", 3)]
     assert head == [
         sys.executable, "-m", "accelerate.commands.launch",
         "--num_machines", "2", "--num_processes", "16", "--machine_rank", "1",
         "--main_process_ip", MASTER, "--main_process_port", "29500",
+        "--mixed_precision", "bf16", "--dynamo_backend", "no",
         "--use_deepspeed", "--deepspeed_config_file", "/x/recipes/deepspeed/zero3.json",
         "--deepspeed_multinode_launcher", "standard",
     ]

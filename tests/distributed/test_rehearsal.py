@@ -31,7 +31,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_two_nodes(tmp_path: Path, recipe: str, overrides: list[str], profiles: list[str]) -> str:
+def launch_two_nodes(tmp_path: Path, recipe: str, overrides: list[str], profiles: list[str],
+                     launcher: str = "torchrun") -> str:
     """Run `tifa-lite launch --node-rank 0|1` side by side; return node 0's output."""
     port = free_port()
     profile_args = [arg for name in profiles for arg in ("--profile", name)]
@@ -41,7 +42,8 @@ def launch_two_nodes(tmp_path: Path, recipe: str, overrides: list[str], profiles
         log = tmp_path / f"node{rank}.log"
         logs.append(log)
         cmd = [sys.executable, "-m", "tifa_lite", "launch", recipe, *overrides, *profile_args,
-               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port)]
+               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+               "--launcher", launcher]
         with log.open("w") as fh:
             # Own session, so a hung rehearsal can be ended as a group without touching anything else.
             procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -111,8 +113,11 @@ def eval_row(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("stage_profiles, stage", [([], 3), (["zero2"], 2)], ids=["zero3", "zero2"])
-def test_sft_full_parameter_rehearsal(tmp_path, tiny_model_dir, eval_row, stage_profiles, stage):
+# ZeRO-2 goes through `accelerate launch` so both per-node launcher forms run for real.
+@pytest.mark.parametrize(
+    "stage_profiles, stage, launcher", [([], 3, "torchrun"), (["zero2"], 2, "accelerate")], ids=["zero3", "zero2"]
+)
+def test_sft_full_parameter_rehearsal(tmp_path, tiny_model_dir, eval_row, stage_profiles, stage, launcher):
     import torch
     from transformers import AutoTokenizer
 
@@ -126,6 +131,7 @@ def test_sft_full_parameter_rehearsal(tmp_path, tiny_model_dir, eval_row, stage_
         [f"model.name_or_path={tiny_model_dir}", f"train.output_dir={out}", f"data.eval_path={eval_row}",
          f"train.max_steps={steps}", f"train.eval_steps={steps}"],
         ["h100x16_zero3", *stage_profiles, "cpu_rehearsal"],
+        launcher,
     )
     # The recipe's global batch (16) on two ranks: stated by the launcher and by rank 0.
     assert "# batch: global batch 16 = micro-batch 4 × gradient accumulation 2 × world size 2" in log

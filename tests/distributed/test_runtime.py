@@ -27,6 +27,14 @@ def test_scale_profile_outside_a_launcher_is_an_error(monkeypatch):
         prepare_distributed(load_recipe(RECIPE, profile="h100x16_zero3"))
 
 
+def test_deepspeed_outside_a_launcher_is_an_error(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    config = load_recipe(RECIPE, ["distributed.nnodes=1", "distributed.nproc_per_node=1", "distributed.world_size=1"],
+                         profile=["h100x16_zero3", "zero2"])
+    with pytest.raises(ConfigError, match="needs a launcher .* --nnodes 1 --nproc-per-node 1"):
+        prepare_distributed(config)
+
+
 def test_launcher_world_must_match_the_config(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(ConfigError, match=r"world of 4 processes .* distributed.world_size=16"):

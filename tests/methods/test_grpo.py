@@ -65,12 +65,23 @@ def test_grpo_args_map_the_recipe(tmp_path):
     cfg = load_recipe(REPO / "recipes" / "grpo_qwen2.5-0.5b_gsm8k.yaml")
     args = grpo_args(run_for(cfg, tmp_path), [1.0, 0.5, 0.5, 0.5, 2.0])
     assert (args.learning_rate, args.adam_beta1, args.adam_beta2, args.weight_decay) == (5e-6, 0.9, 0.99, 0.1)
-    assert (args.warmup_ratio, args.lr_scheduler_type, args.max_grad_norm) == (0.1, "cosine", 0.1)
+    warmup = getattr(args, "warmup_ratio", None) or args.warmup_steps  # transformers 5: a float < 1 is a ratio
+    assert (warmup, args.lr_scheduler_type, args.max_grad_norm) == (0.1, "cosine", 0.1)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.num_generations) == (8, 4, 8)
     assert args.max_completion_length == 200
     assert args.reward_weights == [1.0, 0.5, 0.5, 0.5, 2.0]
     assert args.use_vllm is select_vllm("auto")
     assert args.generation_kwargs == {"use_cache": True}
+
+
+def test_trl_args_pass_through_and_unknown_names_fail(tmp_path):
+    cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 8},
+                       "grpo": {"trl_args": {"epsilon_high": 0.28, "mask_truncated_completions": True}}})
+    args = grpo_args(run_for(cfg, tmp_path), [1.0])
+    assert (args.epsilon_high, args.mask_truncated_completions) == (0.28, True)
+    cfg.grpo.trl_args = {"max_prompt_lenght": 9}
+    with pytest.raises(ConfigError, match="max_prompt_lenght"):
+        grpo_args(run_for(cfg, tmp_path), [1.0])
 
 
 def test_default_rewards_are_r1_zero():

@@ -149,3 +149,20 @@ def test_named_reward_pickles():
     reward = build_rewards([{"name": "xmlcount"}]).funcs[0]
     clone = pickle.loads(pickle.dumps(reward))
     assert clone.__name__ == "xmlcount" and call(clone, GOOD) == call(reward, GOOD)
+
+
+def test_async_reward_stays_async_and_is_checked(tmp_path):
+    import asyncio
+
+    from trl.trainer.utils import is_async_callable
+
+    f = tmp_path / "remote.py"
+    f.write_text(
+        "async def judge(completions, **kw):\n    return [0.25] * len(completions)\n"
+        "async def broken(completions, **kw):\n    return []\n"
+    )
+    judge, broken = build_rewards([{"name": f"{f}:judge"}, {"name": f"{f}:broken"}]).funcs
+    assert is_async_callable(judge)  # so TRL awaits it instead of receiving a coroutine
+    assert asyncio.run(call(judge, GOOD + BAD)) == [0.25, 0.25]
+    with pytest.raises(RewardError, match="reward 'broken' .*returned 0 scores for 1"):
+        asyncio.run(call(broken, GOOD))

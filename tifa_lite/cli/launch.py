@@ -61,6 +61,7 @@ def run(args) -> int:
         master_port=args.master_port or base.distributed.master_port,
         launcher=launcher,
         deepspeed_config=resolve_path_for_nodes(base.distributed.deepspeed),
+        mixed_precision=base.train.precision if base.train.precision in ("bf16", "fp16") else "no",
         hosts=hosts,
         hostfile=args.hostfile,
     )

@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="dtype of the merged weights")
     p.add_argument("--base", help="base model (path, hub id or embedded name); default: the one the adapter records")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
-    p.add_argument("--max-shard-size", default="2GB", help="largest safetensors shard (default 2GB)")
+    p.add_argument("--max-shard-size", default="1GB", help="largest output safetensors shard (default 1GB; peak RAM grows with it)")
     p.add_argument("--tolerance", type=float, help="max logit difference merged vs base+adapter (default per dtype)")
     p.add_argument("--no-check", action="store_true", help="skip the self-check (not recommended)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on the last line")
@@ -37,7 +37,7 @@ def summary(report: dict) -> str:
     weights = report.get("weights")
     if weights:
         lines.append(
-            f"  weights changed: {weights['changed_tensors']} tensors, {weights['changed_fraction']:.1%} of elements, "
+            f"  weights changed: {weights['changed_tensors']} tensors, {weights['changed_fraction_of_lora_targets']:.1%} of their elements, "
             f"largest relative change {weights['max_relative_change']:.3g}"
         )
     check = report.get("self_check")

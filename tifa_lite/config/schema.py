@@ -138,6 +138,9 @@ class GRPOConfig(Section):
     use_vllm: Literal["auto", "on", "off"] = "auto"
     vllm_gpu_memory_utilization: float = Field(0.2, gt=0.0, le=1.0)
     log_completions: bool = False
+    # Any other trl.GRPOConfig field (epsilon_high, num_iterations, mask_truncated_completions, …),
+    # passed through as is; a name this TRL version lacks is an error, never silently dropped.
+    trl_args: dict[str, Any] = Field(default_factory=dict)
 
 
 class DPOConfig(Section):

@@ -62,17 +62,29 @@ def build_sft_data(config: RecipeConfig, tokenizer) -> BuiltData:
         n_eval = max(1, int(len(train_convs) * d.eval_ratio))
         eval_convs, train_convs = train_convs[:n_eval], train_convs[n_eval:]
 
-    overlength = {"dropped": 0, "truncated": 0}
+    overlength = {"dropped": 0, "truncated": 0, "no_trained_tokens": 0}
     train = _encode_all(config, tokenizer, train_convs, overlength)
     evaluation = _encode_all(config, tokenizer, eval_convs, overlength)
     if not train:
-        raise DataError(f"data.path={d.path}: no usable training samples ({skipped.summary()}).")
+        reasons = [skipped.summary()]
+        if overlength["dropped"]:
+            reasons.append(f"{overlength['dropped']} longer than data.max_length={d.max_length} were dropped")
+        if overlength["no_trained_tokens"]:
+            reasons.append(
+                f"{overlength['no_trained_tokens']} kept no assistant token after truncation to "
+                f"data.max_length={d.max_length} (long system prompt or context?)"
+            )
+        raise DataError(
+            f"data.path={d.path}: no usable training samples: {'; '.join(reasons)}. "
+            "Raise data.max_length or shorten the prompts."
+        )
     report = {
         "train_samples": len(train),
         "eval_samples": len(evaluation),
         "skipped": skipped.counts,
         "overlength_dropped": overlength["dropped"],
         "overlength_truncated": overlength["truncated"],
+        "no_trained_tokens_after_truncation": overlength["no_trained_tokens"],
         "train_tokens": sum(len(s["input_ids"]) for s in train),
         "trained_tokens": sum(sum(s["assistant_masks"]) for s in train),
     }
@@ -96,7 +108,7 @@ def _encode_all(config, tokenizer, conversations, overlength) -> list[dict[str, 
             overlength["truncated"] += 1
             sample = {k: v[: d.max_length] for k, v in sample.items()}
         if not any(sample["assistant_masks"]):
-            overlength["dropped"] += 1  # truncation removed every trained token
+            overlength["no_trained_tokens"] += 1  # truncation removed every assistant token
             continue
         out.append(sample)
     return out

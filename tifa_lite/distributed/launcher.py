@@ -30,6 +30,8 @@ class LaunchSpec:
     master_port: int
     launcher: str = "torchrun"
     deepspeed_config: str | None = None
+    # accelerate launch: "bf16" | "fp16" | "no" (the trainer sets the same from the recipe).
+    mixed_precision: str = "no"
     # deepspeed launcher: one line per node ("host slots=N").
     hosts: list[str] = field(default_factory=list)
     hostfile: str | None = None
@@ -82,6 +84,8 @@ def accelerate_command(spec: LaunchSpec) -> list[str]:
         "--machine_rank", str(spec.node_rank),
         "--main_process_ip", spec.master_addr,
         "--main_process_port", str(spec.master_port),
+        "--mixed_precision", spec.mixed_precision,
+        "--dynamo_backend", "no",
     ]
     if spec.deepspeed_config:
         cmd += [

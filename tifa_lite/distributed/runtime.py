@@ -119,6 +119,12 @@ def prepare_distributed(config: RecipeConfig) -> RecipeConfig:
             "is a single process. Start it with `tifa-lite launch RECIPE --profile … --nnodes N --nproc-per-node P "
             "--node-rank R --master-addr HOST`."
         )
+    if world is None and config.distributed.deepspeed:
+        raise ConfigError(
+            f"distributed.deepspeed={config.distributed.deepspeed} needs a launcher (DeepSpeed sets up its process "
+            "group from torchrun's environment), even on one GPU: tifa-lite launch RECIPE --profile … "
+            "--nnodes 1 --nproc-per-node 1."
+        )
     check_deepspeed_config(config)
     config, plan = apply_batch_rule(config)
     if is_main_process():

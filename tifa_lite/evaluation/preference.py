@@ -110,6 +110,7 @@ def evaluate_preference(
     is_reward = getattr(model.config, "num_labels", None) == 1 and "SequenceClassification" in type(
         model.get_base_model() if is_peft(model) else model).__name__
     chosen, rejected = [], []
+    extra: dict[str, Any] = {}
     for pair in pairs:
         for side, bucket in (("chosen", chosen), ("rejected", rejected)):
             bucket.append(_fit(*_ids(tokenizer, pair["prompt"], pair[side]), max_length))
@@ -129,6 +130,8 @@ def evaluate_preference(
             kind = "implicit_reward"
             with model.disable_adapter():
                 base = margin_of(model)
+            # The policy's own log p(c) > log p(r) comes for free here; reported beside the reward.
+            extra["policy_logprob_accuracy"] = sum(m > 0 for m in margins) / len(margins)
             margins = [m - b for m, b in zip(margins, base)]
         elif reference in ("auto", "none"):
             kind = "logprob"
@@ -141,6 +144,7 @@ def evaluate_preference(
         "ties": sum(m == 0 for m in margins),
         "mean_margin": sum(margins) / len(margins),
         "kind": kind,
+        **extra,
     }
 
 

@@ -31,7 +31,7 @@ def merge(
     dtype: str = "bf16",
     base: str | None = None,
     overwrite: bool = False,
-    max_shard_size: str | int = "2GB",
+    max_shard_size: str | int = "1GB",
     check: bool = True,
     tolerance: float | None = None,
 ) -> dict[str, Any]:
@@ -57,11 +57,12 @@ def merge(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.merging-", dir=output.parent))
     try:
         fallback = stream.needs_full_model(info, base_ref, shards)
+        weights = None
         if fallback:
             info.notes.append(f"merged with PEFT's full-model merge_and_unload because {fallback} (peak RAM ≈ model size)")
             _full_model_merge(info, base_ref, staging, torch_dtype, max_shard_size)
         else:
-            stream.stream_merge(shards, info, staging, torch_dtype, _parse_size(max_shard_size))
+            weights = stream.stream_merge(shards, info, staging, torch_dtype, _parse_size(max_shard_size))
             _write_config(base_ref, staging, dtype)
         tokenizer = _write_tokenizer(info, base_ref, staging)
         _write_generation_config(info, base_ref, staging, tokenizer)
@@ -82,8 +83,8 @@ def merge(
             },
             "notes": info.notes,
         }
-        if shards:
-            report["weights"] = stream.weight_distance(shards, staging, torch_dtype)
+        if weights is not None:
+            report["weights"] = weights
         if check:
             report["self_check"] = self_check(
                 staging, base_ref.path, info.path, tokenizer, torch_dtype,
@@ -176,6 +177,8 @@ def _write_tokenizer(info: AdapterInfo, base: BaseModelRef, out: Path):
     if (info.path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(info.path))
     else:
+        if not base.gguf_file and not any((base.path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            raise MergeError(f"neither the adapter {info.path} nor the base {base.path} has a tokenizer to ship with the model.")
         kwargs = {"gguf_file": base.gguf_file} if base.gguf_file else {}
         tokenizer = AutoTokenizer.from_pretrained(str(base.path), **kwargs)
         if info.recipe_model is not None:

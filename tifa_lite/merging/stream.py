@@ -98,7 +98,32 @@ def merge_weight(weight: torch.Tensor, parts: dict[str, torch.Tensor], cfg, modu
     return layer.get_base_layer().weight.data
 
 
-def _iter_merged(shards: list[Path], info: AdapterInfo, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
+class MergeStats:
+    """How far the merged weights are from the base, both rounded to the output dtype,
+    counted while streaming (no second read of the model)."""
+
+    def __init__(self):
+        self.changed_tensors = self.changed_elems = self.total_elems = 0
+        self.max_rel = 0.0
+
+    def add(self, base: torch.Tensor, merged: torch.Tensor, dtype: torch.dtype) -> None:
+        diff = merged.float() - base.to(dtype).float()
+        changed = int((diff != 0).sum())
+        self.total_elems += merged.numel()
+        if changed:
+            self.changed_tensors += 1
+            self.changed_elems += changed
+            self.max_rel = max(self.max_rel, float(diff.norm() / base.float().norm().clamp_min(1e-12)))
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "changed_tensors": self.changed_tensors,
+            "changed_fraction_of_lora_targets": self.changed_elems / self.total_elems if self.total_elems else 0.0,
+            "max_relative_change": self.max_rel,
+        }
+
+
+def _iter_merged(shards: list[Path], info: AdapterInfo, dtype: torch.dtype, stats: MergeStats) -> Iterator[tuple[str, torch.Tensor]]:
     from safetensors import safe_open
 
     targets = {f"{module}.weight": module for module in info.modules}
@@ -108,16 +133,20 @@ def _iter_merged(shards: list[Path], info: AdapterInfo, dtype: torch.dtype) -> I
                 tensor = f.get_tensor(key)
                 module = targets.get(key)
                 if module is not None:
-                    tensor = merge_weight(tensor, info.modules[module], info.peft_config, module)
-                if tensor.is_floating_point():
+                    merged = merge_weight(tensor, info.modules[module], info.peft_config, module).to(dtype)
+                    stats.add(tensor, merged, dtype)
+                    tensor = merged
+                elif tensor.is_floating_point():
                     tensor = tensor.to(dtype)
                 yield key, tensor.contiguous()
                 del tensor
 
 
-def stream_merge(shards: list[Path], info: AdapterInfo, out_dir: Path, dtype: torch.dtype, max_shard_bytes: int) -> list[str]:
-    """Merge and write; returns the output shard file names."""
-    return write_sharded(_iter_merged(shards, info, dtype), out_dir, max_shard_bytes)
+def stream_merge(shards: list[Path], info: AdapterInfo, out_dir: Path, dtype: torch.dtype, max_shard_bytes: int) -> dict[str, Any]:
+    """Merge and write; returns the weight statistics."""
+    stats = MergeStats()
+    write_sharded(_iter_merged(shards, info, dtype, stats), out_dir, max_shard_bytes)
+    return stats.report()
 
 
 def write_sharded(tensors: Iterator[tuple[str, torch.Tensor]], out_dir: Path, max_shard_bytes: int) -> list[str]:
@@ -159,38 +188,3 @@ def write_sharded(tensors: Iterator[tuple[str, torch.Tensor]], out_dir: Path, ma
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out_dir / INDEX).write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
     return names
-
-
-def weight_distance(base_shards_: list[Path], out_dir: Path, dtype: torch.dtype) -> dict[str, Any]:
-    """How far the written weights are from the base rounded to the same dtype, read
-    back from disk one tensor at a time (so it also catches a writer that dropped the merge)."""
-    from safetensors import safe_open
-
-    location = {}
-    for shard in base_shards_:
-        with safe_open(str(shard), framework="pt") as f:
-            location.update({k: shard for k in f.keys()})
-    changed_tensors = 0
-    changed_elems = total_elems = 0
-    max_rel = 0.0
-    for out_shard in base_shards(out_dir) or []:
-        with safe_open(str(out_shard), framework="pt") as fo:
-            for key in fo.keys():
-                merged = fo.get_tensor(key)
-                if key not in location or not merged.is_floating_point():
-                    continue
-                with safe_open(str(location[key]), framework="pt") as fb:
-                    base = fb.get_tensor(key).to(dtype)
-                diff = merged.float() - base.float()
-                n = int((diff != 0).sum())
-                total_elems += merged.numel()
-                if n:
-                    changed_tensors += 1
-                    changed_elems += n
-                    rel = float(diff.norm() / base.float().norm().clamp_min(1e-12))
-                    max_rel = max(max_rel, rel)
-    return {
-        "changed_tensors": changed_tensors,
-        "changed_fraction": changed_elems / total_elems if total_elems else 0.0,
-        "max_relative_change": max_rel,
-    }

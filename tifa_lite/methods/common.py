@@ -58,7 +58,7 @@ def training_kwargs(run: Run) -> dict[str, Any]:
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
-        report_to=t.report_to or "none",
+        report_to=available_trackers(t.report_to) or "none",
         disable_tqdm=not t.progress_bar,
         dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=False,
@@ -73,6 +73,25 @@ def training_kwargs(run: Run) -> dict[str, Any]:
     if t.eval_steps:
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps)
     return kwargs
+
+
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "swanlab": "swanlab", "mlflow": "mlflow"}
+
+
+def available_trackers(requested: list[str]) -> list[str]:
+    """Pass trackers through to transformers when their package is installed; a missing
+    one is a warning, not a crash an hour into a free-GPU session."""
+    import importlib.util
+    import logging
+
+    kept = []
+    for name in requested:
+        package = TRACKER_PACKAGES.get(name, name)
+        if importlib.util.find_spec(package) is None:
+            logging.getLogger(__name__).warning("train.report_to: %s is not installed (pip install %s); not reporting to it.", name, package)
+        else:
+            kept.append(name)
+    return kept
 
 
 def make_config(config_cls: type, run: Run, **method_kwargs: Any):

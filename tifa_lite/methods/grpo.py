@@ -8,6 +8,7 @@ is tested on machines that have neither.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 
@@ -85,10 +86,18 @@ def grpo_args(run: Run, reward_weights: list[float]):
         # without this every sampled token re-runs the whole sequence (about 10x slower generation on a CPU).
         generation_kwargs={"use_cache": True},
     )
+    if "warmup_ratio" not in {f.name for f in dataclasses.fields(GRPOConfig)}:
+        # transformers 5 folded warmup_ratio into warmup_steps (a float < 1 is a ratio); without this the
+        # recipe's warmup would be dropped silently by make_config's field filter.
+        kwargs["warmup_steps"] = run.config.train.warmup_ratio
     if use_vllm:
         # Colocate: one process, vLLM shares the training GPU; the only mode a single cheap GPU can run.
         kwargs.update(vllm_mode="colocate", vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization)
-    return make_config(GRPOConfig, run, **kwargs)
+    kwargs.update(g.trl_args)
+    try:
+        return make_config(GRPOConfig, run, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"grpo.trl_args: {exc}. Check the name against trl.GRPOConfig.") from None
 
 
 def build_trainer(run: Run):

@@ -28,10 +28,13 @@ RUNTIME_GIB = {"cuda": 0.5, "cpu": 0.44}
 # TOKEN_CHUNK_SIZE tokens x chunk_size vocabulary entries, never the whole logits tensor.
 TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
-# Without Triton (the CPU), the tile is folded by torch ops that keep ~8 fp32 tile-sized
-# temporaries alive at once in the backward (y, z, log_p, p, grad, is_target.float(), the
-# difference and the product; see _backward_tile) plus one bool tile.
-TRL_CPU_TILE_TEMPS_BYTES = 8 * 4 + 1
+# Without Triton (the CPU), the tiles are folded by torch ops whose temporaries (y, z, log_p, p,
+# grad, is_target and its float copy, the difference, the product; see _backward_tile) add up to
+# ~33 bytes per tile element, plus ~0.27 GiB that does not depend on tokens, vocabulary or width.
+# Both measured on the function alone (ChunkedLogProbFunction forward + backward, N in {254, 1022,
+# 2044} tokens, V in {32768, 49152, 98304}, H in {576, 2048}): benchmarks/planner_validation.py --probe-head.
+TRL_CPU_TILE_BYTES = 33
+TRL_CPU_FIXED_GIB = 0.27
 
 Logits = Literal["full", "chunked8", "trl_chunked", "liger"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"]
@@ -131,32 +134,53 @@ def optimizer_state_bytes_per_param(optimizer: str, state_bytes: int) -> float:
 
 
 def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tuple[float, float]:
-    """(stored for backward per token per layer, gradient working set per token of the layer in backward)."""
+    """(stored for backward per token per layer, gradient working set per token of the layer in backward).
+
+    Autograd saves a matmul's input only when the weight needs a gradient, so a frozen base (LoRA)
+    keeps far less than full fine-tuning: its inputs are kept by the adapters instead.
+    """
     s = inp.shape
     h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
-    # LlamaRMSNorm (HF, python): upcasts to fp32 and keeps the fp32 input for pow() (4h bytes), the
-    # normalised tensor cast back (act*h) for the weight multiply, and its output is kept by the
-    # next matmul (act*h). In fp32 the upcast is a no-op but the three tensors still exist (12h).
-    norm = (4 + 2 * act) * h
-    # Attention with SDPA/flash: q after RoPE, k after RoPE, v (the kernel's inputs), the kernel's
-    # output, and the transposed output o_proj keeps; GQA keeps k/v at kv_dim width.
-    attn = (3 * q + 2 * kv) * act
+    frozen = inp.lora
+    # LlamaRMSNorm (HF, python) upcasts to fp32 and pow() keeps that fp32 input (4h bytes). A trained
+    # norm weight also keeps the normalised tensor (act*h), and a trained matmul after it keeps
+    # the norm's output (act*h).
+    norm = 4 * h + (0 if frozen else 2 * act * h)
+    # Attention with SDPA/flash: q and k after RoPE, v (the kernel's inputs) and the kernel's output;
+    # GQA keeps k/v at kv_dim width. A trained o_proj also keeps its (transposed) input.
+    attn = (2 * q + 2 * kv + (0 if frozen else q)) * act
     if inp.attn_implementation == "eager":
         attn += 2 * s.heads * inp.seq_len * act  # softmax output + the probabilities fed to matmul, per token
-    # SwiGLU MLP: gate output (SiLU input), up output, SiLU output, their product (down_proj's input).
-    mlp = 4 * i * act
+    # SwiGLU MLP: the gate output (SiLU's input), the SiLU output and the up output (the product's
+    # inputs); a trained down_proj also keeps the product.
+    mlp = (3 + (0 if frozen else 1)) * i * act
     lora = 0.0
     if inp.lora:
         shapes = s.linear_shapes()
+        # torch's fused dropout (CUDA) keeps a bool mask; the CPU path multiplies by a noise tensor of
+        # the input's dtype and keeps that.
+        mask = 1 if inp.device == "cuda" else lora_bytes
+        shared_inputs: dict[str, int] = {}
         for t in inp.lora_targets:
             if t not in shapes:
                 continue
             fan_in = shapes[t][0]
             lora += inp.lora_r * lora_bytes  # lora_A output, kept by lora_B
             if inp.lora_dropout > 0:
-                lora += fan_in * (lora_bytes + 1)  # dropout output + its bool mask, per adapted module
+                lora += fan_in * (lora_bytes + mask)  # each adapted module draws its own dropout
             elif lora_bytes != act:
-                lora += fan_in * lora_bytes  # the input cast to the adapter dtype, kept by lora_A
+                lora += fan_in * lora_bytes  # each module casts its input to the adapter dtype
+            else:
+                # lora_A keeps the module's input itself, which q/k/v (and gate/up) share.
+                group = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gu", "up_proj": "gu"}
+                shared_inputs[group.get(t, t)] = fan_in * act
+        lora += sum(shared_inputs.values())
+        if inp.device == "cpu":
+            # glibc's heap on the CPU: each adapted module's forward frees the base output and the
+            # adapter output (out_features wide) between tensors autograd keeps, and those holes
+            # stay in RSS. Measured on one SmolLM2-shaped LoRA layer: RSS grows 36 KB/token beyond
+            # the 40 KB autograd saves, where this term gives 41 KB (fp32, all-linear).
+            lora += sum(shapes[t][1] for t in inp.lora_targets if t in shapes) * (act + lora_bytes)
     per_layer = 2 * norm + attn + mlp + lora
     # Backward through a layer holds the gradients of a few of its widest intermediates at once
     # (SwiGLU: of the product, the gate and up outputs) on top of what the layer stored.
@@ -177,12 +201,13 @@ def logits_bytes(inp: PlanInput, tokens: int, act: int, param_bytes: int) -> flo
         return tokens * v * act + tokens * v / 8 * 12
     tile = min(tokens, TRL_TOKEN_CHUNK) * min(v, TRL_VOCAB_CHUNK)
     grad_hidden = tokens * s.hidden * 4  # accumulated in fp32 by the backward
-    per_tile = act + (TRL_CPU_TILE_TEMPS_BYTES if inp.device == "cpu" else 0)
-    extra = 0.0
+    # On CUDA the Triton kernels fold the tile in place: only the matmul buffer exists.
+    per_tile = TRL_CPU_TILE_BYTES if inp.device == "cpu" else act
+    extra = TRL_CPU_FIXED_GIB * GIB if inp.device == "cpu" else 0.0
     if not inp.lora:
         # Full fine-tuning trains the LM head (tied or not): its gradient is accumulated in fp32,
         # then cast to the parameter dtype.
-        extra = s.vocab * s.hidden * (4 + param_bytes)
+        extra += s.vocab * s.hidden * (4 + param_bytes)
     return tile * per_tile + grad_hidden + extra
 
 
@@ -208,6 +233,13 @@ def estimate(inp: PlanInput) -> Plan:
     plan.notes["base weights"] = {4: "NF4" + (" + double quant" if inp.double_quant else ""), 8: "int8"}.get(
         inp.quant_bits, inp.param_dtype or inp.precision
     )
+    if inp.device == "cpu" and quantised:
+        # transformers maps the safetensors file and the unquantised embedding stays a zero-copy view
+        # on it, so the mapping lives on, with every page the quantiser read resident in RSS.
+        # (The quantiser's fp32 copies are freed during loading; they show in the RSS right after
+        # loading, ~0.3 GiB for SmolLM2, but training allocations reuse that heap, so no peak term.)
+        t["checkpoint pages (mmap)"] = _b(s.total_params * DTYPE_BYTES[s.checkpoint_dtype])
+        plan.notes["checkpoint pages (mmap)"] = "CPU: the file stays mapped"
 
     if inp.lora:
         n = lora_params(s, inp.lora_r, inp.lora_targets)

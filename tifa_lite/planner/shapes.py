@@ -34,6 +34,7 @@ class ModelShape:
     head_dim: int
     qkv_bias: bool = False
     source: str = ""
+    checkpoint_dtype: str = "bf16"  # dtype the weights are stored in (config.json torch_dtype / dtype)
 
     @property
     def q_dim(self) -> int:
@@ -95,6 +96,7 @@ def model_shape_from_config_dict(cfg: dict[str, Any], name: str = "", source: st
             head_dim=int(cfg.get("head_dim") or hidden // heads),
             qkv_bias=bool(cfg.get("attention_bias", False)) or cfg.get("model_type") in ("qwen2",),
             source=source,
+            checkpoint_dtype=_DTYPES.get(str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"), "bf16"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
@@ -102,6 +104,10 @@ def model_shape_from_config_dict(cfg: dict[str, Any], name: str = "", source: st
             "configs (hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, vocab_size)."
         ) from None
     return shape
+
+
+_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "torch.float32": "fp32",
+           "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 
 def _cfg(h, i, layers, heads, kv, vocab, tied, qkv_bias=False, head_dim=None, model_type="llama"):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import inspect
 import math
 import re
 import sys
@@ -87,6 +88,9 @@ class NamedReward:
             raise
         except Exception as exc:
             raise RewardError(f"reward {self.__name__!r} ({self.source}) raised {_describe(exc)}") from exc
+        return self.check(scores, expected)
+
+    def check(self, scores, expected: int) -> list[float | None]:
         try:
             scores = list(scores)
         except TypeError:
@@ -116,6 +120,20 @@ class NamedReward:
 
     def __repr__(self) -> str:
         return f"NamedReward({self.__name__!r}, {self.source})"
+
+
+class AsyncNamedReward(NamedReward):
+    """For ``async def`` rewards (remote judges): TRL awaits them concurrently."""
+
+    async def __call__(self, prompts=None, completions=None, completion_ids=None, **kwargs) -> list[float | None]:
+        expected = len(completions if completions is not None else completion_ids)
+        try:
+            scores = await self.func(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
+        except TifaError:
+            raise
+        except Exception as exc:
+            raise RewardError(f"reward {self.__name__!r} ({self.source}) raised {_describe(exc)}") from exc
+        return self.check(scores, expected)
 
 
 def _describe(exc: BaseException) -> str:
@@ -155,6 +173,12 @@ def _load_reference(ref: str) -> tuple[Callable, str]:
     return getattr(module, attr), attr
 
 
+def _is_async(func: Callable) -> bool:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(getattr(func, "__call__", None))
+
+
 def _is_factory(attr: str) -> bool:
     return attr.startswith(("get_", "make_"))
 
@@ -170,7 +194,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 @dataclass
 class ResolvedRewards:
-    funcs: list[NamedReward]
+    funcs: list[NamedReward]  # AsyncNamedReward for async def rewards
     weights: list[float]
 
     @property
@@ -228,6 +252,7 @@ def build_rewards(specs: list, context: dict[str, Any] | None = None) -> Resolve
         if not math.isfinite(float(weight)):
             raise ConfigError(f"grpo.rewards: {name!r} has a non-finite weight {weight}.")
         func, display, source = resolve_reward(name, kwargs, context)
-        funcs.append(NamedReward(_unique(display, taken), func, source))
+        wrapper = AsyncNamedReward if _is_async(func) else NamedReward
+        funcs.append(wrapper(_unique(display, taken), func, source))
         weights.append(float(weight))
     return ResolvedRewards(funcs, weights)

@@ -1,0 +1,36 @@
+import subprocess
+import sys
+
+import yaml
+
+from tifa_lite.cli import main
+from tifa_lite.config.loader import RECIPES_DIR
+
+RECIPE = str(RECIPES_DIR / "sft_qlora_roleplay.yaml")
+
+
+def test_config_prints_resolved_recipe_with_overrides(capsys):
+    assert main(["config", RECIPE, "train.max_steps=2", "model.name_or_path=smollm2-135m-instruct"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["train"]["max_steps"] == 2
+    assert resolved["model"]["name_or_path"] == "smollm2-135m-instruct"
+    assert resolved["quant"]["bits"] == 4
+
+
+def test_bad_key_is_a_clear_error_without_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "tifa_lite", "train", RECIPE, "train.max_step=2"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert "unknown key 'train.max_step' (did you mean 'max_steps'?)" in proc.stderr
+    assert RECIPE in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_missing_data_is_a_clear_error(capsys, tmp_path):
+    code = main(["train", RECIPE, "model.name_or_path=smollm2-135m-instruct", f"data.path={tmp_path}/none.jsonl",
+                 f"train.output_dir={tmp_path}/out"])
+    assert code == 2
+    assert "none.jsonl does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

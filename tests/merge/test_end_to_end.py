@@ -1,0 +1,74 @@
+"""The promise of issue 5 on the real model: a QLoRA adapter trained by our SFT recipe
+on the embedded SmolLM2, merged, generates exactly what base+adapter generates, and the
+merged model exports to GGUF with a passing round trip."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tifa_lite
+from tifa_lite.config.loader import RECIPES_DIR
+
+PROMPTS = ["Who are you?", "What is the best way to learn physics?", "Tell me about your roommate."]
+
+
+def _greedy(model, tokenizer, tokens=20):
+    outs = []
+    for prompt in PROMPTS:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        outs.append(out[0, ids.shape[1]:].tolist())
+    return outs
+
+
+@pytest.mark.slow
+def test_sft_qlora_adapter_merged_generates_like_base_plus_adapter(embedded_model_dir, sample_data, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run = tifa_lite.train(RECIPES_DIR / "sft_qlora_roleplay.yaml", **{
+        "model.name_or_path": "smollm2-135m-instruct",
+        "train.output_dir": str(tmp_path / "run"),
+        "train.max_steps": 4,
+        "train.per_device_batch_size": 2,
+        "train.gradient_accumulation_steps": 1,
+        "train.gradient_checkpointing": False,
+        "train.learning_rate": 1e-3,
+        "train.save_steps": 100,
+        "data.path": str(sample_data / "roleplay_sheldon_sample.jsonl"),
+        "data.limit": 16,
+        "data.eval_ratio": 0.0,
+        "data.max_length": 256,
+        "lora.r": 8,
+        "lora.alpha": 16,
+    })
+    assert run.config.is_qlora
+
+    report = tifa_lite.merge(run.output_dir, tmp_path / "merged", dtype="fp32")
+    assert report["base_origin"] == "embedded:smollm2-135m-instruct"
+    assert report["self_check"]["passed"] and not report["no_op"]
+    assert report["self_check"]["max_logit_diff_merged_vs_base"] > 0
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "merged")
+    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(run.output_dir).chat_template
+    gen = json.loads((tmp_path / "merged" / "generation_config.json").read_text())
+    assert gen["temperature"] == run.config.sampling.temperature and gen["top_p"] == run.config.sampling.top_p
+
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    merged_out = _greedy(merged, tokenizer)
+    del merged
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
+    reference = PeftModel.from_pretrained(base, str(run.output_dir)).eval()
+    assert merged_out == _greedy(reference, tokenizer)
+
+    # The merged model goes on to GGUF, checked by loading it back through transformers.
+    from tifa_lite.export.gguf import export_gguf
+
+    exported = export_gguf(tmp_path / "merged", tmp_path / "merged.gguf", outtype="f16")
+    assert exported["round_trip"]["passed"] and exported["round_trip"]["tokenizer_mismatches"] == []

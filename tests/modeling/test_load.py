@@ -1,0 +1,56 @@
+import torch
+
+from tifa_lite.config import load_recipe
+from tifa_lite.hardware import Hardware, resolve_precision
+from tifa_lite.modeling.load import attn_implementation, load_for_training, lora_config, quantization_config
+
+CPU = Hardware(device="cpu", gpu_name=None, bf16=False, gpu_count=0, total_memory_gib=None)
+T4 = Hardware(device="cuda", gpu_name="Tesla T4", bf16=False, gpu_count=1, total_memory_gib=15.0)
+A10 = Hardware(device="cuda", gpu_name="NVIDIA A10", bf16=True, gpu_count=1, total_memory_gib=22.0)
+
+
+def test_precision_follows_hardware():
+    assert resolve_precision("auto", A10) == "bf16"
+    assert resolve_precision("auto", T4) == "fp16"
+    assert resolve_precision("bf16", T4) == "fp16"  # downgraded, not a crash
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("bf16", CPU) == "fp32"
+
+
+def test_nf4_double_quant_with_compute_dtype_by_hardware():
+    config = load_recipe({})
+    q = quantization_config(config, "fp16")
+    assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
+    assert q.bnb_4bit_compute_dtype == torch.float16
+    assert quantization_config(load_recipe({}, ["quant.bits=8"]), "bf16").load_in_8bit
+    assert quantization_config(load_recipe({}, ["quant.bits=null"]), "bf16") is None
+
+
+def test_lora_switches():
+    config = load_recipe({}, ["lora.use_dora=true", "lora.use_rslora=true", "lora.r=8", "lora.target_modules=[q_proj,v_proj]"])
+    lc = lora_config(config)
+    assert lc.use_dora and lc.use_rslora and lc.r == 8 and set(lc.target_modules) == {"q_proj", "v_proj"}
+    assert lora_config(load_recipe({}, ["lora.enabled=false", "quant.bits=null"])) is None
+
+
+def test_attention_falls_back_to_sdpa_without_flash_attn():
+    assert attn_implementation(load_recipe({}), CPU) == "sdpa"
+    assert attn_implementation(load_recipe({}, ["model.attn_implementation=eager"]), CPU) == "eager"
+
+
+def test_qlora_load_quantises_linear_layers_on_cpu(tiny_model_dir):
+    import bitsandbytes as bnb
+
+    config = load_recipe({}, [f"model.name_or_path={tiny_model_dir}"])
+    model, tokenizer, peft_config = load_for_training(config, "fp32", CPU)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
+    assert tokenizer.pad_token is not None and peft_config.r == 16
+    assert model.config.tifa_lite_base.startswith("local:")
+
+
+def test_report_to_keeps_installed_trackers_only(caplog):
+    from tifa_lite.methods.common import available_trackers
+
+    assert available_trackers(["definitely_not_a_tracker_pkg"]) == []
+    assert "not installed" in caplog.text
+    assert available_trackers([]) == []
