@@ -7,8 +7,10 @@ on a held-out split (never trained on) before vs after.
 
 The 135M model cannot follow the R1-Zero <think>/<answer> format (all five rule rewards
 score 0 on it, so GRPO would get no signal), so the demonstration scores what it can do:
-``final_number`` (the evaluator's answer extraction vs the reference) plus ``length``
-(TRL's soft overlong punishment, which pays for answering within the budget).
+``final_number`` (the evaluator's answer extraction vs the reference) plus
+``answer_sentence`` (benchmarks/grpo_demo_rewards.py, by file reference: ends with "The
+answer is N."). ``--rewards length`` swaps the latter for the ``length`` reward (TRL's soft
+overlong punishment): that variant teaches brevity, and on this model brevity alone.
 """
 
 from __future__ import annotations
@@ -23,7 +25,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DEMO_SYSTEM_PROMPT = "Solve the math problem. Answer in one short sentence that ends with the number."
+DEMO_SYSTEM_PROMPTS = {
+    "answer": "Solve the math problem briefly. End with: The answer is <number>.",
+    "length": "Solve the math problem. Answer in one short sentence that ends with the number.",
+}
+
+
+def demo_rewards(args) -> list[dict]:
+    if args.rewards == "length":
+        cache = args.max_completion // 2
+        return [{"name": "final_number", "weight": 1.0},
+                {"name": "length", "weight": 0.5, "kwargs": {"max_completion_len": args.max_completion, "soft_punish_cache": cache}}]
+    return [{"name": "final_number", "weight": 1.0},
+            {"name": f"{REPO / 'benchmarks' / 'grpo_demo_rewards.py'}:answer_sentence", "weight": 1.0}]
 
 
 def demo_config(args) -> dict:
@@ -31,7 +45,7 @@ def demo_config(args) -> dict:
         "model": {"name_or_path": "smollm2-135m-instruct"},
         "quant": {"bits": 4 if args.qlora else None},
         "lora": {"enabled": True, "r": 16, "alpha": 32, "dropout": 0.0},
-        "data": {"path": str(args.data / "train.jsonl"), "format": "gsm8k", "system_prompt": DEMO_SYSTEM_PROMPT},
+        "data": {"path": str(args.data / "train.jsonl"), "format": "gsm8k", "system_prompt": DEMO_SYSTEM_PROMPTS[args.rewards]},
         "train": {
             "method": "grpo", "output_dir": str(args.out), "overwrite_output_dir": True, "resume": "never",
             "max_steps": args.steps, "per_device_batch_size": args.batch, "gradient_accumulation_steps": 1,
@@ -39,13 +53,8 @@ def demo_config(args) -> dict:
             "logging_steps": 1, "save_steps": 10_000, "progress_bar": False, "seed": args.seed,
         },
         "grpo": {
-            "num_generations": args.generations, "max_completion_length": args.max_completion, "temperature": 1.0,
-            "beta": 0.0, "use_vllm": "off",
-            "rewards": [
-                {"name": "final_number", "weight": 1.0},
-                {"name": "length", "weight": 0.5,
-                 "kwargs": {"max_completion_len": args.max_completion, "soft_punish_cache": args.max_completion // 2}},
-            ],
+            "num_generations": args.generations, "max_completion_length": args.max_completion,
+            "temperature": args.temperature, "beta": 0.0, "use_vllm": "off", "rewards": demo_rewards(args),
         },
     }
 
@@ -55,7 +64,7 @@ def evaluate(lm, tokenizer, args) -> dict:
 
     return evaluate_gsm8k(
         None, args.data / "test.jsonl", limit=args.eval_limit, batch_size=args.eval_batch,
-        max_new_tokens=args.eval_tokens, system_prompt=DEMO_SYSTEM_PROMPT, loaded=(lm, tokenizer),
+        max_new_tokens=args.eval_tokens, system_prompt=DEMO_SYSTEM_PROMPTS[args.rewards], loaded=(lm, tokenizer),
     )
 
 
@@ -63,15 +72,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=REPO / "data" / "arithmetic")
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "grpo_cpu_demo")
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=20)
     p.add_argument("--batch", type=int, default=8, help="completions per step (prompts x generations)")
-    p.add_argument("--generations", type=int, default=4)
+    p.add_argument("--generations", type=int, default=8)
     p.add_argument("--max-completion", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--rewards", choices=["answer", "length"], default="answer")
+    p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--qlora", action="store_true", help="4-bit base (slower on a CPU: dequantisation per token)")
-    p.add_argument("--eval-limit", type=int, default=50)
-    p.add_argument("--eval-batch", type=int, default=25)
+    p.add_argument("--eval-limit", type=int, default=30)
+    p.add_argument("--eval-batch", type=int, default=30)
     p.add_argument("--eval-tokens", type=int, default=48)
     p.add_argument("--window", type=int, default=5, help="steps averaged at the start and at the end")
     args = p.parse_args()

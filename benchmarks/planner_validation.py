@@ -116,7 +116,7 @@ def published_cases():
     qwen2_7b = known_shape("Qwen/Qwen2-7B-Instruct")
     return [
         # LLaMA-Factory README "Hardware Requirement" (7B, 16-bit LoRA / 4-bit QLoRA): a rule-of-thumb table;
-        # assumed: its example settings (batch 1, cutoff_len 2048, LoRA r=8 on all linear, bf16, AdamW fp32
+        # assumed: batch 1, cutoff_len 1024, LoRA r=8 on all linear (LLaMA-Factory example defaults), bf16, AdamW fp32
         # states, gradient checkpointing on — LLaMA-Factory's default —, full logits in HF's loss).
         ("LLaMA-Factory 7B QLoRA 4-bit", "GB", 6.0, "card", PlanInput(
             shape=llama2_7b, device="cuda", precision="bf16", quant_bits=4, lora=True, lora_r=8, lora_dropout=0.0,
@@ -125,11 +125,11 @@ def published_cases():
             shape=llama2_7b, device="cuda", precision="bf16", quant_bits=None, lora=True, lora_r=8,
             lora_dropout=0.0, batch=1, seq_len=1024, gradient_checkpointing=True, optimizer="adamw", logits="full")),
         # torchtune README, Llama 3.1 8B on one RTX 4090, batch 2, packed to 2048, torch.compile on.
-        # LoRA/QLoRA configs: rank 8 on q,v,output_proj + MLP, AdamW (fp32 states), activation checkpointing,
+        # LoRA/QLoRA configs: rank 8 on q,v,output_proj (+k for QLoRA) + MLP, AdamW (fp32 states), checkpointing,
         # CEWithChunkedOutputLoss (8 chunks upcast one at a time).
         ("torchtune Llama-3.1-8B QLoRA (4090)", "GiB", 7.4, "allocator", PlanInput(
             shape=llama31_8b, device="cuda", precision="bf16", quant_bits=4, lora=True, lora_r=8, lora_dropout=0.0,
-            lora_targets=("q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+            lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
             batch=2, seq_len=2048, gradient_checkpointing=True, optimizer="adamw", logits="chunked8")),
         ("torchtune Llama-3.1-8B LoRA (4090)", "GiB", 16.2, "allocator", PlanInput(
             shape=llama31_8b, device="cuda", precision="bf16", quant_bits=None, lora=True, lora_r=8,

@@ -25,7 +25,7 @@ def test_sigkill_then_same_command_resumes(tiny_model_dir, tmp_path, sample_data
         "train.save_steps=2", "train.save_total_limit=null", "train.per_device_batch_size=2",
         "train.gradient_accumulation_steps=1", "train.global_batch_size=null", "train.gradient_checkpointing=false", "train.logging_steps=1",
         f"data.path={sample_data / 'roleplay_sheldon_sample.jsonl'}", "data.limit=40", "data.max_length=512",
-        "quant.bits=null", "lora.r=4", "train.progress_bar=false",
+        "quant.bits=null", "lora.r=4", "train.progress_bar=false", "train.keep_checkpoints=true",
     ]
     work = partial_dir(out)
     log = (tmp_path / "first.log").open("w")

@@ -41,6 +41,7 @@ def assert_run_outputs(out: Path, adapter: bool = True):
     expected = {"resolved_config.yaml", "metrics.jsonl", "loss_curve.png", "tokenizer.json", "data_report.json"}
     expected |= {"adapter_model.safetensors", "adapter_config.json"} if adapter else {"model.safetensors", "config.json"}
     assert expected <= names, expected - names
+    assert not any(name.startswith("checkpoint-") for name in names)  # a finished run drops them
     losses = [row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in row]
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
 

@@ -51,7 +51,7 @@ BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
             "grpo.max_completion_length": 16,
             "grpo.use_vllm": "off",
         },
-        "dpo": {"data.limit": 4, "train.per_device_batch_size": 1, "data.max_length": 192},
+        "dpo": {"data.limit": 4, "train.per_device_batch_size": 1},
     },
 }
 

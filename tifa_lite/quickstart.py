@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     overrides = quickstart_overrides(args.output_dir, args.steps)
     prompts = held_out_prompts(args.prompts)
-    heldout = read_conversations(HELDOUT)
+    heldout = read_conversations(HELDOUT, limit=32)
 
     def measure(adapter=None):
         model, tokenizer, *_ = load_chat_model("smollm2-135m-instruct", adapter, bits=4)

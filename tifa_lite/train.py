@@ -118,6 +118,9 @@ def run_config(config: RecipeConfig) -> TrainResult:
 
     # Under a launcher every rank gets here; only global rank 0 moves the shared folder.
     if is_main_process():
+        if not config.train.keep_checkpoints:
+            for checkpoint in work_dir.glob("checkpoint-*"):
+                shutil.rmtree(checkpoint)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(work_dir, output_dir)
@@ -134,7 +137,8 @@ def run_config(config: RecipeConfig) -> TrainResult:
 def _resume_point(config: RecipeConfig, work_dir: Path) -> str | None:
     resume = config.train.resume
     if resume == "never":
-        if work_dir.exists():
+        # One deleter: under a launcher every rank gets here.
+        if work_dir.exists() and int(os.environ.get("RANK", "0")) == 0:
             shutil.rmtree(work_dir)
         return None
     if resume == "auto":

@@ -34,3 +34,9 @@ def test_missing_data_is_a_clear_error(capsys, tmp_path):
     assert code == 2
     assert "none.jsonl does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_overrides_may_follow_options(capsys):
+    assert main(["config", RECIPE, "--profile", "t4", "train.max_steps=3"]) == 0
+    resolved = yaml.safe_load(capsys.readouterr().out)
+    assert resolved["train"]["max_steps"] == 3 and resolved["train"]["precision"] == "fp16"

@@ -16,13 +16,16 @@ PROMPTS = ["Who are you?", "What is the best way to learn physics?", "Tell me ab
 
 
 def _greedy(model, tokenizer, tokens=20):
+    from transformers import GenerationConfig
+
+    # Plain greedy on both sides: the merged folder's generation_config.json holds the recipe's sampling.
+    plain = GenerationConfig(max_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     outs = []
     for prompt in PROMPTS:
         text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
-                                 do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=plain)
         outs.append(out[0, ids.shape[1]:].tolist())
     return outs
 

@@ -50,6 +50,7 @@ def test_lora_merge_matches_peft_and_writes_a_complete_model(tiny_model_dir, lor
     assert report["method"] == "streamed-per-layer-peft-merge"
     assert report["self_check"]["passed"] and report["self_check"]["max_logit_diff_vs_base_plus_adapter"] < 1e-3
     assert report["self_check"]["adapter_effect_max_logit_diff"] > 0.01
+    assert report["self_check"]["greedy_agreement"] == 1.0
     assert report["no_op"] is False and report["weights"]["changed_tensors"] == 14  # 7 Linear × 2 layers
     assert json.loads((out / "merge_report.json").read_text())["self_check"]["passed"]
     # Sharded, with the index transformers reads; same tensors as PEFT's full-model merge.
@@ -131,6 +132,14 @@ def test_untrained_adapter_is_flagged_as_no_op(tiny_model_dir, tmp_path):
 def test_base_mismatch_is_a_clear_error(lora_adapter, tmp_path):
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    # The recorded base is gone, so only the adapter's own checks (class, shapes, vocab) can speak.
+    adapter = tmp_path / "run"
+    shutil.copytree(lora_adapter, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(tmp_path / "gone")
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    lora_adapter = adapter
+
     small = dict(vocab_size=49152, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     LlamaForCausalLM(LlamaConfig(hidden_size=32, **small)).save_pretrained(tmp_path / "other")
     with pytest.raises(MergeError, match="base mismatch.*mlp.down_proj: base \\[32, 128\\]"):
@@ -142,6 +151,21 @@ def test_base_mismatch_is_a_clear_error(lora_adapter, tmp_path):
     with pytest.raises(MergeError, match="tokenizer has 49152 tokens"):
         tifa_lite.merge(lora_adapter, tmp_path / "out", base=str(tmp_path / "vocab"))
     assert not (tmp_path / "out").exists() and _no_leftovers(tmp_path) == []
+
+
+def test_base_of_another_family_with_the_same_shapes_is_refused(tiny_model_dir, lora_adapter, tmp_path):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    adapter = tmp_path / "run"
+    shutil.copytree(lora_adapter, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config.pop("auto_mapping", None)  # as saved by TRL runs with task_type CAUSAL_LM
+    config["base_model_name_or_path"] = str(tiny_model_dir)
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    MistralForCausalLM(MistralConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2)).save_pretrained(tmp_path / "mistral")
+    with pytest.raises(MergeError, match="model_type: llama vs mistral"):
+        tifa_lite.merge(adapter, tmp_path / "out", base=str(tmp_path / "mistral"))
 
 
 def test_base_comes_from_the_run_files_and_output_is_refused_unless_overwrite(tiny_model_dir, lora_adapter, tmp_path):
@@ -180,3 +204,26 @@ def test_cli_prints_json_report_last(tiny_model_dir, lora_adapter, tmp_path, cap
     assert any(line.strip().startswith("self-check: max logit diff") for line in lines[:-1])
     rc = main(["merge", "--adapter", str(lora_adapter), "--output", str(tmp_path / "out")])
     assert rc == 2  # exists: a user-facing error, no traceback
+
+
+def test_adapter_beyond_plain_lora_takes_peft_full_model_merge(tiny_model_dir, tmp_path):
+    adapter = train_adapter(tiny_model_dir, tmp_path / "ad", steps=2, bias="all")
+    report = tifa_lite.merge(adapter, tmp_path / "out", dtype="fp32", base=str(tiny_model_dir))
+    assert report["method"] == "peft-merge_and_unload"
+    assert any("trains biases" in note for note in report["notes"])
+    assert report["self_check"]["passed"] and report["no_op"] is False
+    expected = _peft_merged(tiny_model_dir, adapter)
+    for key, tensor in _state(tmp_path / "out").items():
+        torch.testing.assert_close(tensor, expected[key])
+
+
+def test_checkpoint_folder_finds_the_run_files_beside_it(tiny_model_dir, lora_adapter, tmp_path):
+    from tifa_lite.merging.adapter import read_adapter, resolve_base
+
+    run = tmp_path / "run.partial"
+    shutil.copytree(lora_adapter, run / "checkpoint-2")
+    (run / "resolved_config.yaml").write_text(f"model:\n  name_or_path: {tiny_model_dir}\n")
+    (run / "tifa_sampling.json").write_text(json.dumps({"temperature": 0.2}))
+    info = read_adapter(run / "checkpoint-2")
+    assert info.sampling == {"temperature": 0.2}
+    assert resolve_base(info).path == tiny_model_dir.resolve()

@@ -26,6 +26,11 @@ def test_nf4_double_quant_with_compute_dtype_by_hardware():
     assert quantization_config(load_recipe({}, ["quant.bits=null"]), "bf16") is None
 
 
+def test_explicit_bf16_compute_follows_a_t4_downgrade():
+    q = quantization_config(load_recipe({}, ["quant.compute_dtype=bf16"]), resolve_precision("bf16", T4))
+    assert q.bnb_4bit_compute_dtype == torch.float16
+
+
 def test_lora_switches():
     config = load_recipe({}, ["lora.use_dora=true", "lora.use_rslora=true", "lora.r=8", "lora.target_modules=[q_proj,v_proj]"])
     lc = lora_config(config)

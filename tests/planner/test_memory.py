@@ -44,9 +44,15 @@ def test_activation_bytes_per_token_by_hand():
     # norms 2 x (4 + 2*2) x 64 = 1024; attention (3*64 + 2*32) x 2 = 512; MLP 4*128*2 = 1024.
     assert per_layer == 2560
     assert backward_work == 3 * 128 * 2
-    # LoRA r=8 on q only, dropout > 0: lora_A output 8*4 + dropout copy and mask 64*(4+1).
+    # A frozen base keeps less: norms only their fp32 input (4*64 each), attention without o_proj's
+    # input (2*64 + 2*32) x 2, MLP without down_proj's input 3*128*2 -> 512 + 384 + 768 = 1664.
+    # LoRA r=8 on q only, dropout > 0 on CUDA: lora_A output 8*4 + dropout copy and bool mask 64*(4+1).
     lora_inp = PlanInput(shape=TINY, precision="bf16", lora=True, lora_r=8, lora_dropout=0.1, lora_targets=("q_proj",))
-    assert activation_bytes_per_token(lora_inp, act=2, lora_bytes=4)[0] == 2560 + 32 + 320
+    assert activation_bytes_per_token(lora_inp, act=2, lora_bytes=4)[0] == 1664 + 32 + 320
+    # On the CPU the heap also keeps q_proj's freed base and adapter outputs: 64 x (2 + 4).
+    cpu_inp = PlanInput(shape=TINY, device="cpu", precision="bf16", lora=True, lora_r=8, lora_dropout=0.1,
+                        lora_targets=("q_proj",))
+    assert activation_bytes_per_token(cpu_inp, act=2, lora_bytes=4)[0] == 1664 + 32 + 64 * (4 + 4) + 64 * 6
 
 
 def test_sft_lora_plan_terms_by_hand():
@@ -60,9 +66,10 @@ def test_sft_lora_plan_terms_by_hand():
     # fp32 adapters (PEFT upcasts them on a 16-bit base): params + grads 8 B, AdamW moments 8 B.
     assert plan.static["LoRA params + grads"] * GIB == pytest.approx(n_lora * 8)
     assert plan.static["optimizer states"] * GIB == pytest.approx(n_lora * 8)
-    # lora dtype fp32 != bf16 activations and dropout 0: each adapter keeps the cast input + lora_A output.
-    lora_per_layer = 8 * 4 * 7 + 4 * (64 * 5 + 64 + 128)
-    assert plan.train_phase["activations"] * GIB == pytest.approx(tokens * 2 * (2560 + lora_per_layer))
+    # lora dtype fp32 != bf16 activations and dropout 0: each adapter keeps its input cast to fp32
+    # (fan-ins 64 x 6 + 128) and its lora_A output (8 x 4), on top of the frozen layer's 1664.
+    lora_per_layer = 8 * 4 * 7 + 4 * (64 * 6 + 128)
+    assert plan.train_phase["activations"] * GIB == pytest.approx(tokens * 2 * (1664 + lora_per_layer))
     assert plan.train_phase["logits"] * GIB == pytest.approx(tokens * 1000 * (2 + 12))
     # Backward's gradient working set (32 tokens x 768 B) is smaller than the freed logits: no extra term.
     assert "backward layer work" not in plan.train_phase
@@ -120,3 +127,12 @@ def test_cpu_plan_uses_fp32_and_the_python_baseline():
     plan = estimate(PlanInput(shape=TINY, device="cpu", precision="fp32", quant_bits=None, lora=True))
     assert plan.static["runtime"] == 0.44
     assert plan.static["base weights"] * GIB == TINY.total_params * 4
+
+
+def test_reward_model_has_no_vocabulary_logits_or_lm_head():
+    untied = ModelShape(name="u", hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=1000,
+                        tied=False, head_dim=16)
+    sft = estimate(PlanInput(shape=untied, quant_bits=None, method="sft"))
+    reward = estimate(PlanInput(shape=untied, quant_bits=None, method="reward"))
+    assert reward.train_phase["logits"] == 0
+    assert (sft.static["base weights"] - reward.static["base weights"]) * GIB == 1000 * 64 * 2

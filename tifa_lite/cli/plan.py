@@ -13,7 +13,8 @@ def register(sub) -> None:
     p.add_argument("recipe")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.max_length=4096")
     p.add_argument("--profile", action="append", help="profile overlay from recipes/profiles (repeatable)")
-    p.add_argument("--gpu", choices=GPU_CHOICES, help="card to plan for (default: hardware.gpu, else this machine's)")
+    p.add_argument("--gpu", choices=GPU_CHOICES,
+                   help="card to plan for; cpu plans peak RAM (default: hardware.gpu, else this machine's)")
     p.add_argument("--memory-gib", type=float, help="the card's memory, when it differs from the catalogue")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON (last line)")
     p.set_defaults(handler=run)
@@ -29,23 +30,18 @@ def _gpu(args, config):
         from tifa_lite.planner.hardware_catalog import gpu_from_detected
 
         hw = detect()
-        gpu = gpu_from_detected(hw.gpu_name, hw.total_memory_gib, hw.bf16) if hw.device == "cuda" else None
-        if gpu is not None and args.memory_gib:
-            return resolve_gpu(gpu.name if gpu.name != "detected" else "8gb", args.memory_gib)
-        return gpu
+        return gpu_from_detected(hw.gpu_name, hw.total_memory_gib, hw.bf16) if hw.device == "cuda" else None
     return resolve_gpu(name, args.memory_gib or config.hardware.memory_gib)
 
 
 def run(args) -> int:
     from tifa_lite.config import load_recipe
-    from tifa_lite.planner import capacity_gib, fits, read_model_shape, suggest
+    from tifa_lite.planner import capacity_gib, fits, plan_config, read_model_shape, suggest
 
     config = load_recipe(args.recipe, args.overrides, profile=args.profile)
     gpu = _gpu(args, config)
     shape = read_model_shape(config.model)
-    fitted, changes, fitted_plan = suggest(config, gpu, shape)
-    from tifa_lite.planner import plan_config
-
+    _, changes, fitted_plan = suggest(config, gpu, shape)
     plan = plan_config(config, gpu, shape)
     ok = fits(plan, gpu)
     if args.json:

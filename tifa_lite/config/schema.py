@@ -115,6 +115,9 @@ class TrainConfig(Section):
     auto_fit: bool = False
     dataloader_num_workers: int = 0
     progress_bar: bool = True
+    # Checkpoints serve resumption; a finished run drops them (under ZeRO they hold ~16 bytes
+    # per parameter) unless kept on purpose.
+    keep_checkpoints: bool = False
 
 
 class RewardSpec(Section):

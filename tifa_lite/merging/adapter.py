@@ -44,7 +44,7 @@ def read_adapter(path: str | Path) -> AdapterInfo:
         if (path / "config.json").is_file():
             hint = " It holds a full model (config.json): there is nothing to merge."
         elif path.is_dir() and any(path.glob("checkpoint-*")):
-            hint = f" Point --adapter at a finished run or at one of its checkpoint-* folders."
+            hint = " Point --adapter at a finished run or at one of its checkpoint-* folders."
         raise ConfigError(f"--adapter {path}: no adapter_config.json, so this is not a PEFT adapter folder.{hint}")
     from peft import PeftConfig
 
@@ -89,7 +89,10 @@ def _load_adapter_tensors(path: Path) -> dict[str, Any]:
 def _read_run_files(info: AdapterInfo) -> None:
     """resolved_config.yaml (our training runs write it beside the adapter) names the
     base and the chat template; tifa_sampling.json the recommended sampling."""
-    run_config = info.path / "resolved_config.yaml"
+    run_dir = info.path
+    if info.path.name.startswith("checkpoint-") and not (info.path / "resolved_config.yaml").is_file():
+        run_dir = info.path.parent  # a Trainer checkpoint inside a (possibly unfinished) run folder
+    run_config = run_dir / "resolved_config.yaml"
     if run_config.is_file():
         import yaml
 
@@ -101,7 +104,7 @@ def _read_run_files(info: AdapterInfo) -> None:
             info.sampling = SamplingConfig(**(data.get("sampling") or {})).model_dump()
         except Exception as exc:  # an older/newer schema: fall back to adapter_config.json
             info.notes.append(f"{run_config.name} not readable with this version ({exc}); used adapter_config.json")
-    sampling_file = info.path / "tifa_sampling.json"
+    sampling_file = run_dir / "tifa_sampling.json"
     if sampling_file.is_file():
         info.sampling = json.loads(sampling_file.read_text(encoding="utf-8"))
 
@@ -137,7 +140,36 @@ def resolve_base(info: AdapterInfo, base: str | None = None) -> BaseModelRef:
         path = _download(resolved.path, model_cfg.revision)
     config_file = path / "config.json"
     config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
+    if base:
+        _compare_with_recorded(info, config, str(base))
     return BaseModelRef(path=path, origin=resolved.origin, gguf_file=resolved.gguf_file, config=config)
+
+
+_SHAPE_KEYS = ("model_type", "hidden_size", "num_hidden_layers", "intermediate_size", "vocab_size")
+
+
+def _compare_with_recorded(info: AdapterInfo, config: dict[str, Any], base: str) -> None:
+    """--base against the base the adapter records, when that one is on disk: a base of
+    another family can share every LoRA shape (Llama vs Mistral), so compare configs too."""
+    from tifa_lite.config.schema import ModelConfig
+    from tifa_lite.modeling.resolve import resolve_model
+
+    recorded = info.recipe_model or (
+        ModelConfig(name_or_path=info.peft_config.base_model_name_or_path) if info.peft_config.base_model_name_or_path else None
+    )
+    try:
+        path = Path(resolve_model(recorded).path) if recorded is not None else None
+    except TifaError:
+        return
+    if path is None or not (path / "config.json").is_file():
+        return
+    theirs = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    diffs = [f"{k}: {theirs.get(k)} vs {config.get(k)}" for k in _SHAPE_KEYS if theirs.get(k) != config.get(k)]
+    if diffs:
+        raise MergeError(
+            f"base mismatch: the adapter was trained on {path}, and --base {base} differs ({'; '.join(diffs)}). "
+            "Merge into the base the adapter was trained on."
+        )
 
 
 def _download(repo_id: str, revision: str | None) -> Path:

@@ -51,12 +51,14 @@ def _logits(model, inputs: list[torch.Tensor], device: str) -> list[torch.Tensor
 
 @torch.no_grad()
 def _greedy(model, inputs: list[torch.Tensor], device: str, tokens: int) -> list[list[int]]:
+    from transformers import GenerationConfig
+
+    # An explicit plain greedy config: the merged folder's generation_config.json carries the
+    # recipe's sampling (e.g. repetition_penalty), which would make the two sides differ.
+    plain = GenerationConfig(max_new_tokens=tokens, do_sample=False, pad_token_id=model.config.eos_token_id)
     outs = []
     for ids in inputs:
-        out = model.generate(
-            input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device),
-            max_new_tokens=tokens, do_sample=False, pad_token_id=model.config.eos_token_id,
-        )
+        out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), generation_config=plain)
         outs.append(out[0, ids.shape[1]:].tolist())
     return outs
 

@@ -43,6 +43,10 @@ def quantization_config(config: RecipeConfig, precision: str):
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = config.quant.compute_dtype
+    if compute == "bf16" and precision == "fp16":
+        # precision was already downgraded because this GPU has no bf16 (T4): follow it.
+        log.warning("quant.compute_dtype=bf16 on a GPU without bf16: computing in fp16.")
+        compute = "fp16"
     compute_dtype = torch_dtype(precision if compute == "auto" else compute)
     return BitsAndBytesConfig(
         load_in_4bit=True,

@@ -2,9 +2,10 @@
 
 Pure arithmetic (no torch). Every term is derived from what the libraries we compose
 actually allocate (transformers' Llama/Qwen2 decoder layer, PEFT LoRA layers,
-bitsandbytes NF4 storage, TRL's chunked LM head, torch AdamW) and says so in a comment;
-the only constants are the runtime baselines (CUDA context, the CPU process's Python +
-torch import footprint), stated in ``RUNTIME_GIB``.
+bitsandbytes NF4 storage, TRL's chunked LM head, torch AdamW) and says so in a comment.
+The measured constants are the runtime baselines (``RUNTIME_GIB``: CUDA context, the CPU
+process's import footprint) and the CPU cost of TRL's torch-fallback LM head
+(``TRL_CPU_*``); benchmarks/results/planner.md records how each was measured.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
 # Without Triton (the CPU), the tiles are folded by torch ops whose temporaries (y, z, log_p, p,
 # grad, is_target and its float copy, the difference, the product; see _backward_tile) add up to
-# ~33 bytes per tile element, plus ~0.27 GiB that does not depend on tokens, vocabulary or width.
+# ~33 bytes per tile element, plus ~0.25 GiB that does not depend on tokens, vocabulary or width.
 # Both measured on the function alone (ChunkedLogProbFunction forward + backward, N in {254, 1022,
 # 2044} tokens, V in {32768, 49152, 98304}, H in {576, 2048}): benchmarks/planner_validation.py --probe-head.
 TRL_CPU_TILE_BYTES = 33
-TRL_CPU_FIXED_GIB = 0.27
+TRL_CPU_FIXED_GIB = 0.25
 
 Logits = Literal["full", "chunked8", "trl_chunked", "liger"]
 Optimizer = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "sgd"]
@@ -226,6 +227,8 @@ def estimate(inp: PlanInput) -> Plan:
     plan.notes["runtime"] = "CUDA context + workspaces" if inp.device == "cuda" else "python + torch/transformers/trl imports"
 
     base = weights_bytes(s, inp.quant_bits, param_bytes, inp.double_quant)
+    if inp.method == "reward":
+        base -= s.head_params * param_bytes  # AutoModelForSequenceClassification has a 1-wide score head
     if zero == 3 and not inp.lora:
         # ZeRO-3 shards the 16-bit weights; a layer is gathered (and the next prefetched) on use.
         base = base / world + 2 * s.largest_layer_params * param_bytes
@@ -273,7 +276,8 @@ def estimate(inp: PlanInput) -> Plan:
     layer_work = (per_layer if inp.gradient_checkpointing else 0) + backward_work
     plan.activation_bytes_per_token = per_layer * s.layers + backward_work
     plan.activation_bytes_per_token_ckpt = stored_ckpt + per_layer + backward_work
-    logits = logits_bytes(inp, tokens, act, param_bytes)
+    # A reward model is a sequence classifier: one score per row, no vocabulary logits.
+    logits = 0.0 if inp.method == "reward" else logits_bytes(inp, tokens, act, param_bytes)
     plan.train_phase["activations"] = _b(tokens * stored)
     plan.notes["activations"] = f"{tokens} tokens" + (", checkpointed" if inp.gradient_checkpointing else "")
     plan.train_phase["logits"] = _b(logits)
@@ -313,3 +317,4 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
         rows * s.vocab * 4 * 2 + rows * inp.max_prompt_length * s.intermediate * act * 3
     )
     plan.notes["generation KV cache"] = f"{rows} rows x {ctx} tokens"
+    plan.notes["generation work"] = "sampling logits + prefill MLP"
