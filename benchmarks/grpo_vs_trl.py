@@ -52,6 +52,7 @@ def run_plain_trl(s: dict, out: Path) -> list[float]:
     """What a user would write with TRL alone (the rule functions are plain callables here)."""
     import json as _json
 
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -75,6 +76,8 @@ def run_plain_trl(s: dict, out: Path) -> list[float]:
         lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", seed=s["seed"],
         num_generations=s["generations"], max_completion_length=s["max_completion"], temperature=1.0, beta=0.0,
         disable_tqdm=True, shuffle_dataset=False,
+        # TRL defaults to bf16=True, which stops on a CPU; tifa_lite picks precision from the hardware.
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), use_cpu=not torch.cuda.is_available(),
     )
     trainer = GRPOTrainer(
         model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),

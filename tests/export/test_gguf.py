@@ -3,8 +3,7 @@ transformers (gguf_file=) and compared with the HF folder.
 
 Unit tests use a 2-layer model with a small byte-level BPE vocabulary of its own:
 transformers' GGUF reader parses the 49k-token SmolLM2 vocabulary in pure Python
-(about a minute), which is left to the slow end-to-end test in tests/merge (SFT → merge →
-GGUF on the embedded SmolLM2)."""
+(about a minute), which is left to the one slow test at the end."""
 
 from __future__ import annotations
 
@@ -144,3 +143,12 @@ def test_cli(tiny_qwen2, tmp_path, capsys):
     assert main(["export", "gguf", "--model", str(tiny_qwen2), "--output", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["round_trip"]["passed"] and out.is_file()
+
+
+@pytest.mark.slow
+def test_real_smollm2_vocabulary_round_trip(tiny_model_dir, tmp_path):
+    # The embedded SmolLM2 tokenizer (49k tokens, chat template) on the tiny Llama's weights:
+    # the vocabulary path of a real export, without a 135M-parameter forward pass.
+    report = export_gguf(tiny_model_dir, tmp_path / "tiny.gguf", outtype="q8_0")
+    rt = report["round_trip"]
+    assert rt["passed"] and rt["tokenizer_mismatches"] == [] and rt["next_token_agreement"] == 1.0

@@ -25,8 +25,19 @@ COMMANDS = [
 ]
 
 
+def register_group(sub, name: str, help_text: str, subcommands: list[str]) -> None:
+    """A nested command (`tifa-lite eval gsm8k`): each subcommand is the module
+    ``tifa_lite.cli.<name>_<sub>`` with ``register(group_subparsers)``."""
+    parser = sub.add_parser(name, help=help_text)
+    group = parser.add_subparsers(dest=f"{name}_command", required=True)
+    for subcommand in subcommands:
+        importlib.import_module(f"tifa_lite.cli.{name}_{subcommand}").register(group)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tifa-lite", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tifa-lite", description="tifa_lite: QLoRA recipes (SFT/CPT, GRPO, DPO) for one cheap GPU, scale-up by profile."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

@@ -25,12 +25,12 @@ PROMPTS = [
 RAW_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 
 # Max |logit difference| allowed between merged and base+adapter. Rounding W+ΔW to a
-# 16-bit dtype costs about what rounding W alone costs, so when the check runs in fp32
-# it measures that cost on the base (``rounding_noise``) and allows twice it, never less
-# than FLOOR. When it cannot (the check runs in the 16-bit dtype itself: GPU, or a model
-# too large for fp32 in RAM) it uses FALLBACK. Measured on SmolLM2-135M: bf16 rounding
-# moves logits by ~0.3-0.5, fp32 merges agree to ~1e-4. A merge that drops or rescales
-# ΔW is off by the adapter's whole effect; a merge into NF4 by several units.
+# 16-bit dtype costs about what rounding W alone costs, so when the check runs in fp32 it
+# measures that cost on the base (``rounding_noise``) and allows three times it, never
+# less than FLOOR (on SmolLM2 bf16 the two differ by ~1.7x: 0.46 vs 0.28; fp32 merges
+# agree to ~1e-4). When it cannot measure (the check runs in the 16-bit dtype itself: a
+# GPU, or a model too large for fp32 in RAM) it uses FALLBACK. A merge that drops or
+# rescales ΔW is off by the adapter's whole effect; a merge into NF4 by several units.
 FLOOR = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.01}
 FALLBACK = {torch.float32: 1e-3, torch.bfloat16: 1.0, torch.float16: 0.25}
 
@@ -51,14 +51,14 @@ def _logits(model, inputs: list[torch.Tensor], device: str) -> list[torch.Tensor
 
 @torch.no_grad()
 def _greedy(model, inputs: list[torch.Tensor], device: str, tokens: int) -> list[list[int]]:
-    from transformers import GenerationConfig
-
-    # An explicit plain greedy config: the merged folder's generation_config.json carries the
-    # recipe's sampling (e.g. repetition_penalty), which would make the two sides differ.
-    plain = GenerationConfig(max_new_tokens=tokens, do_sample=False, pad_token_id=model.config.eos_token_id)
+    # Plain greedy on both sides, named explicitly: generate() fills unset fields from the
+    # model's generation_config.json, and the merged one carries the recipe's sampling
+    # (a repetition_penalty would make the two sides differ).
+    eos = model.config.eos_token_id
+    plain = dict(max_new_tokens=tokens, do_sample=False, repetition_penalty=1.0, eos_token_id=eos, pad_token_id=eos)
     outs = []
     for ids in inputs:
-        out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), generation_config=plain)
+        out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), **plain)
         outs.append(out[0, ids.shape[1]:].tolist())
     return outs
 
@@ -140,7 +140,7 @@ def self_check(
     if tolerance is not None:
         tol = tolerance
     elif noise is not None:
-        tol = max(FLOOR[weights_dtype], 2 * noise)
+        tol = max(FLOOR[weights_dtype], 3 * noise)
     else:
         tol = FALLBACK[weights_dtype]
     max_diff = _max_diff(merged_logits, ref_logits)

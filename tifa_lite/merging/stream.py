@@ -4,8 +4,9 @@ the output is written in shards of bounded size.
 
 Why not ``PeftModel.merge_and_unload`` on the whole model: it needs the whole base in
 RAM (14 GB for a 7B in bf16, more than a free Colab's 12.7 GB once Python and the
-adapter are counted). Here the peak is one output shard plus one layer, whatever the
-model size. The arithmetic stays PEFT's (scaling, rsLoRA, DoRA's magnitude), done in
+adapter are counted). Here the extra anonymous memory is about three output shards
+(the one being filled, its serialisation, the layer being merged), whatever the model
+size: see benchmarks/results/merge.md. The arithmetic stays PEFT's (scaling, rsLoRA, DoRA's magnitude), done in
 fp32 and rounded to the output dtype once, so a bf16 merge does not lose small deltas
 to a bf16 accumulation. Features whose merge is not a per-weight operation
 (modules_to_save, trainable tokens, LoRA biases, non-Linear targets) take PEFT's
