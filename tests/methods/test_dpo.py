@@ -18,6 +18,7 @@ def make_run(model_dir, sample_data, tmp_path, method="dpo", **overrides):
         "train.method": method, "train.max_steps": 1, "train.per_device_batch_size": 2,
         "train.gradient_checkpointing": False, "train.progress_bar": False,
         "train.output_dir": str(tmp_path / "out"), "train.learning_rate": 1e-3,
+        "train.warmup_ratio": 0.0,  # one step: a warmup would make its learning rate 0
         "lora.r": 4, "lora.alpha": 8,
     }
     items.update(overrides)

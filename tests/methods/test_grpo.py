@@ -165,3 +165,20 @@ def test_cli_reproduction_recipe_runs_on_cpu(tmp_path, shared_data):
     assert [m["step"] for m in steps] == [1, 2]
     assert all(f"rewards/{n}/mean" in steps[0] for n in R1_ZERO_REWARDS)
     assert (out / "model.safetensors").is_file()  # full-parameter recipe: the whole model is saved
+
+
+def test_batch_check_counts_every_rank():
+    from tifa_lite.config import load_recipe
+    from tifa_lite.errors import ConfigError
+    from tifa_lite.methods.common import Run
+    from tifa_lite.methods.grpo import check_batch
+
+    def run(*overrides):
+        cfg = load_recipe({}, ["train.method=grpo", "grpo.num_generations=8", *overrides])
+        return Run(config=cfg, work_dir=None, model=None, tokenizer=None, peft_config=None, precision="fp32")
+
+    # 2 per rank × 16 ranks = 32 completions per step: four full groups of 8, as TRL counts them.
+    check_batch(run("train.per_device_batch_size=2", "distributed.world_size=16",
+                    "distributed.nnodes=2", "distributed.nproc_per_node=8", "quant.bits=null", "lora.enabled=false"))
+    with pytest.raises(ConfigError, match="world_size = 2 completions"):
+        check_batch(run("train.per_device_batch_size=2"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Method = Literal["sft", "cpt", "grpo", "dpo", "orpo", "kto", "simpo", "reward"]
@@ -139,6 +139,13 @@ class GRPOConfig(Section):
     scale_rewards: str = "group"
     rewards: list[RewardSpec] = Field(default_factory=list)
     use_vllm: Literal["auto", "on", "off"] = "auto"
+
+    @field_validator("use_vllm", mode="before")
+    @classmethod
+    def _yaml_switch(cls, value):
+        # YAML 1.1 reads an unquoted on/off as a boolean.
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     vllm_gpu_memory_utilization: float = Field(0.2, gt=0.0, le=1.0)
     log_completions: bool = False
     # Any other trl.GRPOConfig field (epsilon_high, num_iterations, mask_truncated_completions, …),

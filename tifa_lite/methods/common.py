@@ -43,7 +43,8 @@ def training_kwargs(run: Run) -> dict[str, Any]:
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         learning_rate=t.learning_rate,
         lr_scheduler_type=t.lr_scheduler,
-        warmup_ratio=t.warmup_ratio,
+        # transformers 5 folded warmup_ratio into warmup_steps: a float below 1 is a ratio.
+        warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         adam_beta1=t.adam_beta1,
         adam_beta2=t.adam_beta2,
@@ -98,9 +99,9 @@ def make_config(config_cls: type, run: Run, **method_kwargs: Any):
     """Instantiate a TRL config class. Method-specific keys must exist in this TRL
     version (a silent drop would train with a different setting than the recipe says)."""
     known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(method_kwargs) - known)
+    kwargs = {**training_kwargs(run), **method_kwargs}
+    # Nothing is dropped silently: a setting this transformers/TRL version lacks is an error.
+    unknown = sorted(set(kwargs) - known)
     if unknown:
         raise TypeError(f"{config_cls.__name__} in this TRL version has no {unknown}")
-    kwargs = {k: v for k, v in training_kwargs(run).items() if k in known}
-    kwargs.update(method_kwargs)
     return config_cls(**kwargs)

@@ -8,7 +8,6 @@ is tested on machines that have neither.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import logging
 
@@ -51,17 +50,20 @@ def reward_specs(run: Run) -> list:
 
 def check_batch(run: Run) -> None:
     t, g = run.config.train, run.config.grpo
-    per_step = t.per_device_batch_size * t.gradient_accumulation_steps
+    # TRL's generation batch spans every rank: micro-batch × accumulation × world size.
+    world = run.config.distributed.world_size
+    per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world
     if per_step % g.num_generations:
         raise ConfigError(
-            f"train.per_device_batch_size*gradient_accumulation_steps = {per_step} completions per step is not a "
+            f"train.per_device_batch_size*gradient_accumulation_steps*distributed.world_size = {per_step} "
+            "completions per step is not a "
             f"multiple of grpo.num_generations={g.num_generations}: each prompt's group of completions must fit in "
             "one step. Change one of the three."
         )
     if run.config.data.eval_path or run.config.data.eval_ratio:
-        if t.per_device_batch_size % g.num_generations:
+        if (t.per_device_batch_size * world) % g.num_generations:
             raise ConfigError(
-                f"evaluation needs train.per_device_batch_size ({t.per_device_batch_size}) to be a multiple of "
+                f"evaluation needs train.per_device_batch_size×world size ({t.per_device_batch_size * world}) to be a multiple of "
                 f"grpo.num_generations ({g.num_generations})."
             )
 
@@ -86,10 +88,6 @@ def grpo_args(run: Run, reward_weights: list[float]):
         # without this every sampled token re-runs the whole sequence (about 10x slower generation on a CPU).
         generation_kwargs={"use_cache": True},
     )
-    if "warmup_ratio" not in {f.name for f in dataclasses.fields(GRPOConfig)}:
-        # transformers 5 folded warmup_ratio into warmup_steps (a float < 1 is a ratio); without this the
-        # recipe's warmup would be dropped silently by make_config's field filter.
-        kwargs["warmup_steps"] = run.config.train.warmup_ratio
     if use_vllm:
         # Colocate: one process, vLLM shares the training GPU; the only mode a single cheap GPU can run.
         kwargs.update(vllm_mode="colocate", vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization)

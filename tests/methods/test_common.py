@@ -1,0 +1,28 @@
+import pytest
+
+from tifa_lite.config import load_recipe
+from tifa_lite.methods.common import Run, make_config
+
+
+def run_for(config, tmp_path):
+    return Run(config=config, work_dir=tmp_path, model=None, tokenizer=None, peft_config=None, precision="fp32")
+
+
+def test_warmup_ratio_reaches_the_trainer(tmp_path):
+    from trl import SFTConfig
+
+    args = make_config(SFTConfig, run_for(load_recipe({}, ["train.warmup_ratio=0.1"]), tmp_path))
+    assert args.warmup_steps == 0.1
+    assert args.get_warmup_steps(100) == 10
+
+
+def test_unknown_setting_is_an_error_not_a_silent_drop(tmp_path):
+    from trl import SFTConfig
+
+    with pytest.raises(TypeError, match="no_such_setting"):
+        make_config(SFTConfig, run_for(load_recipe({}), tmp_path), no_such_setting=1)
+
+
+def test_use_vllm_accepts_unquoted_yaml_switches():
+    assert load_recipe({}, ["grpo.use_vllm=off"]).grpo.use_vllm == "off"
+    assert load_recipe({}, ["grpo.use_vllm=on"]).grpo.use_vllm == "on"
