@@ -25,4 +25,11 @@ def merge(adapter, output, **kwargs):
     return _merge(adapter, output, **kwargs)
 
 
-__all__ = ["train", "load_recipe", "merge", "__version__"]
+def chat(model="smollm2-135m-instruct", adapter=None, **kwargs):
+    """A chat session for notebooks: ``session = chat(adapter="outputs/run"); session.say("hi")``."""
+    from tifa_lite.chat import chat as _chat
+
+    return _chat(model, adapter, **kwargs)
+
+
+__all__ = ["train", "load_recipe", "merge", "chat", "__version__"]
