@@ -47,6 +47,8 @@ def run_ours(args, data: Path, out: Path, packing: bool) -> dict:
         "train.output_dir": str(out), "train.num_epochs": 1, "train.max_steps": -1,
         "train.per_device_batch_size": args.batch, "train.gradient_accumulation_steps": 1,
         "train.learning_rate": 2e-4, "train.packing": packing, "train.save_steps": 10_000,
+        # TRL's SFTConfig checkpoints activations by default; compare like with like.
+        "train.gradient_checkpointing": True, "train.warmup_ratio": 0.0, "train.global_batch_size": None,
         "train.logging_steps": 1000, "train.progress_bar": False, "train.resume": "never",
     })
     report = json.loads((result.output_dir / "data_report.json").read_text())
@@ -73,7 +75,8 @@ def run_trl(args, data: Path, out: Path, packing: bool) -> dict:
     config = SFTConfig(
         output_dir=str(out), num_train_epochs=1, per_device_train_batch_size=args.batch,
         gradient_accumulation_steps=1, learning_rate=2e-4, max_length=args.max_length, packing=packing,
-        logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True, seed=42,
+        logging_steps=1000, save_strategy="no", report_to="none", disable_tqdm=True, seed=42, bf16=False,
+        gradient_checkpointing=True,  # TRL's default, stated so the comparison is explicit
     )
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
