@@ -117,7 +117,8 @@ def test_trl_trains_the_unsloth_model_without_rewrapping(tiny_model_dir, tmp_pat
         tiny_model_dir,
         quant={"bits": None},
         data={"path": str(data), "max_length": 128},
-        train={"max_steps": 1, "per_device_batch_size": 2, "save_steps": 100, "report_to": [],
+        # One step: no warmup, or its learning rate would be 0 and nothing would move.
+        train={"max_steps": 1, "warmup_ratio": 0.0, "per_device_batch_size": 2, "save_steps": 100, "report_to": [],
                "progress_bar": False, "output_dir": str(tmp_path / "out")},
     )
     model, tokenizer, peft_config = load_for_training_with_backend(config, "fp32", T4)
