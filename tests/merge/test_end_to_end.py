@@ -42,6 +42,8 @@ def test_sft_qlora_adapter_merged_generates_like_base_plus_adapter(embedded_mode
         "train.gradient_accumulation_steps": 1,
         "train.gradient_checkpointing": False,
         "train.learning_rate": 1e-3,
+        "train.warmup_ratio": 0.0,  # four real updates; a warmup step would train at learning rate 0
+        "train.global_batch_size": None,
         "train.save_steps": 100,
         "data.path": str(sample_data / "roleplay_sheldon_sample.jsonl"),
         "data.limit": 16,
