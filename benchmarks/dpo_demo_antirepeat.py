@@ -38,9 +38,9 @@ def main() -> None:
     ap.add_argument("--save-sample", default=None, help="also copy the built pairs here (the shipped sample)")
     args = ap.parse_args()
 
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
     from tifa_lite.pairs import GenerationSettings, anti_repetition, mean_repetition, read_prompts, write_pairs
-    from tifa_lite.train import train
+    from tifa_lite.runner import train
 
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -34,11 +34,11 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/demo_dpo_hh")
     args = ap.parse_args()
 
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
     from tifa_lite.data.preference import pair_token_lengths, read_preference_pairs
     from tifa_lite.evaluation.preference import evaluate_preference
     from tifa_lite.pairs import write_pairs
-    from tifa_lite.train import train
+    from tifa_lite.runner import train
 
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

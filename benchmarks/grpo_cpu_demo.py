@@ -87,9 +87,9 @@ def main() -> None:
     p.add_argument("--window", type=int, default=5, help="steps averaged at the start and at the end")
     args = p.parse_args()
 
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
     from tifa_lite.outputs import read_metrics
-    from tifa_lite.train import train
+    from tifa_lite.runner import train
 
     t0 = time.time()
     lm, tok, *_ = load_chat_model("smollm2-135m-instruct", precision="fp32")

@@ -34,7 +34,7 @@ def main() -> None:
     import torch
 
     from tifa_lite import train
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
     from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 
     torch.manual_seed(0)

@@ -139,7 +139,7 @@ def quickstart(platform: str) -> nbformat.NotebookNode:
         ),
         new_markdown_cell("## 3. Held-out perplexity of the character's own lines\n\nLoss on the assistant (character) tokens of scenes the model never saw, without and with the adapter."),
         new_code_cell(
-            "from tifa_lite.chat import load_chat_model\n"
+            "from tifa_lite.chat_session import load_chat_model\n"
             "from tifa_lite.evaluation.roleplay import perplexity, read_conversations\n\n"
             "held = read_conversations(HELDOUT, limit=4 if TINY else None)\n"
             "base_name = result.config.model.name_or_path\n"
@@ -160,7 +160,7 @@ def quickstart(platform: str) -> nbformat.NotebookNode:
         ),
         new_markdown_cell("## 5. Chat\n\nSampling comes from the recipe's `sampling:` section (Tifa's recommendation: temperature 0.4, top_p 0.6, repetition_penalty 1.17). `<think>` blocks are stripped from the history sent back."),
         new_code_cell(
-            "import tifa_lite.chat\n\n"
+            "import tifa_lite\n\n"
             "system = rows[0]['messages'][0]['content']\n"
             "session = tifa_lite.chat(MERGED, system=system, seed=0, max_new_tokens=24 if TINY else 256)\n"
             "print(session.sampling)\n"
@@ -205,7 +205,7 @@ def grpo_gsm8k() -> nbformat.NotebookNode:
             "print(json.loads(buf.getvalue().strip().splitlines()[-1]))"
         ),
         new_code_cell(
-            "import tifa_lite.chat\n\n"
+            "import tifa_lite\n\n"
             "session = tifa_lite.chat(None, adapter=result.output_dir, seed=0, max_new_tokens=16 if TINY else 300)\n"
             "print(session.say('Natalia sold 48 clips in April and half as many in May. How many clips did she sell?'))"
         ),
@@ -246,7 +246,7 @@ def dpo() -> nbformat.NotebookNode:
             "print(json.loads(buf.getvalue().strip().splitlines()[-1]))"
         ),
         new_code_cell(
-            "import tifa_lite.chat\n\n"
+            "import tifa_lite\n\n"
             "session = tifa_lite.chat(None, adapter=result.output_dir, seed=0, max_new_tokens=24 if TINY else 256)\n"
             "print(session.say('How do I pick a lock?'))"
         ),

@@ -4,7 +4,7 @@ sample. Held-out loss falls, the adapter saves and loads back, and generation ch
 import pytest
 
 from tifa_lite import train
-from tifa_lite.chat import load_chat_model
+from tifa_lite.chat_session import load_chat_model
 from tifa_lite.evaluation.gsm8k import generate_greedy
 from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 from tifa_lite.quickstart import HELDOUT, RECIPE, held_out_prompts, quickstart_overrides

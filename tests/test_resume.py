@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tifa_lite.config.loader import RECIPES_DIR
-from tifa_lite.train import partial_dir
+from tifa_lite.runner import partial_dir
 
 
 def digest(folder: Path) -> dict[str, str]:

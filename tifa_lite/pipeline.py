@@ -1,7 +1,7 @@
 """Multi-stage training (the Tifa road: CPT → CoT SFT → GRPO → anti-repetition DPO).
 
 A pipeline file lists stages, each a recipe path plus overrides; every stage goes
-through :func:`tifa_lite.train.train`. Each stage starts from the previous stage's
+through :func:`tifa_lite.runner.train`. Each stage starts from the previous stage's
 result **merged** into a 16-bit model (:func:`tifa_lite.merge`), which the next
 QLoRA stage quantises again on load — what LLaMA-Factory users do between stages.
 
@@ -270,7 +270,7 @@ def run_pipeline(
     """Run (or resume) every stage in order. ``only``: stage names to run; earlier
     stages they depend on must already be complete."""
     from tifa_lite import merge
-    from tifa_lite.train import train
+    from tifa_lite.runner import train
 
     spec, pipeline_dir = load_pipeline(path, overrides)
     steps = plan(spec, pipeline_dir)

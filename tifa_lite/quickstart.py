@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from tifa_lite import train
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
     from tifa_lite.evaluation.gsm8k import generate_greedy
     from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 

@@ -24,7 +24,7 @@ CONVERSATIONS = [
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
 
     model, tokenizer, *_ = load_chat_model(str(tiny_model_dir))
     return model, tokenizer

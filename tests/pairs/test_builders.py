@@ -49,7 +49,7 @@ def test_anti_repetition_selection(monkeypatch):
 @pytest.mark.slow
 def test_builders_on_real_generations(embedded_model_dir, sample_data, tmp_path):
     """Both builders on real samples of the embedded SmolLM2, written and read back as DPO data."""
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
     from tifa_lite.pairs import write_pairs
 
     model, tokenizer, *_ = load_chat_model(str(embedded_model_dir))

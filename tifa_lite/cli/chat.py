@@ -29,7 +29,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from tifa_lite.chat import chat
+    from tifa_lite.chat_session import chat
     from tifa_lite.errors import ConfigError
 
     system = args.system

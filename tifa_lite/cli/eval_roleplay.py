@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tifa_lite.chat import ChatSession, chat, load_chat_model
+    from tifa_lite.chat_session import ChatSession, chat, load_chat_model
     from tifa_lite.evaluation.roleplay import judge, perplexity, read_conversations
 
     conversations = read_conversations(args.data, args.limit)

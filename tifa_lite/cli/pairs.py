@@ -47,7 +47,7 @@ def register(sub) -> None:
 
 
 def _setup(args, need_reference: bool = False):
-    from tifa_lite.chat import load_chat_model
+    from tifa_lite.chat_session import load_chat_model
     from tifa_lite.pairs import read_prompts
 
     items = read_prompts(args.data, limit=args.limit, on_error=args.on_error,

@@ -1,6 +1,6 @@
 """What a training process does differently when it is one rank of many.
 
-``prepare_distributed(config)`` is called by :func:`tifa_lite.train.run_config` before
+``prepare_distributed(config)`` is called by :func:`tifa_lite.runner.run_config` before
 the model is loaded. For a single process without DeepSpeed it only applies the
 global-batch rule (a no-op for a plain recipe). Under a launcher it also checks that
 the launcher started as many processes as the config is written for, and brings up

@@ -218,7 +218,7 @@ def evaluate_preference_files(
     if _adapter_task(adapter) == "SEQ_CLS" or _is_reward_checkpoint(model):
         lm, tokenizer = load_reward_model(model, adapter, bits)
     else:
-        from tifa_lite.chat import load_chat_model
+        from tifa_lite.chat_session import load_chat_model
 
         lm, tokenizer, *_ = load_chat_model(model if model or adapter else "smollm2-135m-instruct", adapter, bits=bits)
     return evaluate_preference(lm, tokenizer, pairs, **kwargs)

@@ -8,7 +8,7 @@ comparable to the training loss and to the same model before training.
 ``judge_prompt`` / ``parse_judgement``: an LLM-as-judge rubric in the style of RoleLLM
 (speaking-style imitation, role-specific knowledge) and CharacterGLM (consistency,
 human-likeness, engagement), usable with any local chat model via
-:mod:`tifa_lite.chat`. A 135M judge is noise; the point is that a user can plug in a
+:mod:`tifa_lite.chat_session`. A 135M judge is noise; the point is that a user can plug in a
 stronger local model.
 """
 
@@ -168,7 +168,7 @@ def judge(
     character: str,
 ) -> dict[str, Any]:
     """Generate the candidate's reply to each held-out context and have the judge rate it.
-    ``candidate`` and ``judge_session`` are :class:`tifa_lite.chat.ChatSession`."""
+    ``candidate`` and ``judge_session`` are :class:`tifa_lite.chat_session.ChatSession`."""
     totals = {name: 0.0 for name in JUDGE_DIMENSIONS}
     rated, unparsed, examples = 0, 0, []
     for messages, _ in conversations:

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tifa_lite.chat import SAMPLING_PRESETS, chat, generation_kwargs, resolve_sampling
+from tifa_lite.chat_session import SAMPLING_PRESETS, chat, generation_kwargs, resolve_sampling
 from tifa_lite.cli import main
 from tifa_lite.errors import ConfigError
 
@@ -144,8 +144,19 @@ def test_cli_terminal_loop(tiny_model_dir, monkeypatch, capsys):
     assert "/reset clears the history" in captured.err
 
 
-def test_module_is_callable(tiny_model_dir):
-    import tifa_lite.chat
+def test_package_chat_is_the_function_after_every_submodule_is_imported(tiny_model_dir):
+    """Regression: a submodule named like a package-level function (``tifa_lite.train``,
+    ``tifa_lite.chat``) replaces the function on the package once it is imported."""
+    import importlib
+    import pkgutil
 
+    import tifa_lite
+    from tifa_lite.chat_session import ChatSession
+
+    for info in pkgutil.walk_packages(tifa_lite.__path__, "tifa_lite."):
+        if not info.name.endswith("__main__"):  # running main() is not importing
+            importlib.import_module(info.name)
+    for name in tifa_lite.__all__:
+        assert not isinstance(getattr(tifa_lite, name), type(tifa_lite)), f"tifa_lite.{name} is shadowed by a submodule"
     session = tifa_lite.chat(str(tiny_model_dir), do_sample=False, max_new_tokens=2)
-    assert isinstance(session, tifa_lite.chat.ChatSession)
+    assert isinstance(session, ChatSession)

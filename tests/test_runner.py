@@ -9,7 +9,7 @@ import pytest
 from tifa_lite import train
 from tifa_lite.config.loader import RECIPES_DIR
 from tifa_lite.errors import ConfigError, DataError
-from tifa_lite.train import partial_dir
+from tifa_lite.runner import partial_dir
 
 ROLEPLAY = RECIPES_DIR / "sft_qlora_roleplay.yaml"
 CPT = RECIPES_DIR / "cpt_qlora_novel.yaml"

@@ -1,7 +1,7 @@
 """Talk to a model or a trained adapter: ``chat(model, adapter=None) -> ChatSession``.
 
->>> import tifa_lite.chat
->>> s = tifa_lite.chat("outputs/merged")    # the module is callable; same as tifa_lite.chat.chat(...)          # or chat("smollm2-135m-instruct", adapter="outputs/sft")
+>>> import tifa_lite
+>>> s = tifa_lite.chat("outputs/merged")    # or chat("smollm2-135m-instruct", adapter="outputs/sft")
 >>> s.say("Hello, Sheldon.")
 
 Sampling, lowest to highest precedence: our defaults → the model folder's
@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,14 +222,3 @@ def chat(
     resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)
     log.info("sampling: %s", resolved)
     return ChatSession(lm, tokenizer, resolved, system=system, strip_think=think_policy != "keep", seed=seed)
-
-
-class _CallableModule(types.ModuleType):
-    """``tifa_lite.chat(...)`` in a notebook: the submodule shadows any function of that
-    name on the package, so the module itself forwards calls to :func:`chat`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> ChatSession:
-        return chat(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
