@@ -38,13 +38,13 @@ def main() -> None:
     ap.add_argument("--save-sample", default=None, help="also copy the built pairs here (the shipped sample)")
     args = ap.parse_args()
 
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.pairs import GenerationSettings, anti_repetition, mean_repetition, read_prompts, write_pairs
     from tifa_lite.runner import train
 
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, *_ = load_chat_model("smollm2-135m-instruct")
+    model, tokenizer, *_ = load_inference_model("smollm2-135m-instruct")
     items = read_prompts(str(HH), on_error="skip")
 
     def single_turn(chunk, n):
@@ -88,7 +88,7 @@ def main() -> None:
     print(json.dumps({"train": result.metrics, "steps": result.global_step, "s": round(train_s)}), flush=True)
 
     t0 = time.time()
-    policy, tokenizer, *_ = load_chat_model(None, result.output_dir)
+    policy, tokenizer, *_ = load_inference_model(None, result.output_dir)
     after = mean_repetition(policy, tokenizer, held, measure)
     print(json.dumps({"after": after, "s": round(time.time() - t0)}), flush=True)
     print(json.dumps({"repetition_before": before["repetition_rate@3"], "repetition_after": after["repetition_rate@3"],

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--out", default="outputs/demo_dpo_hh")
     args = ap.parse_args()
 
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.data.preference import pair_token_lengths, read_preference_pairs
     from tifa_lite.evaluation.preference import evaluate_preference
     from tifa_lite.pairs import write_pairs
@@ -42,7 +42,7 @@ def main() -> None:
 
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer, *_ = load_chat_model("smollm2-135m-instruct")
+    model, tokenizer, *_ = load_inference_model("smollm2-135m-instruct")
     rows = read_preference_pairs(str(HH), on_error="skip").rows  # file order, 4 empty pairs skipped
 
     def short(pairs, n):
@@ -84,7 +84,7 @@ def main() -> None:
     print(json.dumps({"train": result.metrics, "steps": result.global_step, "s": round(train_s)}))
 
     t0 = time.time()
-    policy, tokenizer, *_ = load_chat_model(None, result.output_dir)
+    policy, tokenizer, *_ = load_inference_model(None, result.output_dir)
     after = evaluate_preference(policy, tokenizer, held, max_length=args.max_tokens)
     print(json.dumps({"after": after, "s": round(time.time() - t0)}))
     print(json.dumps({"heldout_accuracy_before": before["accuracy"], "heldout_accuracy_after": after["accuracy"],

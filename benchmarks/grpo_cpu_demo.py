@@ -87,12 +87,12 @@ def main() -> None:
     p.add_argument("--window", type=int, default=5, help="steps averaged at the start and at the end")
     args = p.parse_args()
 
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.outputs import read_metrics
     from tifa_lite.runner import train
 
     t0 = time.time()
-    lm, tok, *_ = load_chat_model("smollm2-135m-instruct", precision="fp32")
+    lm, tok, *_ = load_inference_model("smollm2-135m-instruct", precision="fp32")
     before = evaluate(lm, tok, args)
     del lm
     t_eval = time.time() - t0
@@ -100,7 +100,7 @@ def main() -> None:
     result = train(demo_config(args))
     t_train = time.time() - t0 - t_eval
 
-    lm, tok, *_ = load_chat_model(None, result.output_dir, precision="fp32")
+    lm, tok, *_ = load_inference_model(None, result.output_dir, precision="fp32")
     after = evaluate(lm, tok, args)
 
     metrics = [m for m in read_metrics(result.output_dir / "metrics.jsonl") if m.get("reward") is not None]

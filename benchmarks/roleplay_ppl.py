@@ -34,14 +34,14 @@ def main() -> None:
     import torch
 
     from tifa_lite import train
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 
     torch.manual_seed(0)
     held = read_conversations(args.heldout)
 
     def score(adapter=None):
-        model, tokenizer, *_ = load_chat_model(args.model, adapter, bits=args.eval_bits)
+        model, tokenizer, *_ = load_inference_model(args.model, adapter, bits=args.eval_bits)
         return perplexity(model, tokenizer, held, max_length=args.max_length).as_dict()
 
     results = {"heldout": args.heldout, "n_heldout": len(held), "eval_base": "4-bit NF4" if args.eval_bits else "full precision"}

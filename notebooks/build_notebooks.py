@@ -139,13 +139,13 @@ def quickstart(platform: str) -> nbformat.NotebookNode:
         ),
         new_markdown_cell("## 3. Held-out perplexity of the character's own lines\n\nLoss on the assistant (character) tokens of scenes the model never saw, without and with the adapter."),
         new_code_cell(
-            "from tifa_lite.chat_session import load_chat_model\n"
+            "from tifa_lite.modeling.inference import load_inference_model\n"
             "from tifa_lite.evaluation.roleplay import perplexity, read_conversations\n\n"
             "held = read_conversations(HELDOUT, limit=4 if TINY else None)\n"
             "base_name = result.config.model.name_or_path\n"
             "scores = {}\n"
             "for label, adapter in [('base', None), ('base + adapter', result.output_dir)]:\n"
-            "    model, tokenizer, *_ = load_chat_model(base_name, adapter, bits=result.config.quant.bits)\n"
+            "    model, tokenizer, *_ = load_inference_model(base_name, adapter, bits=result.config.quant.bits)\n"
             "    scores[label] = perplexity(model, tokenizer, held, max_length=1024).ppl\n"
             "    del model\n"
             "print({k: round(v, 3) for k, v in scores.items()})"

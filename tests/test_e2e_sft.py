@@ -4,7 +4,7 @@ sample. Held-out loss falls, the adapter saves and loads back, and generation ch
 import pytest
 
 from tifa_lite import train
-from tifa_lite.chat_session import load_chat_model
+from tifa_lite.modeling.inference import load_inference_model
 from tifa_lite.evaluation.gsm8k import generate_greedy
 from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 from tifa_lite.quickstart import HELDOUT, RECIPE, held_out_prompts, quickstart_overrides
@@ -17,7 +17,7 @@ def test_qlora_sft_on_real_model_lowers_heldout_loss_and_changes_generation(tmp_
     prompts = held_out_prompts(2)
 
     def measure(adapter=None):
-        model, tokenizer, *_ = load_chat_model("smollm2-135m-instruct", adapter, bits=4)
+        model, tokenizer, *_ = load_inference_model("smollm2-135m-instruct", adapter, bits=4)
         assert type(model).__name__ == ("PeftModelForCausalLM" if adapter else "LlamaForCausalLM")
         replies = generate_greedy(model, tokenizer, prompts, max_new_tokens=24)
         return perplexity(model, tokenizer, heldout, max_length=384).nll, replies

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tifa_lite.errors import ConfigError
+from tifa_lite.modeling.inference import load_inference_model
 
 log = logging.getLogger(__name__)
 
@@ -135,67 +136,6 @@ def resolve_sampling(
     return {k: v for k, v in sampling.items() if k in SAMPLING_KEYS}
 
 
-def load_chat_model(
-    model: str | Path | None,
-    adapter: str | Path | None = None,
-    *,
-    chat_template: str | None = None,
-    think_policy: str = "auto",
-    bits: int | None = None,
-    precision: str = "auto",
-):
-    """(model, tokenizer, model_dir, adapter_dir, model_config). ``model`` may be None
-    when the adapter's resolved_config.yaml names its base."""
-    import yaml
-
-    from tifa_lite.config.schema import ModelConfig, RecipeConfig
-    from tifa_lite.hardware import detect, resolve_precision
-    from tifa_lite.modeling import load_model, load_tokenizer, resolve_model
-
-    adapter_dir = Path(adapter).expanduser().resolve() if adapter else None
-    model_fields: dict[str, Any] = {}
-    if adapter_dir is not None:
-        if not (adapter_dir / "adapter_config.json").is_file():
-            raise ConfigError(f"--adapter {adapter_dir}: no adapter_config.json, so this is not a LoRA adapter folder.")
-        resolved_yaml = adapter_dir / "resolved_config.yaml"
-        if resolved_yaml.is_file():
-            model_fields = dict((yaml.safe_load(resolved_yaml.read_text(encoding="utf-8")) or {}).get("model") or {})
-    if model is not None:
-        model_fields.update(name_or_path=str(model), source="auto", gguf_file=None)
-    if not model_fields.get("name_or_path"):
-        raise ConfigError("chat: give --model (a folder, an embedded name or a hub id), or an --adapter from a tifa_lite run.")
-    if chat_template is not None:
-        model_fields["chat_template"] = chat_template
-    model_fields["think_policy"] = think_policy
-    config = RecipeConfig(model=ModelConfig(**model_fields), quant={"bits": bits}, lora={"enabled": bits is not None})
-    hardware = detect()
-    precision = resolve_precision(precision, hardware)
-    resolved = resolve_model(config.model)
-    if adapter_dir is not None and (adapter_dir / "tokenizer_config.json").is_file():
-        # The run saved the tokenizer it trained with, chat template included: chat the same way.
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        if chat_template is not None:
-            from tifa_lite.templates import apply_chat_template_choice
-
-            apply_chat_template_choice(tokenizer, config.model)
-    else:
-        tokenizer = load_tokenizer(config, resolved)
-    lm = load_model(config, precision, hardware, resolved)
-    lm.config.use_cache = True  # load_model turns the cache off for training
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        lm = PeftModel.from_pretrained(lm, str(adapter_dir))
-    lm.eval()
-    if hardware.device == "cuda" and bits is None:
-        lm.to("cuda")
-    return lm, tokenizer, Path(resolved.path), adapter_dir, config.model
-
-
 def chat(
     model: str | Path | None = None,
     adapter: str | Path | None = None,
@@ -216,7 +156,7 @@ def chat(
     unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
     if unknown:
         raise ConfigError(f"chat(): unknown sampling keys {unknown}; valid: {', '.join(SAMPLING_KEYS)}.")
-    lm, tokenizer, model_dir, adapter_dir, _ = load_chat_model(
+    lm, tokenizer, model_dir, adapter_dir, _ = load_inference_model(
         model, adapter, chat_template=chat_template, think_policy=think_policy, bits=bits
     )
     resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)

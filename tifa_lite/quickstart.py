@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from tifa_lite.config.loader import PACKAGE_ROOT
 
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from tifa_lite import train
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.evaluation.gsm8k import generate_greedy
     from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 
@@ -65,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout = read_conversations(HELDOUT, limit=32)
 
     def measure(adapter=None):
-        model, tokenizer, *_ = load_chat_model("smollm2-135m-instruct", adapter, bits=4)
+        model, tokenizer, *_ = load_inference_model("smollm2-135m-instruct", adapter, bits=4)
         replies = [r.strip().replace("\n", " ")[:300] for r in generate_greedy(model, tokenizer, prompts, max_new_tokens=48)]
         return replies, perplexity(model, tokenizer, heldout, max_length=384).nll
 

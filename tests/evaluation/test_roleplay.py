@@ -24,9 +24,9 @@ CONVERSATIONS = [
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
 
-    model, tokenizer, *_ = load_chat_model(str(tiny_model_dir))
+    model, tokenizer, *_ = load_inference_model(str(tiny_model_dir))
     return model, tokenizer
 
 

@@ -49,10 +49,10 @@ def test_anti_repetition_selection(monkeypatch):
 @pytest.mark.slow
 def test_builders_on_real_generations(embedded_model_dir, sample_data, tmp_path):
     """Both builders on real samples of the embedded SmolLM2, written and read back as DPO data."""
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.pairs import write_pairs
 
-    model, tokenizer, *_ = load_chat_model(str(embedded_model_dir))
+    model, tokenizer, *_ = load_inference_model(str(embedded_model_dir))
     items = read_prompts(str(sample_data / "hh_rlhf_sample.jsonl"), limit=2, need_reference=True)
     settings = GenerationSettings(num_samples=4, max_new_tokens=32, temperature=1.0, batch_size=8, seed=1)
     pairs, report = anti_repetition(model, tokenizer, items, settings, ngram=2, min_gap=0.0, min_units=1)

@@ -25,11 +25,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tifa_lite.chat_session import ChatSession, chat, load_chat_model
+    from tifa_lite.chat_session import ChatSession, chat
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.evaluation.roleplay import judge, perplexity, read_conversations
 
     conversations = read_conversations(args.data, args.limit)
-    model, tokenizer, _, _, _ = load_chat_model(args.model, args.adapter, bits=args.bits)
+    model, tokenizer, _, _, _ = load_inference_model(args.model, args.adapter, bits=args.bits)
     result = perplexity(model, tokenizer, conversations, max_length=args.max_length, batch_size=args.batch_size).as_dict()
     print(f"role-play perplexity: {result['ppl']:.4f} over {result['n']} conversations, {result['tokens']} assistant tokens",
           file=sys.stderr)

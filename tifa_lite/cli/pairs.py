@@ -47,12 +47,12 @@ def register(sub) -> None:
 
 
 def _setup(args, need_reference: bool = False):
-    from tifa_lite.chat_session import load_chat_model
+    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.pairs import read_prompts
 
     items = read_prompts(args.data, limit=args.limit, on_error=args.on_error,
                          system_prompt=args.system_prompt, need_reference=need_reference)
-    model, tokenizer, *_ = load_chat_model(args.model if args.model or args.adapter else "smollm2-135m-instruct",
+    model, tokenizer, *_ = load_inference_model(args.model if args.model or args.adapter else "smollm2-135m-instruct",
                                            args.adapter, bits=args.bits)
     return model, tokenizer, items
 

@@ -83,9 +83,9 @@ def evaluate_gsm8k(model: str | Path | None, data: str | Path, adapter: str | Pa
     ``(model, tokenizer)`` skips loading (the CPU demo evaluates a model it holds)."""
     rows = load_eval_rows(data, limit=limit, system_prompt=system_prompt, source=source, split=split)
     if loaded is None:
-        from tifa_lite.chat_session import load_chat_model
+        from tifa_lite.modeling.inference import load_inference_model
 
-        lm, tokenizer, *_ = load_chat_model(model, adapter, bits=bits, precision=precision)
+        lm, tokenizer, *_ = load_inference_model(model, adapter, bits=bits, precision=precision)
     else:
         lm, tokenizer = loaded
     was_training = lm.training

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from tifa_lite.errors import ConfigError
+from tifa_lite.modeling.inference import load_inference_model
 
 log = logging.getLogger(__name__)
 
@@ -164,41 +165,6 @@ def _is_reward_checkpoint(model: str | None) -> bool:
     return any(a.endswith("ForSequenceClassification") for a in config.get("architectures") or [])
 
 
-def load_reward_model(model: str | None, adapter: str | None = None, bits: int | None = None):
-    """A sequence-classification reward model (a merged folder, or a base + SEQ_CLS adapter)."""
-    import yaml
-
-    from tifa_lite.config.schema import RecipeConfig
-    from tifa_lite.hardware import detect, resolve_precision
-    from tifa_lite.modeling import load_model, load_tokenizer, resolve_model
-
-    model_fields: dict[str, Any] = {}
-    adapter_dir = Path(adapter).expanduser() if adapter else None
-    if adapter_dir is not None and (adapter_dir / "resolved_config.yaml").is_file():
-        saved = yaml.safe_load((adapter_dir / "resolved_config.yaml").read_text(encoding="utf-8")) or {}
-        model_fields = dict(saved.get("model") or {})
-    if model is not None:
-        model_fields.update(name_or_path=str(model), source="auto", gguf_file=None)
-    if not model_fields.get("name_or_path"):
-        raise ConfigError("eval preference: give --model, or an --adapter from a tifa_lite run.")
-    config = RecipeConfig(model=model_fields, quant={"bits": bits}, lora={"enabled": bits is not None},
-                          train={"method": "reward"})
-    hardware = detect()
-    precision = resolve_precision("auto", hardware)
-    resolved = resolve_model(config.model)
-    tokenizer = load_tokenizer(config, resolved)
-    lm = load_model(config, precision, hardware, resolved)
-    if lm.config.pad_token_id is None:
-        lm.config.pad_token_id = tokenizer.pad_token_id
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        lm = PeftModel.from_pretrained(lm, str(adapter_dir))
-    if hardware.device == "cuda" and bits is None:
-        lm.to("cuda")
-    return lm.eval(), tokenizer
-
-
 def evaluate_preference_files(
     data: str | list[str],
     model: str | None = None,
@@ -216,9 +182,7 @@ def evaluate_preference_files(
     if limit is not None:
         pairs = pairs[:limit]
     if _adapter_task(adapter) == "SEQ_CLS" or _is_reward_checkpoint(model):
-        lm, tokenizer = load_reward_model(model, adapter, bits)
+        lm, tokenizer, *_ = load_inference_model(model, adapter, bits=bits, reward_head=True)
     else:
-        from tifa_lite.chat_session import load_chat_model
-
-        lm, tokenizer, *_ = load_chat_model(model if model or adapter else "smollm2-135m-instruct", adapter, bits=bits)
+        lm, tokenizer, *_ = load_inference_model(model if model or adapter else "smollm2-135m-instruct", adapter, bits=bits)
     return evaluate_preference(lm, tokenizer, pairs, **kwargs)

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from tifa_lite.atomic import replacing_file
 from tifa_lite.errors import ConfigError, TifaError
 
 log = logging.getLogger(__name__)
@@ -274,11 +274,7 @@ def export_gguf(
     output = Path(output).expanduser().resolve()
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another file or pass --overwrite.")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing_file(output) as tmp:
         write_gguf(model_dir, tmp, outtype)
         report: dict[str, Any] = {"model": str(model_dir), "output": str(output), "outtype": outtype, "bytes": tmp.stat().st_size}
         if check:
@@ -295,8 +291,4 @@ def export_gguf(
                     f"GGUF round trip failed: max logit diff {rt['max_logit_diff']:.4g} (tolerance {rt['tolerance']:g}), "
                     f"tokenizer mismatches {rt['tokenizer_mismatches']}. No file was written."
                 )
-        os.replace(tmp, output)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return report

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tifa_lite import atomic
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
 from tifa_lite.export.xtuner_render import XTUNER_VERSION, literal, render_config  # noqa: F401 (XTUNER_VERSION re-exported)
@@ -102,7 +103,7 @@ def export_xtuner(
     out.parent.mkdir(parents=True, exist_ok=True)
     rows, inputs, system = write_dataset(config, data_path, prompt.default_system)
     text = render_config(config, model_id, str(data_path.resolve()), prompt, inputs, notes, recipe_name, system)
-    out.write_text(text, encoding="utf-8")
+    atomic.write_text(out, text)
     return XtunerExport(out, data_path, rows, notes)
 
 
@@ -188,9 +189,7 @@ def write_dataset(config: RecipeConfig, path: Path, default_system: str | None) 
                 prompts.append(next(m["content"] for m in messages if m["role"] == "user"))
     if not records:
         raise ConfigError(f"data.path={d.path}: no usable records to export ({skipped.summary()}).")
-    with path.open("w", encoding="utf-8") as fh:
-        for row in records:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    atomic.write_jsonl(records, path)
     if skipped.total:
         log.warning("export xtuner: %s", skipped.summary())
     return len(records), prompts, system

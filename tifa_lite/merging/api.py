@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from tifa_lite.atomic import replacing_dir
 from tifa_lite.errors import ConfigError
 from tifa_lite.merging import stream
 from tifa_lite.merging.adapter import AdapterInfo, BaseModelRef, MergeError, check_compatible, read_adapter, resolve_base
@@ -53,9 +51,7 @@ def merge(
     if not info.modules:
         raise MergeError(f"{info.path}: the adapter holds no LoRA weights; there is nothing to merge.")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.merging-", dir=output.parent))
-    try:
+    with replacing_dir(output, "merging") as staging:
         fallback = stream.needs_full_model(info, base_ref, shards)
         weights = None
         if fallback:
@@ -107,12 +103,6 @@ def merge(
                 "Nothing was written. The adapter may be corrupted (values that overflow "
                 f"{dtype}: try --dtype fp32) or not match this base."
             )
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return report
 
 

@@ -105,3 +105,18 @@ def make_config(config_cls: type, run: Run, **method_kwargs: Any):
     if unknown:
         raise TypeError(f"{config_cls.__name__} in this TRL version has no {unknown}")
     return config_cls(**kwargs)
+
+
+def compose_trainer(trainer_cls: type, run: Run, args: Any, train_dataset: Any, eval_dataset: Any = None, **extra: Any):
+    """A TRL trainer with what every method hands it the same way: the loaded model, the
+    tokenizer as processing class, the LoRA config for TRL to wrap with, our callbacks."""
+    return trainer_cls(
+        model=run.model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=run.tokenizer,
+        peft_config=run.peft_config,
+        callbacks=run.callbacks,
+        **extra,
+    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from tifa_lite.data.preference import load_preference_splits, to_dataset
 from tifa_lite.errors import ConfigError
-from tifa_lite.methods.common import Run, make_config
+from tifa_lite.methods.common import Run, compose_trainer, make_config
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,4 @@ def build_trainer(run: Run):
     train_rows, eval_rows, report = load_preference_splits(run.config, run.tokenizer)
     run.data_report.update(report)
     args = make_config(config_cls, run, **method_kwargs(run))
-    return trainer_cls(
-        model=run.model,
-        args=args,
-        train_dataset=to_dataset(train_rows),
-        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
-        processing_class=run.tokenizer,
-        peft_config=run.peft_config,
-        callbacks=run.callbacks,
-    )
+    return compose_trainer(trainer_cls, run, args, to_dataset(train_rows), to_dataset(eval_rows) if eval_rows else None)

@@ -12,7 +12,7 @@ import importlib.util
 import logging
 
 from tifa_lite.errors import ConfigError
-from tifa_lite.methods.common import Run, make_config
+from tifa_lite.methods.common import Run, compose_trainer, make_config
 from tifa_lite.rewards import R1_ZERO_REWARDS, build_rewards
 
 log = logging.getLogger(__name__)
@@ -110,13 +110,4 @@ def build_trainer(run: Run):
     run.data_report.update(data.report)
     run.data_report["rewards"] = dict(zip(rewards.names, rewards.weights))
     args = grpo_args(run, rewards.weights)
-    return GRPOTrainer(
-        model=run.model,
-        reward_funcs=rewards.funcs,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.eval,
-        processing_class=run.tokenizer,
-        peft_config=run.peft_config,
-        callbacks=run.callbacks,
-    )
+    return compose_trainer(GRPOTrainer, run, args, data.train, data.eval, reward_funcs=rewards.funcs)

@@ -13,7 +13,7 @@ import torch
 
 from tifa_lite.data.preference import load_preference_splits, to_dataset
 from tifa_lite.errors import ConfigError
-from tifa_lite.methods.common import Run, make_config
+from tifa_lite.methods.common import Run, compose_trainer, make_config
 
 
 def build_trainer(run: Run):
@@ -27,15 +27,7 @@ def build_trainer(run: Run):
     train_rows, eval_rows, report = load_preference_splits(run.config, run.tokenizer)
     run.data_report.update(report)
     args = make_config(RewardConfig, run, max_length=run.config.data.max_length)
-    trainer = RewardTrainer(
-        model=run.model,
-        args=args,
-        train_dataset=to_dataset(train_rows),
-        eval_dataset=to_dataset(eval_rows) if eval_rows else None,
-        processing_class=run.tokenizer,
-        peft_config=run.peft_config,
-        callbacks=run.callbacks,
-    )
+    trainer = compose_trainer(RewardTrainer, run, args, to_dataset(train_rows), to_dataset(eval_rows) if eval_rows else None)
     if run.precision == "fp32":
         # TRL stores a quantised model's trainable weights in bf16 (the QLoRA recipe) and relies
         # on autocast to mix them with activations. An fp32 run (the CPU) has no autocast: LoRA

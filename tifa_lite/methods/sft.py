@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from tifa_lite.data.build import BuiltData, build_sft_data
 from tifa_lite.data.tokenize import PaddingCollator
-from tifa_lite.methods.common import Run, make_config
+from tifa_lite.methods.common import Run, compose_trainer, make_config
 
 
 def build_trainer(run: Run):
@@ -30,13 +30,9 @@ def trainer_for_data(run: Run, data: BuiltData):
         # Rows sorted into similar lengths waste less compute on padding.
         train_sampling_strategy="group_by_length" if not run.config.train.packing else "random",
     )
-    return SFTTrainer(
-        model=run.model,
-        args=args,
-        train_dataset=Dataset.from_list([{**s, "length": len(s["input_ids"])} for s in data.train]),
-        eval_dataset=Dataset.from_list(data.eval) if data.eval else None,
-        processing_class=run.tokenizer,
+    return compose_trainer(
+        SFTTrainer, run, args,
+        Dataset.from_list([{**s, "length": len(s["input_ids"])} for s in data.train]),
+        Dataset.from_list(data.eval) if data.eval else None,
         data_collator=PaddingCollator(pad_token_id=run.tokenizer.pad_token_id),
-        peft_config=run.peft_config,
-        callbacks=run.callbacks,
     )

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from tifa_lite.atomic import replacing_dir
 from tifa_lite.errors import ConfigError
 
 # Written last by a conversion; bump the version when the conversion changes.
@@ -56,16 +55,8 @@ def embedded_checkpoint(name: str) -> Path:
     if (target / CONVERSION_MARKER).is_file():
         return target
     source = gguf_path(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
-        convert_gguf(source, tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with replacing_dir(target, "converting") as staging:
+        convert_gguf(source, staging)
     return target
 
 

@@ -10,12 +10,12 @@ with their scores kept (``chosen_score``/``rejected_score``), ready for ``train.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from tifa_lite.atomic import write_jsonl
 from tifa_lite.pairs.generate import GenerationSettings, generate
 from tifa_lite.pairs.prompts import PromptItem
 from tifa_lite.pairs.repetition import repetition_rate, units
@@ -124,11 +124,4 @@ def mean_repetition(
 
 
 def write_pairs(pairs: Iterable[dict[str, Any]], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for pair in pairs:
-            fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_jsonl(pairs, path)
