@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--min-gap", type=float, default=0.05)
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--warmup-ratio", type=float, default=0.0)
     ap.add_argument("--out", default="outputs/demo_antirepeat")
     ap.add_argument("--save-sample", default=None, help="also copy the built pairs here (the shipped sample)")
     args = ap.parse_args()
@@ -79,6 +80,8 @@ def main() -> None:
             "data.path": str(path), "data.max_length": 48 + args.max_new_tokens + 48,
             "train.num_epochs": args.epochs, "train.per_device_batch_size": 4,
             "train.gradient_accumulation_steps": 1, "train.learning_rate": args.lr,
+            # The recorded runs trained without warmup (see benchmarks/results/dpo.md).
+            "train.warmup_ratio": args.warmup_ratio,
             "train.gradient_checkpointing": False, "train.save_steps": 10000, "train.logging_steps": 2,
             "train.progress_bar": False, "train.output_dir": str(out / "adapter"),
             "train.overwrite_output_dir": True, "train.resume": "never",

@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--grad-accum", type=int, default=2)
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--warmup-ratio", type=float, default=0.0)
     ap.add_argument("--out", default="outputs/demo_dpo_hh")
     args = ap.parse_args()
 
@@ -76,6 +77,8 @@ def main() -> None:
             "data.max_length": args.max_tokens, "train.num_epochs": args.epochs,
             "train.per_device_batch_size": args.batch_size, "train.gradient_accumulation_steps": args.grad_accum,
             "train.learning_rate": args.lr, "train.gradient_checkpointing": False,
+            # The recorded runs trained without warmup (see benchmarks/results/dpo.md).
+            "train.warmup_ratio": args.warmup_ratio,
             "train.save_steps": 10000, "train.logging_steps": 5, "train.progress_bar": False,
             "train.output_dir": str(out / "adapter"), "train.overwrite_output_dir": True, "train.resume": "never",
         },
