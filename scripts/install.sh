@@ -20,8 +20,10 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   if command -v nvidia-smi >/dev/null 2>&1; then
     $PIP install -q "torch>=2.4"
   else
-    # The CPU wheel (on this workplace it lies on local disk; elsewhere the PyTorch CPU index serves it).
-    $PIP install -q "torch==2.13.0" || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
+    # Ask for the CPU build by its local version label: PyPI serves no "+cpu" wheel, so this
+    # never pulls the multi-GB CUDA build; it is found on a machine that has the CPU wheel
+    # locally (find-links), and everywhere else the PyTorch CPU index serves it.
+    $PIP install -q "torch==2.13.0+cpu" 2>/dev/null || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
 $PIP install -q -e ".${EXTRAS:+[$EXTRAS]}"

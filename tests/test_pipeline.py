@@ -117,11 +117,12 @@ def test_tifa_pipeline_end_to_end_on_cpu(tmp_path, embedded_model_dir, monkeypat
     monkeypatch.chdir(REPO)  # recipes name their data relative to the checkout
     overrides = [
         f"output_dir={tmp_path / 'run'}", "budget=cpu-tiny", "merge_check=false", "*.train.max_steps=1",
-        # The prepare mechanism with a deterministic builder: anti-repetition on two 16-token samples
-        # often finds no repetition gap at all, which would make the test flaky. reference-vs-self
-        # always yields pairs (chosen = the character's real line, rejected = the GRPO model's own).
-        'dpo.prepare=[pairs, reference-vs-self, --model, "{previous}", --data, data/roleplay_sheldon_sample.jsonl, '
-        '--limit, "2", --max-new-tokens, "16", --out, "{stage_dir}/antirepeat_pairs.jsonl"]',
+        # The shipped anti-repetition builder, shrunk: short samples often show no repetition gap
+        # at all, so --min-gap 0 keeps every prompt whose samples differ (sampled at temperature 0.9,
+        # they do) instead of making the test depend on the model happening to loop.
+        'dpo.prepare=[pairs, anti-repetition, --model, "{previous}", --data, data/roleplay_sheldon_sample.jsonl, '
+        '--limit, "2", --samples, "3", --max-new-tokens, "16", --min-gap, "0", --min-units, "1", '
+        '--out, "{stage_dir}/antirepeat_pairs.jsonl"]',
     ]
     result = run_pipeline(TIFA_PIPELINE, overrides)
     assert [s.status for s in result.stages] == ["trained"] * 4
@@ -139,6 +140,7 @@ def test_tifa_pipeline_end_to_end_on_cpu(tmp_path, embedded_model_dir, monkeypat
     # DPO trained on pairs sampled from the GRPO stage's merged model.
     pairs = (tmp_path / "run" / "03_dpo" / "antirepeat_pairs.jsonl").read_text().splitlines()
     assert pairs and (tmp_path / "run" / "03_dpo" / "prepare.done").is_file()
+    assert all(json.loads(line)["builder"] == "anti_repetition" for line in pairs)
     assert str(result.stages[2].merged_dir) in (tmp_path / "run" / "03_dpo" / "prepare.done").read_text()
     summary = json.loads((tmp_path / "run" / "pipeline_summary.json").read_text())
     assert [s["name"] for s in summary["stages"]] == ["cpt", "cot_sft", "grpo", "dpo"]

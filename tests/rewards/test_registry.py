@@ -41,6 +41,21 @@ def test_repetition_reward_uses_trl_ngrams():
     assert f.__name__ == "repetition"
 
 
+def test_repetition_reward_on_degenerate_completions():
+    """Empty, shorter than one n-gram, and a loop of one token: no crash, loop gets the max penalty."""
+    f = build_rewards([{"name": "repetition", "kwargs": {"ngram_size": 3, "max_penalty": -2.0}}]).funcs[0]
+    ids = [[], [7, 8], [9] * 12]
+    scores = f(prompts=["p"] * 3, completions=["", "ab", "zzzz"], completion_ids=ids)
+    assert scores[:2] == [0.0, 0.0]
+    assert scores[2] == pytest.approx(-2.0 * (1 - 1 / 10))  # 10 trigrams, 1 distinct
+
+
+def test_length_reward_on_empty_and_overlong_completions():
+    f = build_rewards([{"name": "length"}], context={"max_completion_length": 8}).funcs[0]
+    scores = f(prompts=["p"] * 2, completions=["", "x"], completion_ids=[[], [0] * 100])
+    assert scores == [0.0, -1.0]
+
+
 def test_length_reward_defaults_to_max_completion_length():
     f = build_rewards([{"name": "length"}], context={"max_completion_length": 8}).funcs[0]
     ids = [[0] * 4, [0] * 7, [0] * 9]  # cache = 8 // 4 = 2 → free up to 6 tokens

@@ -72,3 +72,24 @@ def test_extract_xml_answer_and_normalize():
     assert rule.normalize_number(" 7.0 ") == "7"
     assert rule.normalize_number("-0") == "0"
     assert rule.normalize_number("seven") == "seven"
+
+
+def test_final_number_reads_the_answer_as_the_evaluator_does():
+    completions = chat(
+        PERFECT,                                   # <answer> block
+        "48 + 24 = 72\n#### 72",                   # GSM8K's own form
+        "So she sold 48 + 24 = 72 clips.",          # last number
+        "The total is $1,072.00.",                # currency, thousands separator, decimals
+        "<answer>\n70\n</answer> although 72 appears later",  # the tagged answer wins over the last number
+        NO_TAGS.replace("72", "seventy-two"),      # no number at all
+        "",                                        # empty completion
+        UNCLOSED,                                  # unclosed think, no answer
+    )
+    answers = ["72", "72", "72", "1072", "72", "72", "72", "72"]
+    assert rule.final_number(completions, answer=answers) == [1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert rule.final_number(chat(PERFECT), answer=["72"], score=0.25) == [0.25]
+
+
+def test_final_number_length_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="2 completions but 1 reference answers"):
+        rule.final_number(chat(PERFECT, NO_TAGS), answer=["72"])
