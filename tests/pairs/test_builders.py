@@ -46,6 +46,20 @@ def test_anti_repetition_selection(monkeypatch):
     assert pair["source"] == "f:0"
 
 
+def test_anti_repetition_tie_contrasts_two_samples(monkeypatch):
+    """No repetition anywhere and min_gap 0: the pair still holds two different samples."""
+    samples = ["the cat sat on the mat today", "a dog ran in the park at noon", "the cat sat on the mat today"]
+    monkeypatch.setattr(builders, "generate", lambda m, t, prompts, s: [samples for _ in prompts])
+    items = [PromptItem([{"role": "user", "content": "p"}], None, "f:0")]
+    pairs, report = anti_repetition(None, None, items, GenerationSettings(num_samples=3), ngram=3, min_gap=0.0, min_units=1)
+    assert report.pairs == 1
+    assert pairs[0]["chosen"][0]["content"] == samples[0] and pairs[0]["rejected"][0]["content"] == samples[1]
+    identical = ["same words here again and again"] * 2
+    monkeypatch.setattr(builders, "generate", lambda m, t, prompts, s: [identical for _ in prompts])
+    pairs, report = anti_repetition(None, None, items, GenerationSettings(num_samples=2), ngram=3, min_gap=0.0, min_units=1)
+    assert pairs == [] and report.skipped == {"no distinct samples": 1}
+
+
 @pytest.mark.slow
 def test_builders_on_real_generations(embedded_model_dir, sample_data, tmp_path):
     """Both builders on real samples of the embedded SmolLM2, written and read back as DPO data."""

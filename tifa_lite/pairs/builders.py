@@ -93,7 +93,9 @@ def anti_repetition(
             report.skip("all samples too short")
             continue
         best = min(eligible, key=lambda x: x[0])
-        worst = max(scored, key=lambda x: x[0])
+        # Among the other samples: on a tie (e.g. min_gap 0 and no repetition anywhere) the
+        # pair must still contrast two samples, not one sample with itself.
+        worst = max((x for x in scored if x is not best), key=lambda x: x[0])
         if worst[0] - best[0] < min_gap:
             report.skip("gap below min_gap")
             continue
