@@ -2,7 +2,7 @@
 same model, LoRA, data, rewards and settings, measured side by side in one process,
 alternating (ours, TRL, ours, TRL, …) so drift in machine load hits both alike.
 
-    python benchmarks/grpo_vs_trl.py --rounds 2 --steps 4
+    python benchmarks/grpo_vs_trl.py --rounds 2 --steps 3
 
 Step time is TRL's own ``step_time`` log (generation + reward + loss + optimizer step),
 averaged over each run's steps after the first (which pays one-off warm-up).
@@ -40,7 +40,9 @@ def run_ours(s: dict, out: Path) -> list[float]:
         "data": {"path": s["data"], "format": "gsm8k", "limit": s["rows"], "shuffle": False},
         "train": {"method": "grpo", "output_dir": str(out), "max_steps": s["steps"], "per_device_batch_size": s["batch"],
                   "learning_rate": s["lr"], "lr_scheduler": "constant", "warmup_ratio": 0.0, "logging_steps": 1,
-                  "save_steps": 10_000, "progress_bar": False, "seed": s["seed"]},
+                  "save_steps": 10_000, "progress_bar": False, "seed": s["seed"],
+                  # TRL's GRPOConfig checkpoints activations by default; compare like with like.
+                  "gradient_checkpointing": True},
         "grpo": {"num_generations": s["generations"], "max_completion_length": s["max_completion"],
                  "temperature": 1.0, "beta": 0.0, "use_vllm": "off",
                  "rewards": [{"name": n} for n in ("xmlcount", "soft_format", "strict_format", "int_answer", "correctness")]},
