@@ -84,10 +84,16 @@ def child(side: str, pairs: str, steps: int, out: str) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median training time (its loss, RSS and wall time travel with it)."""
+    return sorted(runs, key=lambda r: r["train_runtime"])[len(runs) // 2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--pairs", type=int, default=24)
+    ap.add_argument("--rounds", type=int, default=1, help="runs per side, alternating order")
     ap.add_argument("--child", choices=["ours", "plain"])
     ap.add_argument("--data")
     ap.add_argument("--out")
@@ -101,18 +107,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dpo_vs_trl_"))
     rows = read_preference_pairs(str(REPO / "data" / "hh_rlhf_sample.jsonl")).rows[: args.pairs]
     pairs = str(write_pairs(rows, work / "pairs.jsonl"))
-    results = {}
-    for side in ("plain", "ours"):
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", side, "--data", pairs, "--steps", str(args.steps),
-             "--out", str(work / side)],
-            capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"),
-        )
-        line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-        if proc.returncode or not line:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(line[-1][7:])
-        print(side, json.dumps(results[side]), flush=True)
+    # Alternate the sides (plain, ours, ours, plain, …) so order and drifting load hit both alike;
+    # report the median of each side's rounds.
+    runs: dict[str, list[dict]] = {"plain": [], "ours": []}
+    for r in range(args.rounds):
+        for side in (("plain", "ours") if r % 2 == 0 else ("ours", "plain")):
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", side, "--data", pairs, "--steps", str(args.steps),
+                 "--out", str(work / f"{side}{r}")],
+                capture_output=True, text=True, env=dict(os.environ, TOKENIZERS_PARALLELISM="false"),
+            )
+            line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+            if proc.returncode or not line:
+                sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
+            runs[side].append(json.loads(line[-1][7:]))
+            print(f"round {r} {side}", json.dumps(runs[side][-1]), flush=True)
+    results = {side: median_run(rs) for side, rs in runs.items()}
     ours, plain = results["ours"], results["plain"]
     step = {k: v["train_runtime"] / v["steps"] for k, v in results.items()}
     print(f"| | plain TRL | tifa_lite | ratio (ours/plain) |\n|---|---|---|---|\n"
