@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from tifa_lite import train
-    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.evaluation.gsm8k import generate_greedy
     from tifa_lite.evaluation.roleplay import perplexity, read_conversations
+    from tifa_lite.modeling.inference import load_inference_model
 
     overrides = quickstart_overrides(args.output_dir, args.steps)
     prompts = held_out_prompts(args.prompts)

@@ -35,9 +35,9 @@ def register_group(sub, name: str, help_text: str, subcommands: list[str]) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tifa-lite", description="tifa_lite: QLoRA recipes (SFT/CPT, GRPO, DPO) for one cheap GPU, scale-up by profile."
-    )
+    import tifa_lite
+
+    parser = argparse.ArgumentParser(prog="tifa-lite", description=tifa_lite.__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:

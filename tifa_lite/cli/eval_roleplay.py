@@ -26,8 +26,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from tifa_lite.chat_session import ChatSession, chat
-    from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.evaluation.roleplay import judge, perplexity, read_conversations
+    from tifa_lite.modeling.inference import load_inference_model
 
     conversations = read_conversations(args.data, args.limit)
     model, tokenizer, _, _, _ = load_inference_model(args.model, args.adapter, bits=args.bits)

@@ -52,8 +52,9 @@ def _setup(args, need_reference: bool = False):
 
     items = read_prompts(args.data, limit=args.limit, on_error=args.on_error,
                          system_prompt=args.system_prompt, need_reference=need_reference)
-    model, tokenizer, *_ = load_inference_model(args.model if args.model or args.adapter else "smollm2-135m-instruct",
-                                           args.adapter, bits=args.bits)
+    model, tokenizer, *_ = load_inference_model(
+        args.model if args.model or args.adapter else "smollm2-135m-instruct", args.adapter, bits=args.bits
+    )
     return model, tokenizer, items
 
 
