@@ -148,13 +148,13 @@ def test_failing_reward_is_named_during_training(tmp_path, tiny_model_dir, sampl
 
 
 @pytest.mark.slow
-def test_cli_reproduction_recipe_runs_on_cpu(tmp_path, shared_data):
+def test_cli_reproduction_recipe_runs_on_cpu(tmp_path, sample_data):
     """The issue's Done-when command, kept small: 2 steps, 4 rows, 2 generations, 16 tokens."""
     out = tmp_path / "grpo_cpu"
     cmd = [
         sys.executable, "-m", "tifa_lite", "train", str(REPO / "recipes" / "grpo_qwen2.5-0.5b_gsm8k.yaml"),
         "model.name_or_path=smollm2-135m-instruct", "train.max_steps=2",
-        f"data.path={shared_data / 'gsm8k' / 'train.jsonl'}", "data.limit=4",
+        f"data.path={sample_data / 'gsm8k_sample.jsonl'}", "data.limit=4",
         "train.per_device_batch_size=2", "train.gradient_accumulation_steps=1", "grpo.num_generations=2",
         "grpo.max_completion_length=16", "train.progress_bar=false", f"train.output_dir={out}",
     ]
