@@ -88,7 +88,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
         from tifa_lite.distributed.runtime import prepare_distributed
         from tifa_lite.methods import get_method
         from tifa_lite.methods.common import Run
-        from tifa_lite.outputs import MetricsRecorder, finalize_outputs
+        from tifa_lite.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
 
 
         config = prepare_distributed(config)
@@ -105,6 +105,8 @@ def run_config(config: RecipeConfig) -> TrainResult:
             peft_config=peft_config, precision=precision, callbacks=[recorder],
         )
         trainer = get_method(config.train.method).build_trainer(run)
+        # Held-out rows without train.eval_steps are evaluated at the end at least.
+        trainer.add_callback(FinalStep(evaluate=trainer.eval_dataset is not None and trainer.args.eval_strategy == "no"))
         if resume_from:
             log.info("resuming from %s", resume_from)
         train_output = trainer.train(resume_from_checkpoint=resume_from)
@@ -129,7 +131,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
         output_dir=output_dir,
         config=config,
         global_step=trainer.state.global_step,
-        metrics=dict(train_output.metrics),
+        metrics={**last_metrics(trainer.state.log_history), **train_output.metrics},
         resumed_from=str(resume_from) if resume_from else None,
     )
 
