@@ -77,3 +77,26 @@ def test_shipped_samples_are_disjoint(sample_data):
     assert 150 <= len(train) <= 300 and len(held) >= 50
     train_pairs = {(r["messages"][1]["content"], r["messages"][2]["content"]) for r in train}
     assert not any((r["messages"][1]["content"], r["messages"][2]["content"]) in train_pairs for r in held)
+
+
+def test_report_is_written_atomically(sample_data, tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk) keeps the previous report whole."""
+    import pathlib
+
+    report = tmp_path / "report.json"
+    report.write_text('{"conversations": 1}', encoding="utf-8")
+    real_write_text = pathlib.Path.write_text
+
+    def disk_full(self, text, *args, **kwargs):
+        if self.parent == tmp_path and self.name != "out.jsonl":
+            real_write_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(28, "No space left on device")
+        return real_write_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    texts = sample_data / "roleplay" / "Sheldon" / "texts"
+    with pytest.raises(OSError, match="No space left"):
+        main(["data", "roleplay", "--texts", str(texts / "text_0.txt"), "--character", "Sheldon",
+              "--out", str(tmp_path / "out.jsonl"), "--report", str(report)])
+    assert report.read_text(encoding="utf-8") == '{"conversations": 1}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "report.json"]
