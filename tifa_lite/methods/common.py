@@ -126,7 +126,8 @@ def make_config(config_cls: type, run: Run, extra: dict[str, Any] | None = None,
         # The escape hatch's own names first: the typed keys were valid on their own.
         keys = [f"{extra_key}.{n}" for n in named if n in (extra or {})]
         keys += [_recipe_key(n, section) for n in named if n not in (extra or {})]
-        where = ", ".join(dict.fromkeys(k for k in keys if k)) or f"the recipe's train.* and {section}.* keys"
+        sections = " and ".join(f"{s}.*" for s in dict.fromkeys(("train", section)))
+        where = ", ".join(dict.fromkeys(k for k in keys if k)) or f"the recipe's {sections} keys"
         raise ConfigError(f"{where}: {target} refused these settings: {exc}") from None
 
 
