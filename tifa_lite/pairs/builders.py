@@ -6,12 +6,16 @@ with their scores kept (``chosen_score``/``rejected_score``), ready for ``train.
 * :func:`anti_repetition` (Tifa stage 4): several samples per prompt scored by n-gram
   repetition rate; chosen = least repetitive, rejected = most repetitive; prompts whose
   gap is under ``min_gap`` are skipped (no clear preference to learn).
+
+Each has an ``iter_`` form that yields one :class:`Outcome` per prompt as soon as its
+generation batch is done; the CLI journals those (:mod:`tifa_lite.pairs.journal`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -102,12 +106,6 @@ def iter_reference_vs_self(
             ))
 
 
-def reference_vs_self(
-    model, tokenizer, items: list[PromptItem], settings: GenerationSettings | None = None, ngram: int = 3
-) -> tuple[list[dict[str, Any]], BuildReport]:
-    return collect(iter_reference_vs_self(model, tokenizer, items, settings, ngram), len(items))
-
-
 def iter_anti_repetition(
     model,
     tokenizer,
@@ -144,16 +142,20 @@ def iter_anti_repetition(
             ))
 
 
-def anti_repetition(
-    model,
-    tokenizer,
-    items: list[PromptItem],
-    settings: GenerationSettings | None = None,
-    ngram: int = 3,
-    min_gap: float = 0.1,
-    min_units: int = 8,
-) -> tuple[list[dict[str, Any]], BuildReport]:
-    return collect(iter_anti_repetition(model, tokenizer, items, settings, ngram, min_gap, min_units), len(items))
+def _all_at_once(iterate: Callable[..., Iterator[Outcome]]) -> Callable[..., tuple[list[dict[str, Any]], BuildReport]]:
+    """The list form of a builder: ``(pairs, report)`` once every prompt is done."""
+
+    @functools.wraps(iterate)
+    def build(model, tokenizer, items: list[PromptItem], *args: Any, **kwargs: Any):
+        return collect(iterate(model, tokenizer, items, *args, **kwargs), len(items))
+
+    build.__name__ = build.__qualname__ = iterate.__name__.removeprefix("iter_")
+    build.__doc__ = f"All pairs at once, ``(pairs, BuildReport)``: :func:`{iterate.__name__}` collected."
+    return build
+
+
+reference_vs_self = _all_at_once(iter_reference_vs_self)
+anti_repetition = _all_at_once(iter_anti_repetition)
 
 
 def mean_repetition(
