@@ -85,12 +85,13 @@ class PairJournal:
         known = [self.outcomes[i.where] for i in items if i.where in self.outcomes]
         pairs, report = collect((Outcome(None, r["pair"], r["skipped"]) for r in known), len(items))
         self.__exit__()
-        self.path.unlink(missing_ok=True)
         if not pairs:
+            self.path.unlink(missing_ok=True)
             reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(report.skipped.items())) or "no prompts"
             raise DataError(
                 f"{self.out}: no preference pairs from {report.prompts} prompt(s) ({reasons}); nothing written. "
                 "Use more prompts, or loosen the builder's filters (--min-gap, --min-units, --samples)."
             )
         write_jsonl(pairs, self.out)
+        self.path.unlink(missing_ok=True)  # only now: a failed write keeps the work for the next run
         return report
