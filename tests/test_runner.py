@@ -120,3 +120,21 @@ def test_finished_output_folder_is_not_overwritten(tiny_model_dir, tmp_path, sam
     with pytest.raises(ConfigError, match="already holds a finished run"):
         train(ROLEPLAY, **tiny_overrides(tiny_model_dir, out, sample_data))
     assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_short_run_leaves_its_curve_and_evaluates_held_out_rows_at_the_end(tiny_model_dir, tmp_path, sample_data):
+    """Fewer steps than train.logging_steps, data.eval_ratio > 0 and no train.eval_steps (what
+    the role-play, CPT, CoT and hh DPO recipes do): the last step is logged and evaluated."""
+    result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data, **{
+        "train.max_steps": 2, "train.logging_steps": 5, "data.limit": 8, "data.eval_ratio": 0.25}))
+    out = result.output_dir
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"] > 0) for r in rows if "loss" in r] == [(2, True)]
+    evals = [r for r in rows if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [2] and evals[0]["eval_loss"] > 0
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["eval_loss"] == evals[0]["eval_loss"] == result.metrics["eval_loss"]
+    assert summary["train_loss"] == result.metrics["train_loss"] > 0
+    assert (out / "loss_curve.png").stat().st_size > 0
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["eval_samples"] == 2

@@ -30,6 +30,29 @@ class MetricsRecorder(TrainerCallback):
             fh.write(json.dumps(row) + "\n")
 
 
+class FinalStep(TrainerCallback):
+    """The last optimizer step is always logged: a run shorter than train.logging_steps would
+    otherwise leave no loss and no curve. With ``evaluate`` (rows held out, but no
+    train.eval_steps to evaluate them on) it is also evaluated, so held-out data is used."""
+
+    def __init__(self, evaluate: bool = False):
+        self.evaluate = evaluate
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
+            control.should_evaluate = control.should_evaluate or self.evaluate
+        return control
+
+
+def last_metrics(log_history: list[dict]) -> dict:
+    """The final training summary (train_loss, …) and the last evaluation (eval_loss, …)."""
+    out: dict = {}
+    for row in log_history:
+        out.update({k: v for k, v in row.items() if k.startswith(("train_", "eval_"))})
+    return out
+
+
 def _plain(value):
     try:
         value = float(value)
@@ -44,21 +67,24 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def plot_loss(metrics: list[dict], out: Path) -> bool:
-    train = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
-    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
-    if not train and not evals:
-        return False
+def plot_loss(metrics: list[dict], out: Path) -> list[str]:
+    """Train and eval loss against the step, as a PNG; returns the curves drawn (none: no file)."""
+    curves = {
+        "train loss": [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None],
+        "eval loss": [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None],
+    }
+    curves = {label: points for label, points in curves.items() if points}
+    if not curves:
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    if train:
-        ax.plot(*zip(*train), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss")
+    for label, points in curves.items():
+        # Eval points are few, and a line through a single point is invisible: mark them.
+        ax.plot(*zip(*points), "o-" if label == "eval loss" or len(points) == 1 else "-", label=label)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -66,7 +92,7 @@ def plot_loss(metrics: list[dict], out: Path) -> bool:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
-    return True
+    return list(curves)
 
 
 def finalize_outputs(trainer, run) -> None:
@@ -83,6 +109,7 @@ def finalize_outputs(trainer, run) -> None:
             "base_model": getattr(_base_config(trainer.model), "tifa_lite_base", None),
             "precision": run.precision,
             "qlora": run.config.is_qlora,
+            **{k: last_metrics(trainer.state.log_history).get(k) for k in ("train_loss", "eval_loss")},
         }
         (work_dir / "run_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         plot_loss(read_metrics(work_dir / "metrics.jsonl"), work_dir / "loss_curve.png")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
 from tifa_lite.config.loader import PACKAGE_ROOT
 
@@ -51,8 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default="outputs/quickstart")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--prompts", type=int, default=2)
+    parser.add_argument("-v", "--verbose", action="store_true", help="the libraries' own bars and warnings too")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tifa_lite.console import configure_cli_logging
+
+    configure_cli_logging(args.verbose)
 
     from tifa_lite import train
     from tifa_lite.evaluation.gsm8k import generate_greedy

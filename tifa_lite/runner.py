@@ -11,7 +11,6 @@ folder, so a killed run is resumed by running the same command again
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,9 +20,6 @@ from typing import Any, Iterable, Mapping
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class TrainResult:
@@ -81,6 +77,9 @@ def run_config(config: RecipeConfig) -> TrainResult:
     created = not work_dir.exists()
     work_dir.mkdir(parents=True, exist_ok=True)
 
+    from tifa_lite import console
+
+    console.quiet_libraries()
     try:
         hardware = detect()
         # unsloth (when selected) must be imported before transformers to patch it.
@@ -88,7 +87,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
         from tifa_lite.distributed.runtime import prepare_distributed
         from tifa_lite.methods import get_method
         from tifa_lite.methods.common import Run
-        from tifa_lite.outputs import MetricsRecorder, finalize_outputs
+        from tifa_lite.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
 
 
         config = prepare_distributed(config)
@@ -99,14 +98,19 @@ def run_config(config: RecipeConfig) -> TrainResult:
         precision = resolve_precision(config.train.precision, hardware)
         (work_dir / "resolved_config.yaml").write_text(dump_config(config), encoding="utf-8")
         model, tokenizer, peft_config = load_for_training_with_backend(config, precision, hardware, backend=backend)
+        console.stage("model loaded: %s", console.describe_model(config, precision, backend))
         recorder = MetricsRecorder(work_dir / "metrics.jsonl", append=resume_from is not None)
         run = Run(
             config=config, work_dir=work_dir, model=model, tokenizer=tokenizer,
             peft_config=peft_config, precision=precision, callbacks=[recorder],
         )
         trainer = get_method(config.train.method).build_trainer(run)
+        # Held-out rows without train.eval_steps are evaluated at the end at least.
+        trainer.add_callback(FinalStep(evaluate=trainer.eval_dataset is not None and trainer.args.eval_strategy == "no"))
+        console.stage("data built: %s", console.describe_data(run.data_report))
+        console.stage("trainer ready: %s", console.describe_trainer(trainer, config))
         if resume_from:
-            log.info("resuming from %s", resume_from)
+            console.stage("resuming from %s", resume_from)
         train_output = trainer.train(resume_from_checkpoint=resume_from)
         finalize_outputs(trainer, run)
     except BaseException:
@@ -129,7 +133,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
         output_dir=output_dir,
         config=config,
         global_step=trainer.state.global_step,
-        metrics=dict(train_output.metrics),
+        metrics={**last_metrics(trainer.state.log_history), **train_output.metrics},
         resumed_from=str(resume_from) if resume_from else None,
     )
 

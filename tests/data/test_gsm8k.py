@@ -32,14 +32,22 @@ def test_final_answer():
         final_answer("the answer is 5", "f:3")
 
 
-def test_shared_gsm8k_rows(shared_data):
-    cfg = config(path=str(shared_data / "gsm8k" / "train.jsonl"), format="gsm8k")
+def test_gsm8k_sample_rows(sample_data):
+    cfg = config(path=str(sample_data / "gsm8k_sample.jsonl"), format="gsm8k")
     rows = load_prompt_rows(cfg, cfg.data.path, limit=3)
     assert len(rows) == 3
     assert rows[0]["answer"] == "72"
     system, user = rows[0]["prompt"]
     assert system == {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT}
     assert user["role"] == "user" and user["content"].startswith("Natalia sold clips")
+
+
+@pytest.mark.integration
+def test_every_shared_gsm8k_row_has_a_final_answer(shared_data):
+    cfg = config(path=str(shared_data / "gsm8k" / "train.jsonl"), format="gsm8k")
+    rows = load_prompt_rows(cfg, cfg.data.path)
+    assert len(rows) == 7473
+    assert all(r["answer"] and r["prompt"][-1]["role"] == "user" for r in rows)
 
 
 def test_system_prompt_and_template_choices(tmp_path):

@@ -109,6 +109,7 @@ def test_mixed_plain_and_conversational_rejected(tmp_path):
         read_preference_pairs(str(path))
 
 
+@pytest.mark.integration
 def test_shared_hh_file_parses_and_skips_only_empty_pairs(shared_data):
     data = read_preference_pairs(str(shared_data / "hh_rlhf" / "harmless_base_pairs.jsonl"), on_error="skip")
     assert len(data.rows) + data.skipped.total == 2000

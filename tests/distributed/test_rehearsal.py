@@ -176,7 +176,7 @@ def test_dpo_full_parameter_rehearsal_zero3(tmp_path, tiny_model_dir):
     assert_full_consolidated_checkpoint(out, tiny_model_dir)
 
 
-def test_grpo_rehearsal_zero3_generates_with_gathered_weights(tmp_path, tiny_model_dir, shared_data):
+def test_grpo_rehearsal_zero3_generates_with_gathered_weights(tmp_path, tiny_model_dir, sample_data):
     """What differs for GRPO under ZeRO-3: completions are sampled by the sharded policy,
     so TRL gathers the full weights onto every rank for generation
     (ds3_gather_for_generation), and one optimizer step's generation batch (micro × world ×
@@ -187,7 +187,7 @@ def test_grpo_rehearsal_zero3_generates_with_gathered_weights(tmp_path, tiny_mod
     launch_two_nodes(
         tmp_path, "recipes/grpo_qlora_a10.yaml",
         [f"model.name_or_path={tiny_model_dir}", f"train.output_dir={out}",
-         f"data.path={shared_data / 'gsm8k' / 'train.jsonl'}", "data.limit=8", "train.global_batch_size=4",
+         f"data.path={sample_data / 'gsm8k_sample.jsonl'}", "data.limit=8", "train.global_batch_size=4",
          "grpo.num_generations=2", "grpo.max_completion_length=8", "train.max_steps=2"],
         ["h100x16_zero3", "cpu_rehearsal"],
     )

@@ -23,6 +23,15 @@ def test_unknown_setting_is_an_error_not_a_silent_drop(tmp_path):
         make_config(SFTConfig, run_for(load_recipe({}), tmp_path), no_such_setting=1)
 
 
+def test_trainer_config_errors_become_config_errors(tmp_path):
+    from trl import SFTConfig
+
+    from tifa_lite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^the recipe's train.\* keys: trl.SFTConfig refused these settings: cosnie"):
+        make_config(SFTConfig, run_for(load_recipe({}, ["train.lr_scheduler=cosnie"]), tmp_path))
+
+
 def test_use_vllm_accepts_unquoted_yaml_switches():
     assert load_recipe({}, ["grpo.use_vllm=off"]).grpo.use_vllm == "off"
     assert load_recipe({}, ["grpo.use_vllm=on"]).grpo.use_vllm == "on"

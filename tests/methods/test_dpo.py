@@ -51,6 +51,24 @@ def test_method_kwargs(tmp_path):
         kwargs(**{"train.method": "kto", "dpo.loss_type": "ipo"})
 
 
+def test_dpo_trl_args_are_typed_by_the_method_config_class(tmp_path):
+    from tifa_lite.methods.common import make_config
+
+    def args(**o):
+        config = load_recipe("recipes/dpo_qlora_hh.yaml", o)
+        run = Run(config, tmp_path, None, None, None, "fp32")
+        config_cls, _ = trl_classes(config.train.method)
+        return make_config(config_cls, run, extra=config.dpo.trl_args, extra_key="dpo.trl_args", **method_kwargs(run))
+
+    assert args(**{"dpo.trl_args": {"label_smoothing": "1e-1"}}).label_smoothing == 0.1
+    with pytest.raises(ConfigError, match=r"dpo.trl_args.label_smoothin: trl.DPOConfig has no .*'label_smoothing'"):
+        args(**{"dpo.trl_args": {"label_smoothin": 0.1}})
+    with pytest.raises(ConfigError, match=r"dpo.trl_args.cpo_alpha: trl.ORPOConfig has no setting"):
+        args(**{"train.method": "orpo", "dpo.trl_args": {"cpo_alpha": 1.0}})
+    with pytest.raises(ConfigError, match=r"^dpo.loss_type, dpo.loss_weights: trl.DPOConfig refused these settings: `loss_weights` must"):
+        args(**{"dpo.loss_type": ["sigmoid", "ipo"], "dpo.loss_weights": [1.0]})
+
+
 def test_every_preference_method_has_a_trl_trainer():
     for method in ("dpo", "kto", "orpo", "simpo"):
         config_cls, trainer_cls = trl_classes(method)

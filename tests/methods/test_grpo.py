@@ -84,6 +84,44 @@ def test_trl_args_pass_through_and_unknown_names_fail(tmp_path):
         grpo_args(run_for(cfg, tmp_path), [1.0])
 
 
+def test_trl_args_from_yaml_are_typed_by_grpo_config(tmp_path):
+    """PyYAML reads 2e-1 as a string; it reaches TRL as the float its field declares."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  method: grpo\n  per_device_batch_size: 8\n"
+                      "grpo:\n  trl_args:\n    epsilon_high: 2e-1\n    num_iterations: '2'\n", encoding="utf-8")
+    cfg = load_recipe(recipe)
+    assert cfg.grpo.trl_args["epsilon_high"] == "2e-1"
+    args = grpo_args(run_for(cfg, tmp_path), [1.0])
+    assert (args.epsilon_high, args.num_iterations) == (0.2, 2) and type(args.epsilon_high) is float
+
+
+def test_trl_args_unknown_wrong_type_or_set_twice_name_the_recipe_key(tmp_path):
+    cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 8}})
+    cases = [
+        ({"epsilon_hihg": 0.2}, r"grpo.trl_args.epsilon_hihg: trl.GRPOConfig has no setting .*did you mean 'epsilon_high'"),
+        ({"num_iterations": "two"}, r"grpo.trl_args.num_iterations='two': trl.GRPOConfig expects int"),
+        ({"beta": 0.2}, r"grpo.trl_args.beta: the recipe already sets trl.GRPOConfig.beta through grpo.beta; set it there"),
+        ({"learning_rate": 0.2}, r"grpo.trl_args.learning_rate: .* through train.learning_rate"),
+    ]
+    for trl_args, message in cases:
+        cfg.grpo.trl_args = trl_args
+        with pytest.raises(ConfigError, match=message):
+            grpo_args(run_for(cfg, tmp_path), [1.0])
+    cfg.grpo.trl_args = {"generation_kwargs": {"top_k": 20}}  # dicts add to ours
+    assert grpo_args(run_for(cfg, tmp_path), [1.0]).generation_kwargs == {"use_cache": True, "top_k": 20}
+
+
+def test_trl_post_init_errors_become_config_errors_naming_the_keys(tmp_path):
+    cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 8},
+                       "grpo": {"trl_args": {"generation_batch_size": 16, "steps_per_generation": 2}}})
+    with pytest.raises(ConfigError, match=r"^grpo.trl_args.generation_batch_size, grpo.trl_args.steps_per_generation: "
+                                          r"trl.GRPOConfig refused these settings: .*can not be both configured"):
+        grpo_args(run_for(cfg, tmp_path), [1.0])
+    cfg.grpo.trl_args = {"log_completions_hub_repo": "me/completions"}
+    with pytest.raises(ConfigError, match=r"grpo.trl_args.log_completions_hub_repo, grpo.log_completions: "):
+        grpo_args(run_for(cfg, tmp_path), [1.0])
+
+
 def test_default_rewards_are_r1_zero():
     cfg = load_recipe({"train": {"method": "grpo"}})
     assert [s["name"] for s in reward_specs(run_for(cfg))] == R1_ZERO_REWARDS
@@ -148,13 +186,13 @@ def test_failing_reward_is_named_during_training(tmp_path, tiny_model_dir, sampl
 
 
 @pytest.mark.slow
-def test_cli_reproduction_recipe_runs_on_cpu(tmp_path, shared_data):
+def test_cli_reproduction_recipe_runs_on_cpu(tmp_path, sample_data):
     """The issue's Done-when command, kept small: 2 steps, 4 rows, 2 generations, 16 tokens."""
     out = tmp_path / "grpo_cpu"
     cmd = [
         sys.executable, "-m", "tifa_lite", "train", str(REPO / "recipes" / "grpo_qwen2.5-0.5b_gsm8k.yaml"),
         "model.name_or_path=smollm2-135m-instruct", "train.max_steps=2",
-        f"data.path={shared_data / 'gsm8k' / 'train.jsonl'}", "data.limit=4",
+        f"data.path={sample_data / 'gsm8k_sample.jsonl'}", "data.limit=4",
         "train.per_device_batch_size=2", "train.gradient_accumulation_steps=1", "grpo.num_generations=2",
         "grpo.max_completion_length=16", "train.progress_bar=false", f"train.output_dir={out}",
     ]

@@ -33,6 +33,39 @@ def test_kwargs_bind_to_plain_rewards():
     assert call(f, GOOD + BAD) == [3.0, 0.0]
 
 
+def test_kwargs_are_typed_by_the_reward_signature(tmp_path):
+    """YAML's 2e-1 is a string; each reward's own annotations say what it becomes."""
+    f = build_rewards([{"name": "soft_format", "kwargs": {"score": "2e-1"}}]).funcs[0]
+    assert call(f, GOOD) == [0.2]
+    user = tmp_path / "typed.py"
+    user.write_text(
+        "def over(completions, threshold: float = 0.5, **kw):\n"
+        "    assert isinstance(threshold, float)\n"
+        "    return [threshold] * len(completions)\n"
+        "def make_scaled(path: str, batch_size: int = 8, **context):\n"
+        "    assert isinstance(batch_size, int)\n"
+        "    return lambda completions, **kw: [float(batch_size)] * len(completions)\n"
+    )
+    rewards = build_rewards([{"name": f"{user}:over", "kwargs": {"threshold": "5e-1"}},
+                             {"name": f"{user}:make_scaled", "kwargs": {"path": "judge", "batch_size": "16"}}])
+    assert call(rewards.funcs[0], GOOD) == [0.5] and call(rewards.funcs[1], GOOD) == [16.0]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "soft_format", "kwargs": {"scroe": 1.0}},
+     r"grpo.rewards\[1\].kwargs.scroe: reward 'soft_format' has no setting 'scroe' \(did you mean 'score'\?\)"),
+    ({"name": "length", "kwargs": {"soft_punish_cache": "many"}},
+     r"grpo.rewards\[1\].kwargs.soft_punish_cache='many': reward 'length' expects"),
+    ({"name": "soft_format", "kwargs": {"completions": ["x"]}},
+     r"kwargs.completions: reward 'soft_format' has no setting"),  # TRL passes it on every call
+    ({"name": "trl:get_soft_overlong_punishment", "kwargs": {"max_completion_length": 8}},
+     r"did you mean 'max_completion_len'"),
+])
+def test_unknown_or_mistyped_kwargs_name_the_recipe_key(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        build_rewards([{"name": "xmlcount"}, spec])
+
+
 def test_repetition_reward_uses_trl_ngrams():
     f = build_rewards([{"name": "repetition", "kwargs": {"ngram_size": 2}}]).funcs[0]
     ids = [[1, 2, 3, 4], [5, 5, 5, 5, 5], [1]]

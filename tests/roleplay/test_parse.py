@@ -94,7 +94,7 @@ def test_tsv(tmp_path):
 def test_not_utf8_names_file_and_fix(tmp_path):
     path = tmp_path / "gbk.txt"
     path.write_bytes("白展堂:「葵花点穴手！」".encode("gbk"))
-    with pytest.raises(DataError, match=r"gbk\.txt: not UTF-8.*iconv"):
+    with pytest.raises(DataError, match=r"gbk\.txt:1: not UTF-8.*GB18030.*iconv -f GB18030"):
         parse_corpus([path])
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from tifa_lite.errors import TifaError
@@ -38,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     import tifa_lite
 
     parser = argparse.ArgumentParser(prog="tifa-lite", description=tifa_lite.__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and the libraries' own progress bars and warnings (filtered by default)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"tifa_lite.cli.{name}").register(sub)
@@ -55,10 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*(args.overrides or []), *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    from tifa_lite.console import configure_cli_logging
+
+    configure_cli_logging(args.verbose)
     try:
         result = args.handler(args)
     except TifaError as exc:

@@ -26,6 +26,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from tifa_lite.atomic import write_text
     from tifa_lite.errors import DataError
     from tifa_lite.roleplay import convert, write_jsonl
 
@@ -46,7 +47,6 @@ def run(args) -> int:
         raise DataError(f"no conversations for --character {args.character!r}; nothing written (see the report above).")
     out = write_jsonl(rows, args.out, keep_source=args.keep_source)
     if args.report:
-        with open(args.report, "w", encoding="utf-8") as f:
-            json.dump(report.as_dict(), f, ensure_ascii=False, indent=2)
+        write_text(args.report, json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     print(f"wrote {len(rows)} conversations to {out}")
     return 0

@@ -46,16 +46,20 @@ def register(sub) -> None:
     score.set_defaults(handler=run_repetition)
 
 
-def _setup(args, need_reference: bool = False):
-    from tifa_lite.modeling.inference import load_inference_model
+def _prompts(args, need_reference: bool = False):
     from tifa_lite.pairs import read_prompts
 
-    items = read_prompts(args.data, limit=args.limit, on_error=args.on_error,
-                         system_prompt=args.system_prompt, need_reference=need_reference)
+    return read_prompts(args.data, limit=args.limit, on_error=args.on_error,
+                        system_prompt=args.system_prompt, need_reference=need_reference)
+
+
+def _model(args):
+    from tifa_lite.modeling.inference import load_inference_model
+
     model, tokenizer, *_ = load_inference_model(
         args.model if args.model or args.adapter else "smollm2-135m-instruct", args.adapter, bits=args.bits
     )
-    return model, tokenizer, items
+    return model, tokenizer
 
 
 def _settings(args, num_samples: int, do_sample: bool = True):
@@ -67,34 +71,47 @@ def _settings(args, num_samples: int, do_sample: bool = True):
     )
 
 
-def _finish(pairs, report, out) -> int:
-    from tifa_lite.pairs import write_pairs
+def _build(args, outcomes, need_reference: bool = False) -> int:
+    """Every outcome is journalled as it comes (a killed build resumes); the output is written
+    at the end, atomically, and only if it holds a pair."""
+    from tifa_lite.pairs.journal import PairJournal
 
-    write_pairs(pairs, out)
-    print(json.dumps({"out": str(out), "prompts": report.prompts, "pairs": report.pairs, "skipped": report.skipped}))
+    items = _prompts(args, need_reference)
+    settings = {k: v for k, v in vars(args).items() if k not in ("handler", "verbose")}
+    with PairJournal(args.out, settings) as journal:
+        done = journal.done
+        if any(item.where not in done for item in items):
+            model, tokenizer = _model(args)
+            for outcome in outcomes(model, tokenizer, items, done):
+                journal.record(outcome)
+        report = journal.finish(items)
+    print(json.dumps({"out": str(args.out), "prompts": report.prompts, "pairs": report.pairs, "skipped": report.skipped}))
     return 0
 
 
 def run_reference_vs_self(args) -> int:
-    from tifa_lite.pairs import reference_vs_self
+    from tifa_lite.pairs.builders import iter_reference_vs_self
 
-    model, tokenizer, items = _setup(args, need_reference=True)
-    pairs, report = reference_vs_self(model, tokenizer, items, _settings(args, 1, not args.greedy), args.ngram)
-    return _finish(pairs, report, args.out)
+    settings = _settings(args, 1, not args.greedy)
+    return _build(args, lambda model, tokenizer, items, done: iter_reference_vs_self(
+        model, tokenizer, items, settings, args.ngram, done=done), need_reference=True)
 
 
 def run_anti_repetition(args) -> int:
-    from tifa_lite.pairs import anti_repetition
+    from tifa_lite.errors import ConfigError
+    from tifa_lite.pairs.builders import iter_anti_repetition
 
-    model, tokenizer, items = _setup(args)
-    pairs, report = anti_repetition(model, tokenizer, items, _settings(args, args.samples), args.ngram,
-                                    args.min_gap, args.min_units)
-    return _finish(pairs, report, args.out)
+    if args.samples < 2:
+        raise ConfigError(f"--samples {args.samples}: anti-repetition compares samples of one prompt; give at least 2.")
+    settings = _settings(args, args.samples)
+    return _build(args, lambda model, tokenizer, items, done: iter_anti_repetition(
+        model, tokenizer, items, settings, args.ngram, args.min_gap, args.min_units, done=done))
 
 
 def run_repetition(args) -> int:
     from tifa_lite.pairs import mean_repetition
 
-    model, tokenizer, items = _setup(args)
+    items = _prompts(args)
+    model, tokenizer = _model(args)
     print(json.dumps(mean_repetition(model, tokenizer, items, _settings(args, args.samples), args.ngram)))
     return 0

@@ -149,7 +149,7 @@ class GRPOConfig(Section):
     vllm_gpu_memory_utilization: float = Field(0.2, gt=0.0, le=1.0)
     log_completions: bool = False
     # Any other trl.GRPOConfig field (epsilon_high, num_iterations, mask_truncated_completions, …),
-    # passed through as is; a name this TRL version lacks is an error, never silently dropped.
+    # typed by that field (tifa_lite.config.passthrough); a name this TRL version lacks is an error.
     trl_args: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -169,6 +169,9 @@ class DPOConfig(Section):
     # Compute the reference log-probs once before training: frees the reference pass
     # from every step (only matters for full fine-tuning, where it is a second model).
     precompute_ref_log_probs: bool = False
+    # Any other field of the TRL config class train.method uses (DPOConfig, KTOConfig, ORPOConfig,
+    # CPOConfig: label_smoothing, rpo_alpha, …), typed by that field like grpo.trl_args.
+    trl_args: dict[str, Any] = Field(default_factory=dict)
 
 
 class SamplingConfig(Section):

@@ -150,6 +150,7 @@ def build_cpt_data(config: RecipeConfig, tokenizer) -> BuiltData:
 
 
 def _log_report(report: dict[str, Any], skipped: SkipReport) -> None:
-    log.info("data: %s", ", ".join(f"{k}={v}" for k, v in report.items() if k != "skipped"))
+    # The run's "data built" line reports the counts; here only what was skipped is news.
+    log.debug("data: %s", ", ".join(f"{k}={v}" for k, v in report.items() if k != "skipped"))
     if skipped.total:
         log.warning("data: %s; first: %s", skipped.summary(), skipped.examples[0])

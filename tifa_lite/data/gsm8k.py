@@ -178,7 +178,7 @@ def build_grpo_data(config: RecipeConfig, tokenizer) -> PromptData:
         "dropped_overlength_prompts": dropped_train + dropped_eval,
         "skipped": skipped.total,
     }
-    log.info("GRPO data: %s; %s", report, skipped.summary())
+    log.debug("GRPO data: %s; %s", report, skipped.summary())  # reported by the run's "data built" line
     return PromptData(
         train=datasets.Dataset.from_list(train_rows),
         eval=datasets.Dataset.from_list(eval_rows) if eval_rows else None,

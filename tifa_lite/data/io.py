@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from tifa_lite.data.encoding import decode, read_text
 from tifa_lite.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -90,22 +91,50 @@ def iter_records(
     skipped = skipped if skipped is not None else SkipReport()
     for path in expand_paths(spec, key):
         if path.suffix == ".txt":
-            yield Record(path.read_text(encoding="utf-8", errors="replace"), str(path))
+            records = _iter_txt(path)
         elif path.suffix == ".json":
-            yield from _iter_json(path)
+            records = _iter_json(path)
         elif path.suffix == ".csv":
-            import csv
-
-            with path.open(encoding="utf-8", newline="") as fh:
-                for lineno, row in enumerate(csv.DictReader(fh), start=2):
-                    yield Record(dict(row), f"{path}:{lineno}")
+            records = _iter_csv(path)
         else:
-            yield from _iter_jsonl(path, on_error, skipped)
+            records = _iter_jsonl(path, on_error, skipped)
+        empty, skipped_before = True, skipped.total
+        for record in records:
+            empty = False
+            yield record
+        if empty and skipped.total == skipped_before:  # no record at all, not only bad ones
+            _empty_file(path, key, on_error, skipped)
+
+
+def _empty_file(path: Path, key: str, on_error: str, skipped: SkipReport) -> None:
+    message = f"{path}: the file is empty (no records)"
+    if on_error == "skip":
+        skipped.add("empty file", message)
+        return
+    raise DataError(f"{message}. Fill it, or leave it out of {key} (data.on_error=skip skips empty files).")
+
+
+def _iter_txt(path: Path) -> Iterator[Record]:
+    text = read_text(path)
+    if text.strip():
+        yield Record(text, str(path))
+
+
+def _iter_csv(path: Path) -> Iterator[Record]:
+    import csv
+    import io
+
+    for lineno, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), start=2):
+        yield Record(dict(row), f"{path}:{lineno}")
 
 
 def _iter_jsonl(path: Path, on_error: str, skipped: SkipReport) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
+    # Bytes, decoded line by line, so a file that is not UTF-8 is reported at its first bad line.
+    with path.open("rb") as fh:
+        head = fh.read(4096)
+        fh.seek(0)
+        for lineno, raw in enumerate(fh, start=1):
+            line = decode(raw, path, lineno, head)
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
@@ -127,8 +156,11 @@ def _iter_jsonl(path: Path, on_error: str, skipped: SkipReport) -> Iterator[Reco
 
 
 def _iter_json(path: Path) -> Iterator[Record]:
+    text = read_text(path)
+    if not text.strip():
+        return
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: malformed JSON ({exc.msg}).") from None
     rows = data if isinstance(data, list) else [data]

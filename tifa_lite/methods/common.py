@@ -3,12 +3,14 @@ from our TrainConfig to the keyword arguments of TRL's ``*Config`` classes."""
 
 from __future__ import annotations
 
-import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tifa_lite.config.passthrough import coerce, dataclass_fields
 from tifa_lite.config.schema import RecipeConfig
+from tifa_lite.errors import ConfigError
 
 
 @dataclass
@@ -95,16 +97,47 @@ def available_trackers(requested: list[str]) -> list[str]:
     return kept
 
 
-def make_config(config_cls: type, run: Run, **method_kwargs: Any):
+def make_config(config_cls: type, run: Run, extra: dict[str, Any] | None = None, extra_key: str | None = None,
+                **method_kwargs: Any):
     """Instantiate a TRL config class. Method-specific keys must exist in this TRL
-    version (a silent drop would train with a different setting than the recipe says)."""
-    known = {f.name for f in dataclasses.fields(config_cls)}
+    version (a silent drop would train with a different setting than the recipe says).
+    ``extra`` is the recipe's escape hatch named ``extra_key`` (``grpo.trl_args``): typed by
+    the class's fields; a field the recipe's own keys already set is set there, not twice."""
+    fields = dataclass_fields(config_cls)
     kwargs = {**training_kwargs(run), **method_kwargs}
     # Nothing is dropped silently: a setting this transformers/TRL version lacks is an error.
-    unknown = sorted(set(kwargs) - known)
+    unknown = sorted(set(kwargs) - set(fields))
     if unknown:
         raise TypeError(f"{config_cls.__name__} in this TRL version has no {unknown}")
-    return config_cls(**kwargs)
+    target = f"trl.{config_cls.__name__}"
+    section = (extra_key or "train").split(".")[0]
+    for name, value in coerce(extra or {}, fields, extra_key or "", target).items():
+        if name in kwargs and isinstance(kwargs[name], dict) and isinstance(value, dict):
+            value = {**kwargs[name], **value}  # e.g. generation_kwargs: the recipe's keys added to ours
+        elif name in kwargs:
+            where = _recipe_key(name, section) or "its typed keys (see `tifa-lite config RECIPE`)"
+            raise ConfigError(f"{extra_key}.{name}: the recipe already sets {target}.{name} through {where}; set it there.")
+        kwargs[name] = value
+    try:
+        return config_cls(**kwargs)
+    except ValueError as exc:
+        # TRL's own checks in __post_init__: say which recipe keys the message is about.
+        named = [n for n in fields if re.search(rf"\b{n}\b", str(exc))]
+        # The escape hatch's own names first: the typed keys were valid on their own.
+        keys = [f"{extra_key}.{n}" for n in named if n in (extra or {})]
+        keys += [_recipe_key(n, section) for n in named if n not in (extra or {})]
+        sections = " and ".join(f"{s}.*" for s in dict.fromkeys(("train", section)))
+        where = ", ".join(dict.fromkeys(k for k in keys if k)) or f"the recipe's {sections} keys"
+        raise ConfigError(f"{where}: {target} refused these settings: {exc}") from None
+
+
+def _recipe_key(trl_name: str, section: str) -> str | None:
+    """The recipe key that sets a TRL field of the same name, if there is one."""
+    for name in dict.fromkeys((section, "train", "data")):
+        model = RecipeConfig.model_fields.get(name)
+        if model is not None and trl_name in model.annotation.model_fields:
+            return f"{name}.{trl_name}"
+    return None
 
 
 def compose_trainer(trainer_cls: type, run: Run, args: Any, train_dataset: Any, eval_dataset: Any = None, **extra: Any):

@@ -92,5 +92,5 @@ def build_trainer(run: Run):
     config_cls, trainer_cls = trl_classes(method)
     train_rows, eval_rows, report = load_preference_splits(run.config, run.tokenizer)
     run.data_report.update(report)
-    args = make_config(config_cls, run, **method_kwargs(run))
+    args = make_config(config_cls, run, extra=run.config.dpo.trl_args, extra_key="dpo.trl_args", **method_kwargs(run))
     return compose_trainer(trainer_cls, run, args, to_dataset(train_rows), to_dataset(eval_rows) if eval_rows else None)

@@ -91,11 +91,7 @@ def grpo_args(run: Run, reward_weights: list[float]):
     if use_vllm:
         # Colocate: one process, vLLM shares the training GPU; the only mode a single cheap GPU can run.
         kwargs.update(vllm_mode="colocate", vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization)
-    kwargs.update(g.trl_args)
-    try:
-        return make_config(GRPOConfig, run, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"grpo.trl_args: {exc}. Check the name against trl.GRPOConfig.") from None
+    return make_config(GRPOConfig, run, extra=g.trl_args, extra_key="grpo.trl_args", **kwargs)
 
 
 def build_trainer(run: Run):

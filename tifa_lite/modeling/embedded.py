@@ -14,6 +14,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from tifa_lite import console
 from tifa_lite.atomic import replacing_dir
 from tifa_lite.errors import ConfigError
 
@@ -55,6 +56,8 @@ def embedded_checkpoint(name: str) -> Path:
     if (target / CONVERSION_MARKER).is_file():
         return target
     source = gguf_path(name)
+    console.quiet_libraries()
+    console.stage("converting the embedded %s once into %s (about a minute)", name, target)
     with replacing_dir(target, "converting") as staging:
         convert_gguf(source, staging)
     return target

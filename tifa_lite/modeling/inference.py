@@ -39,8 +39,11 @@ def load_inference_model(
     ``model`` may be None when the adapter's run names its base. ``reward_head`` loads a
     one-logit sequence-classification model (a reward model or its SEQ_CLS adapter)."""
     from tifa_lite.config.schema import ModelConfig, RecipeConfig
+    from tifa_lite.console import quiet_libraries
     from tifa_lite.hardware import detect, resolve_precision
     from tifa_lite.modeling import load_model, resolve_model
+
+    quiet_libraries()
 
     adapter_dir = Path(adapter).expanduser().resolve() if adapter else None
     model_fields: dict[str, Any] = {}

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from tifa_lite.config.schema import RecipeConfig
+from tifa_lite.console import stage
 from tifa_lite.hardware import Hardware, detect, resolve_precision, torch_dtype
 from tifa_lite.modeling.resolve import ResolvedModel, resolve_model
 
@@ -122,6 +123,7 @@ def load_for_training(config: RecipeConfig, precision: str | None = None, hardwa
     hardware = hardware or detect()
     precision = precision or resolve_precision(config.train.precision, hardware)
     resolved = resolve_model(config.model)
+    stage("model resolved: %s → %s", resolved.origin, resolved.path)
     tokenizer = load_tokenizer(config, resolved)
     model = load_model(config, precision, hardware, resolved)
     if getattr(model.config, "pad_token_id", None) is None:

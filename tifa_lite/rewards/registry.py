@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from tifa_lite.config.passthrough import coerce, keyword_parameters
 from tifa_lite.errors import ConfigError, TifaError
 from tifa_lite.rewards import rule
 
@@ -67,6 +68,9 @@ REGISTRY: dict[str, tuple[Callable, bool]] = {
     "repetition": (_repetition, True),
     "length": (_length, True),
 }
+
+# What GRPOTrainer hands every reward on each call, besides the data set's own columns.
+TRL_SUPPLIED = ("prompts", "completions", "completion_ids", "trainer_state", "log_extra", "log_metric", "environments")
 
 # The reproduction's five rule rewards, in its order.
 R1_ZERO_REWARDS = ["xmlcount", "soft_format", "strict_format", "int_answer", "correctness"]
@@ -202,8 +206,10 @@ class ResolvedRewards:
         return [f.__name__ for f in self.funcs]
 
 
-def resolve_reward(name: str, kwargs: dict[str, Any] | None = None, context: dict[str, Any] | None = None):
-    """One reward spec → ``(callable, display name, source)``."""
+def resolve_reward(name: str, kwargs: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
+                   key: str = "grpo.rewards.kwargs"):
+    """One reward spec → ``(callable, display name, source)``. ``kwargs`` are typed by the
+    parameters of the factory or reward they go to; ``key`` names them in errors."""
     kwargs = dict(kwargs or {})
     context = dict(context or {})
     if name in REGISTRY:
@@ -231,6 +237,7 @@ def resolve_reward(name: str, kwargs: dict[str, Any] | None = None, context: dic
         factory = _is_factory(attr)
         if not callable(func):
             raise ConfigError(f"grpo.rewards: {name!r} is not callable.")
+    kwargs = _typed_kwargs(func, factory, kwargs, key, name)
     if factory:
         try:
             func = func(**kwargs)
@@ -241,17 +248,25 @@ def resolve_reward(name: str, kwargs: dict[str, Any] | None = None, context: dic
     return func, display, source
 
 
+def _typed_kwargs(func: Callable, factory: bool, kwargs: dict[str, Any], key: str, name: str) -> dict[str, Any]:
+    """A factory's kwargs are its parameters; a reward's are its parameters other than what
+    TRL passes it on every call (binding those would be overridden without a word)."""
+    if not kwargs:
+        return kwargs
+    return coerce(kwargs, keyword_parameters(func, exclude=() if factory else TRL_SUPPLIED), key, f"reward {name!r}")
+
+
 def build_rewards(specs: list, context: dict[str, Any] | None = None) -> ResolvedRewards:
     """``specs``: RewardSpec models (or dicts with name/weight/kwargs) in recipe order."""
     funcs, weights, taken = [], [], set()
-    for spec in specs:
+    for index, spec in enumerate(specs):
         if isinstance(spec, dict):
             name, weight, kwargs = spec["name"], spec.get("weight", 1.0), spec.get("kwargs", {})
         else:
             name, weight, kwargs = spec.name, spec.weight, spec.kwargs
         if not math.isfinite(float(weight)):
             raise ConfigError(f"grpo.rewards: {name!r} has a non-finite weight {weight}.")
-        func, display, source = resolve_reward(name, kwargs, context)
+        func, display, source = resolve_reward(name, kwargs, context, key=f"grpo.rewards[{index}].kwargs")
         wrapper = AsyncNamedReward if _is_async(func) else NamedReward
         funcs.append(wrapper(_unique(display, taken), func, source))
         weights.append(float(weight))

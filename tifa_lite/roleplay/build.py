@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tifa_lite.data.encoding import read_text
 from tifa_lite.roleplay.parse import Line, ParseReport, parse_corpus
 
 
@@ -208,6 +209,6 @@ def convert(
 
             if not path.is_file():
                 raise DataError(f"--system-prompt {path}: no such file.")
-            prompt_text = path.read_text(encoding="utf-8-sig").strip() or None
+            prompt_text = read_text(path).strip() or None
     rows = build_conversations(scenes, character, report, system_prompt=prompt_text, **options)
     return rows, report

@@ -20,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tifa_lite.data.encoding import read_text
 from tifa_lite.errors import DataError
 
 NARRATOR_NAMES = {"", "旁白", "scene", "narrator", "narration", "场景", "画外音", "stage", "setting"}
@@ -135,12 +136,7 @@ def parse_csv(content: str, name: str, report: ParseReport, delimiter: str = ","
 
 def parse_file(path: Path, report: ParseReport) -> list[Line]:
     report.files += 1
-    try:
-        content = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{path}: not UTF-8 (byte {exc.start}). Convert it first, e.g. iconv -f GBK -t UTF-8 {path.name}"
-        ) from None
+    content = read_text(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return parse_csv(content, str(path), report)
