@@ -26,22 +26,27 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def system_prompt(args) -> str | None:
+    """--system, or the text of --system-file."""
     from pathlib import Path
 
-    from tifa_lite.chat_session import chat
     from tifa_lite.errors import ConfigError
 
-    system = args.system
-    if args.system_file:
-        path = Path(args.system_file)
-        if not path.is_file():
-            raise ConfigError(f"--system-file {path}: no such file.")
-        system = path.read_text(encoding="utf-8").strip()
+    if not getattr(args, "system_file", None):
+        return args.system
+    path = Path(args.system_file)
+    if not path.is_file():
+        raise ConfigError(f"--system-file {path}: no such file.")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def run(args) -> int:
+    from tifa_lite.chat_session import chat
+
     session = chat(
         args.model,
         args.adapter,
-        system=system,
+        system=system_prompt(args),
         recipe=args.recipe,
         preset=args.preset,
         chat_template=args.chat_template,

@@ -130,7 +130,12 @@ def _add_tokenizer(writer, model_dir: Path, model_type: str, vocab_size: int) ->
     writer.add_tokenizer_pre(_pre_tokenizer(tokenizer_json))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    # Say it either way: left unset, llama.cpp picks a per-vocabulary default, and a BOS the
+    # HF tokenizer never adds (the chat template writes it, or nothing does) would be doubled.
+    special.add_special_token.setdefault("bos", False)
+    special.add_special_token.setdefault("eos", False)
+    special.add_to_gguf(writer, quiet=True)
 
 
 def _permute(w: torch.Tensor, n_head: int, n_head_kv: int | None) -> torch.Tensor:
