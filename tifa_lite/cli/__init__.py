@@ -15,6 +15,7 @@ COMMANDS = [
     "config",
     "data",
     "chat",
+    "serve",
     "eval",
     "pipeline",
     "export",
