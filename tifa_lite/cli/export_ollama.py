@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("--keep-think", action="store_true", help="render earlier <think> blocks back to the model")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
     p.add_argument("--no-check", action="store_true", help="skip the GGUF round trip through transformers")
+    p.add_argument("--check", choices=["llama.cpp"], help="also run the GGUF in llama.cpp against transformers (see export gguf)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on the last line")
     p.set_defaults(handler=run)
 
@@ -27,6 +28,7 @@ def run(args) -> int:
     report = export_ollama(
         args.model, args.output, outtype=args.outtype, recipe=args.recipe, system=system_prompt(args),
         think_policy="keep" if args.keep_think else "strip", overwrite=args.overwrite, check=not args.no_check,
+        llama_cpp=args.check == "llama.cpp",
     )
     print(f"wrote {report['modelfile']} and {report['gguf']} ({report['bytes'] / 2**20:.1f} MiB)")
     print(f"next: ollama create my-character -f {report['modelfile']} && ollama run my-character")

@@ -112,6 +112,7 @@ def export_ollama(
     think_policy: str = "strip",
     overwrite: bool = False,
     check: bool = True,
+    llama_cpp: bool = False,
 ) -> dict[str, Any]:
     """Write ``output/model.gguf`` and ``output/Modelfile``; the folder appears whole or not at all."""
     import gguf
@@ -136,7 +137,7 @@ def export_ollama(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        report = export_gguf(model_dir, staging / GGUF_NAME, outtype=outtype, check=check)
+        report = export_gguf(model_dir, staging / GGUF_NAME, outtype=outtype, check=check, llama_cpp=llama_cpp)
         field = gguf.GGUFReader(staging / GGUF_NAME).fields.get("tokenizer.ggml.add_bos_token")
         add_bos = bool(field.contents()) if field is not None else False
         text = modelfile_text(
