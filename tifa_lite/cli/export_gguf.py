@@ -6,7 +6,7 @@ import json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("gguf", help="write a merged Llama/Qwen2 model as GGUF (llama.cpp, Ollama), with a round-trip check")
+    p = sub.add_parser("gguf", help="write a merged Llama/Mistral/Qwen2/Qwen3 model as GGUF (llama.cpp, Ollama), with a round-trip check")
     p.add_argument("--model", required=True, help="model folder (e.g. the output of `tifa-lite merge`)")
     p.add_argument("--output", required=True, help="GGUF file to write")
     p.add_argument("--outtype", default="f16", choices=["f16", "q8_0"])

@@ -16,7 +16,9 @@ Tensors are streamed: every tensor's info goes into the header first, then each 
 is read from the safetensors, converted and written, so peak memory is one tensor.
 
 After writing, :func:`round_trip` loads the file back through transformers
-(``gguf_file=``) and compares logits and tokenisation with the HF folder.
+(``gguf_file=``) and compares logits and tokenisation with the HF folder; ``llama_cpp=True``
+also runs it in llama.cpp (:mod:`tifa_lite.export.llamacpp_check`), the check that matters
+for what users run. That check is how the Mistral and Qwen3 layouts were verified.
 """
 
 from __future__ import annotations
