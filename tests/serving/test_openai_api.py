@@ -186,3 +186,20 @@ def test_stream_holds_back_a_possible_stop_string():
     assert _safe_prefix("Hello world and more", ["world"]) == "Hello "
     assert _safe_prefix("Hello", None) == "Hello"
     assert _safe_prefix("abc", ["x"]) == "abc"
+
+
+def test_serve_command_builds_the_server_from_the_chat_options(tiny_model_dir, tmp_path, monkeypatch):
+    from tifa_lite.cli import main
+    from tifa_lite.serving import openai_api
+
+    seen = {}
+    monkeypatch.setattr(openai_api, "serve", lambda server, host, port: seen.update(server=server, host=host, port=port))
+    card = tmp_path / "card.txt"
+    card.write_text("You are Tifa.\n")
+    assert main(["serve", "--model", str(tiny_model_dir), "--port", "8123", "--system-file", str(card),
+                 "--preset", "greedy", "--max-new-tokens", "3"]) == 0
+    server = seen["server"]
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 8123)
+    assert server.model_id == tiny_model_dir.name and server.system == "You are Tifa."
+    assert server.session.system is None  # a request's own system turn wins over the card
+    assert server.session.sampling["max_new_tokens"] == 3 and server.session.sampling["do_sample"] is False

@@ -103,3 +103,14 @@ def test_page_in_headless_chromium_answers_a_message(embedded_model_dir):
         driver.quit()
         demo.close()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_chat_web_command_launches_the_page(tiny_model_dir, monkeypatch):
+    from tifa_lite.cli import main
+    from tifa_lite.serving import web
+
+    seen = {}
+    monkeypatch.setattr(web, "launch", lambda session, host, port: seen.update(session=session, host=host, port=port))
+    assert main(["chat", "--web", "--model", str(tiny_model_dir), "--system", "You are Tifa.", "--port", "7999"]) == 0
+    assert (seen["host"], seen["port"]) == ("127.0.0.1", 7999)
+    assert seen["session"].system == "You are Tifa."
