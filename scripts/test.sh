@@ -4,7 +4,7 @@
 #   scripts/test.sh -m "not slow"   → extra pytest arguments are passed through
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install.sh test,deepspeed
+bash scripts/install.sh test,deepspeed,serve,web
 VENV="${TIFA_LITE_VENV:-.venv}"
 [ -n "${VIRTUAL_ENV:-}" ] || . "$VENV/bin/activate"
 # Convert the embedded model once before the clock of any test starts.

@@ -160,3 +160,29 @@ def test_package_chat_is_the_function_after_every_submodule_is_imported(tiny_mod
         assert not isinstance(getattr(tifa_lite, name), type(tifa_lite)), f"tifa_lite.{name} is shadowed by a submodule"
     session = tifa_lite.chat(str(tiny_model_dir), do_sample=False, max_new_tokens=2)
     assert isinstance(session, ChatSession)
+
+
+def test_reply_is_stateless_and_reports_tokens_and_finish(tiny_model_dir):
+    from tifa_lite.chat_session import chat
+
+    session = chat(str(tiny_model_dir), preset="greedy", max_new_tokens=4)
+    messages = [{"role": "user", "content": "Hello"}]
+    first = session.reply(messages)
+    assert session.history == []
+    assert first.completion_tokens <= 4 and first.prompt_tokens > 0
+    assert first.finish_reason == ("length" if first.completion_tokens == 4 else "stop")
+    assert session.reply(messages) == first
+    assert session.say("Hello") == first.text
+
+
+def test_reply_cuts_at_a_stop_string(tiny_model_dir):
+    from tifa_lite.chat_session import chat
+
+    # Seeded sampling on the random tiny model: a reproducible reply with text in it (its greedy
+    # reply is a special token, empty once decoded).
+    session = chat(str(tiny_model_dir), max_new_tokens=12, temperature=1.0, do_sample=True, seed=0)
+    full = session.reply([{"role": "user", "content": "Hello"}]).text
+    assert len(full) >= 4, full
+    stop = full[2:4]
+    cut = session.reply([{"role": "user", "content": "Hello"}], stop=[stop])
+    assert cut.finish_reason == "stop" and stop not in cut.text and full.startswith(cut.text)

@@ -35,6 +35,14 @@ SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass
+class Reply:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn or a stop string) or "length" (max_new_tokens reached)
+
+
+@dataclass
 class ChatSession:
     model: Any
     tokenizer: Any
@@ -54,25 +62,57 @@ class ChatSession:
 
     def say(self, text: str, stream: bool = False, **sampling: Any) -> str:
         """Send one user turn and return the reply (also appended to ``history``)."""
-        import torch
-
-        messages = self.messages_for_model(text)
-        inputs = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-        )
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        kwargs = generation_kwargs({**self.sampling, **sampling})
+        streamer = None
         if stream:
             from transformers import TextStreamer
 
-            kwargs["streamer"] = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        if self.seed is not None:
-            torch.manual_seed(self.seed)
-        with torch.no_grad():
-            output = self.model.generate(**inputs, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
-        reply = self.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            streamer = TextStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        reply = self.reply(self.messages_for_model(text), streamer=streamer, **sampling).text
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
         return reply
+
+    def prompt_ids(self, messages: list[dict[str, str]]):
+        """The token ids the model sees for ``messages`` (think policy applied), ready to answer."""
+        from tifa_lite.templates import apply_think_policy
+
+        return self.tokenizer.apply_chat_template(
+            apply_think_policy(messages, self.strip_think), add_generation_prompt=True,
+            return_tensors="pt", return_dict=True,
+        )
+
+    def reply(self, messages: list[dict[str, str]], streamer: Any = None, stop: list[str] | None = None,
+              **sampling: Any) -> "Reply":
+        """Answer a whole conversation without touching ``history``: the path the terminal chat,
+        the OpenAI-compatible server and the web page share."""
+        import torch
+
+        from tifa_lite.template_structure import end_of_turn_ids
+
+        inputs = {k: v.to(self.model.device) for k, v in self.prompt_ids(messages).items()}
+        kwargs = generation_kwargs({**self.sampling, **sampling})
+        # Stop at the template's end of turn too: a chat template may close a turn with a token
+        # that is not the model's EOS (a base given a ChatML template), and it would run on.
+        kwargs["eos_token_id"] = end_of_turn_ids(self.tokenizer, self.model.generation_config.eos_token_id)
+        if streamer is not None:
+            kwargs["streamer"] = streamer
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        seed = sampling.get("seed", self.seed)
+        if seed is not None:
+            torch.manual_seed(seed)
+        with torch.no_grad():
+            output = self.model.generate(**inputs, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        prompt_len = inputs["input_ids"].shape[1]
+        new = output[0, prompt_len:]
+        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        hit_stop = [text.find(s) for s in stop or [] if s in text]
+        if hit_stop:  # generate stops *after* the stop string; OpenAI's contract leaves it out
+            text = text[: min(hit_stop)].rstrip()
+        ended = len(new) > 0 and int(new[-1]) in set(kwargs["eos_token_id"])
+        limit = kwargs.get("max_new_tokens")
+        at_limit = limit is not None and len(new) >= limit and not (ended or hit_stop)
+        finish = "length" if at_limit else "stop"
+        return Reply(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
 
     def reset(self) -> None:
         self.history.clear()

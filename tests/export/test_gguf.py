@@ -1,4 +1,4 @@
-"""GGUF export for Llama and Qwen2: written by our streaming writer, read back by
+"""GGUF export for Llama, Mistral, Qwen2 and Qwen3: written by our streaming writer, read back by
 transformers (gguf_file=) and compared with the HF folder.
 
 Unit tests use a 2-layer model with a small byte-level BPE vocabulary of its own:
@@ -41,14 +41,18 @@ def _tokenizer():
 
 
 def _tiny(folder: Path, arch: str) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
     tok = _tokenizer()
-    cls_config, cls_model = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    name = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}[arch]
+    cls_config, cls_model = getattr(transformers, f"{name}Config"), getattr(transformers, f"{name}ForCausalLM")
+    # Qwen3Config's default head_dim is 128, not hidden/heads (16 here): as in the real Qwen3
+    # models, and transformers' GGUF reader assumes that default.
+    extra = {"head_dim": 128} if arch == "qwen3" else {}
     config = cls_config(
         vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=arch == "qwen2",
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, rms_norm_eps=1e-6,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=arch in ("qwen2", "qwen3"),
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, rms_norm_eps=1e-6, **extra,
     )
     torch.manual_seed(0)
     model = cls_model(config)
@@ -68,6 +72,11 @@ def tiny_llama(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_qwen2(tmp_path_factory):
     return _tiny(tmp_path_factory.mktemp("gguf") / "qwen2", "qwen2")
+
+
+@pytest.fixture(scope="module", params=["qwen3", "mistral"])
+def tiny_newer(request, tmp_path_factory):
+    return _tiny(tmp_path_factory.mktemp("gguf") / request.param, request.param), request.param
 
 
 def test_llama_f16_round_trip(tiny_llama, tmp_path):
@@ -108,6 +117,34 @@ def test_qwen2_q8_0_round_trip(tiny_qwen2, tmp_path):
     assert reader.fields["general.architecture"].contents() == "qwen2"
 
 
+def test_qwen3_and_mistral_round_trip(tiny_newer, tmp_path):
+    import gguf
+
+    folder, arch = tiny_newer
+    out = tmp_path / "model.gguf"
+    report = export_gguf(folder, out, outtype="f16")
+    rt = report["round_trip"]
+    assert rt["passed"] and rt["max_logit_diff"] < 0.05 and rt["next_token_agreement"] == 1.0, rt
+    reader = gguf.GGUFReader(out)
+    expected_arch = {"qwen3": "qwen3", "mistral": "llama"}[arch]
+    assert reader.fields["general.architecture"].contents() == expected_arch
+    names = {t.name for t in reader.tensors}
+    if arch == "qwen3":
+        assert {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight"} <= names
+        assert reader.fields["qwen3.attention.key_length"].contents() == 128
+    else:
+        assert "output.weight" in names  # Mistral's untied head
+
+
+def test_gemma_is_refused_with_its_reason(tmp_path):
+    for model_type in ("gemma2", "gemma3_text"):
+        folder = tmp_path / model_type
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+        with pytest.raises(ExportError, match="SentencePiece vocabulary.*convert_hf_to_gguf"):
+            export_gguf(folder, tmp_path / f"{model_type}.gguf", check=False)
+
+
 def test_round_trip_catches_a_broken_layout_and_leaves_no_file(tiny_llama, tmp_path, monkeypatch):
     # Without llama.cpp's Q/K permutation the file loads but computes something else.
     monkeypatch.setattr(gguf_export, "_permute", lambda w, n_head, n_head_kv: w)
@@ -130,7 +167,7 @@ def test_refusals(tiny_llama, tmp_path):
     other = tmp_path / "gpt2"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
-    with pytest.raises(ExportError, match="llama and qwen2"):
+    with pytest.raises(ExportError, match="llama, mistral, qwen2, qwen3"):
         export_gguf(other, tmp_path / "b.gguf", check=False)
     with pytest.raises(ConfigError, match="outtype"):
         export_gguf(tiny_llama, tmp_path / "c.gguf", outtype="q4_0")

@@ -14,6 +14,7 @@ COMMANDS = [
     "config",
     "data",
     "chat",
+    "serve",
     "eval",
     "pipeline",
     "export",

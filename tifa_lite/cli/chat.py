@@ -1,15 +1,15 @@
-"""`tifa-lite chat --model DIR [--adapter DIR] [--once "prompt"]`: a terminal chat loop."""
+"""`tifa-lite chat --model DIR [--adapter DIR] [--once "prompt" | --web]`: a terminal chat loop,
+one answer for scripts, or the web chat page."""
 
 from __future__ import annotations
 
 import sys
 
 
-def register(sub) -> None:
-    p = sub.add_parser("chat", help="chat with a model or adapter in the terminal (or --once for scripts)")
+def add_session_arguments(p) -> None:
+    """What loads a model to talk to; shared by `chat` and `serve`."""
     p.add_argument("--model", help="model folder, embedded name or hub id (default: the adapter's base)")
     p.add_argument("--adapter", help="LoRA adapter folder from a tifa_lite run")
-    p.add_argument("--once", metavar="PROMPT", help="answer one prompt, print the reply, exit")
     p.add_argument("--system", help="system prompt text")
     p.add_argument("--system-file", help="read the system prompt from this file")
     p.add_argument("--recipe", help="take sampling defaults from this recipe's sampling: section")
@@ -23,25 +23,39 @@ def register(sub) -> None:
     p.add_argument("--repetition-penalty", type=float)
     p.add_argument("--max-new-tokens", type=int)
     p.add_argument("--seed", type=int)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("chat", help="chat with a model or adapter in the terminal, in a web page (--web) or --once for scripts")
+    add_session_arguments(p)
+    p.add_argument("--once", metavar="PROMPT", help="answer one prompt, print the reply, exit")
+    p.add_argument("--web", action="store_true", help="open the web chat page (Gradio; pip install 'tifa-lite[web]')")
+    p.add_argument("--host", default="127.0.0.1", help="--web: address to listen on")
+    p.add_argument("--port", type=int, default=7860, help="--web: port")
     p.set_defaults(handler=run)
 
 
-def run(args) -> int:
+def system_prompt(args) -> str | None:
+    """--system, or the text of --system-file."""
     from pathlib import Path
 
-    from tifa_lite.chat_session import chat
     from tifa_lite.errors import ConfigError
 
-    system = args.system
-    if args.system_file:
-        path = Path(args.system_file)
-        if not path.is_file():
-            raise ConfigError(f"--system-file {path}: no such file.")
-        system = path.read_text(encoding="utf-8").strip()
-    session = chat(
+    if not getattr(args, "system_file", None):
+        return args.system
+    path = Path(args.system_file)
+    if not path.is_file():
+        raise ConfigError(f"--system-file {path}: no such file.")
+    return path.read_text(encoding="utf-8").strip()
+
+
+def session_from_args(args):
+    from tifa_lite.chat_session import chat
+
+    return chat(
         args.model,
         args.adapter,
-        system=system,
+        system=system_prompt(args),
         recipe=args.recipe,
         preset=args.preset,
         chat_template=args.chat_template,
@@ -54,6 +68,15 @@ def run(args) -> int:
         repetition_penalty=args.repetition_penalty,
         max_new_tokens=args.max_new_tokens,
     )
+
+
+def run(args) -> int:
+    session = session_from_args(args)
+    if args.web:
+        from tifa_lite.serving.web import launch
+
+        launch(session, host=args.host, port=args.port)
+        return 0
     if args.once is not None:
         print(session.say(args.once))
         return 0

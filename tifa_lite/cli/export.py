@@ -6,10 +6,11 @@ from __future__ import annotations
 SUBCOMMANDS = [
     "xtuner",
     "gguf",
+    "ollama",
 ]
 
 
 def register(sub) -> None:
     from tifa_lite.cli import register_group
 
-    register_group(sub, "export", "export a recipe or a trained model to another tool (gguf, xtuner)", SUBCOMMANDS)
+    register_group(sub, "export", "export a recipe or a trained model to another tool (gguf, ollama, xtuner)", SUBCOMMANDS)

