@@ -11,16 +11,22 @@ the same source keywords every other load of the base uses.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tifa_lite.methods.common import Run
 from tifa_lite.modeling.resolve import resolve_model, source_kwargs
+
+log = logging.getLogger(__name__)
 
 
 def reference_init_kwargs(run: Run) -> dict[str, Any] | None:
     """``model_init_kwargs`` for TRL's reference model, or None when no second model is built."""
     if run.config.lora.enabled or hasattr(run.model, "peft_config"):
         return None
-    # TRL logs that model_init_kwargs are ignored for an instantiated policy; it still uses
-    # them for the reference, which is what they are for here.
-    return source_kwargs(run.config.model, resolve_model(run.config.model))
+    resolved = resolve_model(run.config.model)
+    kwargs = source_kwargs(run.config.model, resolved)
+    # TRL warns that model_init_kwargs are ignored because the policy is already loaded; it
+    # still builds the reference with them, which is what they are for here.
+    log.info("reference model: a second copy TRL loads from %s with %s (the policy's source)", resolved.path, kwargs)
+    return kwargs
