@@ -86,8 +86,8 @@ def run_config(config: RecipeConfig) -> TrainResult:
     # unsloth (when selected) must be imported before transformers to patch it.
     backend = preload_backend(config, hardware)
     from tifa_lite.distributed.runtime import (
-        barrier, early_training_arguments, env_rank, is_main_process, load_report, prepare_distributed,
-        weights_fingerprint,
+        barrier, early_training_arguments, env_rank, env_world_size, is_main_process, load_report,
+        prepare_distributed, weights_fingerprint,
     )
     from tifa_lite.methods import get_method
     from tifa_lite.methods.common import Run
@@ -119,7 +119,8 @@ def run_config(config: RecipeConfig) -> TrainResult:
         if resume_from:
             log.info("resuming from %s", resume_from)
         train_output = trainer.train(resume_from_checkpoint=resume_from)
-        log.info("rank %d after training: %s", env_rank(), weights_fingerprint(trainer.model))
+        if env_world_size() is not None:
+            log.info("rank %d after training: %s", env_rank(), weights_fingerprint(trainer.model))
         finalize_outputs(trainer, run)
     except BaseException:
         # Rank 0 owns the folder; the other ranks may be writing into it or already gone.

@@ -241,16 +241,20 @@ def load_report(model) -> str:
 
 def weights_fingerprint(model) -> str:
     """Sum and absolute sum of this rank's trainable weights. Ranks that train one model in
-    sync (DDP, ZeRO-1/2) print the same; a rank that trained alone does not. Computed where
-    the weights are, so it costs a reduction, not a copy."""
+    sync (DDP, ZeRO-1/2) print the same; a rank that trained alone does not. Summed in
+    float64 over slices where the weights are, so a 7B model costs reductions, not a copy."""
     import torch
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     if any(hasattr(p, "ds_tensor") for p in trainable):
         return "ZeRO-3 shards differ by rank by design"
+    total = absolute = 0.0
     with torch.no_grad():
-        total = sum(p.double().sum().item() for p in trainable)
-        absolute = sum(p.double().abs().sum().item() for p in trainable)
+        for p in trainable:
+            for piece in p.detach().reshape(-1).split(1 << 24):
+                piece = piece.double()
+                total += piece.sum().item()
+                absolute += piece.abs().sum().item()
     return f"trainable weights fingerprint {total:.12e}/{absolute:.12e} over {len(trainable)} tensors"
 
 
