@@ -1,7 +1,9 @@
-"""The scale profile rehearsed for real on the CPU: two torchrun "nodes" on 127.0.0.1
+"""The scale profiles rehearsed for real on the CPU: two torchrun "nodes" on 127.0.0.1
 (one process each, gloo), started by `tifa-lite launch` exactly as on 2×8 H100, train the
-single-GPU recipe file full-parameter under DeepSpeed ZeRO-3 (and ZeRO-2, and DPO); the
-consolidated checkpoint loads with plain transformers and reproduces the logged loss."""
+single-GPU recipe files full-parameter under DeepSpeed ZeRO-3 (SFT, DPO, GRPO) and ZeRO-2;
+the parameters are partitioned as they load, the consolidated checkpoint loads with plain
+transformers and reproduces the logged loss, and the reference model comes from the
+policy's pinned revision. One node × 2 ranks trains the QLoRA recipe with plain DDP."""
 
 from __future__ import annotations
 
