@@ -138,3 +138,56 @@ def test_short_run_leaves_its_curve_and_evaluates_held_out_rows_at_the_end(tiny_
     assert (out / "loss_curve.png").stat().st_size > 0
     report = json.loads((out / "data_report.json").read_text())
     assert report["eval_samples"] == 2
+
+
+def test_only_rank_0_touches_the_shared_staging_folder(tmp_path, monkeypatch):
+    """Under a launcher: with train.resume=never rank 0 deletes the old staging folder and
+    rewrites its files before it releases the others from the barrier; another rank never
+    deletes or writes there (it may be writing checkpoint shards into it at any time)."""
+    from tifa_lite import runner
+    from tifa_lite.config import load_recipe
+    from tifa_lite.distributed import runtime
+    from tifa_lite.outputs import MetricsRecorder
+
+    work = tmp_path / "run.partial"
+    (work / "checkpoint-3").mkdir(parents=True)
+    (work / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    at_barrier = []
+    monkeypatch.setattr(runtime, "barrier", lambda: at_barrier.append(sorted(p.name for p in work.iterdir())))
+    config = load_recipe(ROLEPLAY, ["train.resume=never", f"train.output_dir={tmp_path / 'run'}"])
+
+    monkeypatch.setenv("RANK", "1")
+    runner._prepare_work_dir(config, work, None)
+    MetricsRecorder(work / "metrics.jsonl")  # a fresh run's recorder on rank 1
+    assert at_barrier == [["checkpoint-3", "metrics.jsonl"]]
+    assert sorted(p.name for p in work.iterdir()) == ["checkpoint-3", "metrics.jsonl"]
+
+    monkeypatch.setenv("RANK", "0")
+    at_barrier.clear()
+    runner._prepare_work_dir(config, work, None)
+    assert at_barrier == [["resolved_config.yaml"]]  # the old run was gone before anyone went on
+
+
+def test_overwrite_that_fails_half_way_keeps_the_old_run(tiny_model_dir, tmp_path, sample_data, monkeypatch):
+    """train.overwrite_output_dir: the old run is renamed aside, the new one renamed in; when
+    the second rename fails the old run is back in place and the new one stays resumable."""
+    from tifa_lite import atomic
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old_run.txt").write_text("the previous run")
+    real_replace = atomic.os.replace
+
+    def failing_replace(src, dst):
+        if Path(src) == partial_dir(out):
+            raise OSError("rename refused")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="rename refused"):
+        train(ROLEPLAY, **tiny_overrides(tiny_model_dir, out, sample_data, **{
+            "train.overwrite_output_dir": True, "train.max_steps": 1, "train.save_steps": 1}))
+    assert sorted(p.name for p in out.iterdir()) == ["old_run.txt"]
+    new = partial_dir(out)
+    assert (new / "adapter_model.safetensors").is_file() and (new / "checkpoint-1").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "run.partial"]

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,12 +24,29 @@ def replacing_dir(target: str | Path, label: str = "partial") -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{label}-", dir=target.parent))
     try:
         yield staging
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
+        swap_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def swap_dir(new: str | Path, target: str | Path) -> None:
+    """Move folder ``new`` to ``target``, replacing an existing ``target`` without a moment in
+    which neither the old nor the new folder exists in full: the old one is renamed aside,
+    the new one renamed in, and only then is the old one deleted. If the second rename
+    fails, the old folder is put back and ``new`` is left where it was."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    aside = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
+    os.replace(target, aside)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 @contextmanager

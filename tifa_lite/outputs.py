@@ -18,8 +18,11 @@ class MetricsRecorder(TrainerCallback):
     its curve up to the last logged step."""
 
     def __init__(self, path: Path, append: bool = False):
+        from tifa_lite.distributed.runtime import is_main_process
+
         self.path = Path(path)
-        if not append and self.path.exists():
+        # Only rank 0 writes the file (on_log), so only rank 0 may delete it.
+        if not append and self.path.exists() and is_main_process():
             self.path.unlink()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -59,6 +62,18 @@ def _plain(value):
     except (TypeError, ValueError):
         return value
     return value if math.isfinite(value) else None
+
+
+def drop_metrics_after(path: Path, step: int) -> int:
+    """Remove the rows logged after ``step`` (a resumed run logs those steps again from its
+    checkpoint); returns how many were dropped."""
+    from tifa_lite.atomic import write_text
+
+    rows = read_metrics(path)
+    kept = [row for row in rows if row.get("step", 0) <= step]
+    if len(kept) != len(rows):
+        write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
+    return len(rows) - len(kept)
 
 
 def read_metrics(path: Path) -> list[dict]:

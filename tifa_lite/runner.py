@@ -5,21 +5,31 @@ Output folder discipline: a run works in ``<output_dir>.partial`` and is renamed
 ``output_dir`` only when it has finished and every artifact is written, so a failed
 run never leaves a half-written output folder. Checkpoints live in the ``.partial``
 folder, so a killed run is resumed by running the same command again
-(``train.resume: auto``). A failure before the first checkpoint removes the
-``.partial`` folder entirely.
+(``train.resume: auto``) — after checking that the checkpoint was made by the same
+recipe (:mod:`tifa_lite.resume`). A failure before the first checkpoint removes the
+``.partial`` folder entirely. A finished run replacing an older one
+(``train.overwrite_output_dir``) is swapped in so that one of the two always exists.
+
+Under a launcher every rank runs this function and writes into the same folder; global
+rank 0 alone deletes, renames and rewrites files there, the others wait at a barrier.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from tifa_lite.atomic import swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
+from tifa_lite.resume import RESOLVED_CONFIG, check_same_run, checkpoint_step, keep_previous_config
+
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainResult:
@@ -72,39 +82,45 @@ def run_config(config: RecipeConfig) -> TrainResult:
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
             "train.output_dir or set train.overwrite_output_dir=true."
         )
+    hardware = detect()
+    # unsloth (when selected) must be imported before transformers to patch it.
+    backend = preload_backend(config, hardware)
+    from tifa_lite.distributed.runtime import (
+        barrier, early_training_arguments, env_rank, env_world_size, is_main_process, load_report,
+        prepare_distributed, weights_fingerprint,
+    )
+    from tifa_lite.methods import get_method
+    from tifa_lite.methods.common import Run
+    from tifa_lite.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
+
+    # Under a launcher this brings up the process group, so that rank 0 can own the folder below.
+    config = prepare_distributed(config)
+    if config.train.auto_fit:
+        from tifa_lite.planner import apply_auto_fit
+
+        config = apply_auto_fit(config, hardware)
+    precision = resolve_precision(config.train.precision, hardware)
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
-    created = not work_dir.exists()
-    work_dir.mkdir(parents=True, exist_ok=True)
+    created = _prepare_work_dir(config, work_dir, resume_from)
 
     from tifa_lite import console
 
     console.quiet_libraries()
     try:
-        hardware = detect()
-        # unsloth (when selected) must be imported before transformers to patch it.
-        backend = preload_backend(config, hardware)
-        from tifa_lite.distributed.runtime import prepare_distributed
-        from tifa_lite.methods import get_method
-        from tifa_lite.methods.common import Run
-        from tifa_lite.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
-
-
-        config = prepare_distributed(config)
-        if config.train.auto_fit:
-            from tifa_lite.planner import apply_auto_fit
-
-            config = apply_auto_fit(config, hardware)
-        precision = resolve_precision(config.train.precision, hardware)
-        (work_dir / "resolved_config.yaml").write_text(dump_config(config), encoding="utf-8")
+        # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
+        early_args = early_training_arguments(config, work_dir, precision)
         model, tokenizer, peft_config = load_for_training_with_backend(config, precision, hardware, backend=backend)
         console.stage("model loaded: %s", console.describe_model(config, precision, backend))
+        if env_world_size() is not None:
+            log.info("rank %d after loading: %s", env_rank(), load_report(model))
         recorder = MetricsRecorder(work_dir / "metrics.jsonl", append=resume_from is not None)
         run = Run(
             config=config, work_dir=work_dir, model=model, tokenizer=tokenizer,
             peft_config=peft_config, precision=precision, callbacks=[recorder],
         )
         trainer = get_method(config.train.method).build_trainer(run)
+        del early_args  # the trainer's own arguments now carry the DeepSpeed config
         # Held-out rows without train.eval_steps are evaluated at the end at least.
         trainer.add_callback(FinalStep(evaluate=trainer.eval_dataset is not None and trainer.args.eval_strategy == "no"))
         console.stage("data built: %s", console.describe_data(run.data_report))
@@ -112,22 +128,21 @@ def run_config(config: RecipeConfig) -> TrainResult:
         if resume_from:
             console.stage("resuming from %s", resume_from)
         train_output = trainer.train(resume_from_checkpoint=resume_from)
+        if env_world_size() is not None:
+            log.info("rank %d after training: %s", env_rank(), weights_fingerprint(trainer.model))
         finalize_outputs(trainer, run)
     except BaseException:
-        if created and latest_checkpoint(work_dir) is None:
+        # Rank 0 owns the folder; the other ranks may be writing into it or already gone.
+        if is_main_process() and created and latest_checkpoint(work_dir) is None:
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
 
-    from tifa_lite.distributed.runtime import barrier, is_main_process
-
-    # Under a launcher every rank gets here; only global rank 0 moves the shared folder.
     if is_main_process():
+        # Swapped in before the checkpoints go, so a failed swap leaves a resumable folder.
+        swap_dir(work_dir, output_dir)
         if not config.train.keep_checkpoints:
-            for checkpoint in work_dir.glob("checkpoint-*"):
+            for checkpoint in output_dir.glob("checkpoint-*"):
                 shutil.rmtree(checkpoint)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(work_dir, output_dir)
     barrier()
     return TrainResult(
         output_dir=output_dir,
@@ -139,16 +154,44 @@ def run_config(config: RecipeConfig) -> TrainResult:
 
 
 def _resume_point(config: RecipeConfig, work_dir: Path) -> str | None:
+    """The checkpoint to resume from, after checking it was made by this recipe. Reads only:
+    every rank computes the same answer."""
     resume = config.train.resume
     if resume == "never":
-        # One deleter: under a launcher every rank gets here.
-        if work_dir.exists() and int(os.environ.get("RANK", "0")) == 0:
-            shutil.rmtree(work_dir)
         return None
     if resume == "auto":
         found = latest_checkpoint(work_dir) if work_dir.exists() else None
-        return str(found) if found else None
-    path = Path(resume)
-    if not (path / "trainer_state.json").is_file():
-        raise ConfigError(f"train.resume={resume}: not a checkpoint folder (no trainer_state.json).")
-    return str(path)
+    else:
+        found = Path(resume)
+        if not (found / "trainer_state.json").is_file():
+            raise ConfigError(f"train.resume={resume}: not a checkpoint folder (no trainer_state.json).")
+    if found is None:
+        return None
+    check_same_run(found, config)
+    return str(found)
+
+
+def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | None) -> bool:
+    """Rank 0 alone deletes, renames and rewrites in the staging folder (which every rank
+    later writes checkpoint shards into); the others wait at the barrier. Returns whether
+    this run created the folder (so a failure before the first checkpoint may remove it)."""
+    from tifa_lite.distributed.runtime import barrier, is_main_process
+    from tifa_lite.outputs import drop_metrics_after
+
+    created = config.train.resume == "never" or not work_dir.exists()
+    if is_main_process():
+        if config.train.resume == "never" and work_dir.exists():
+            shutil.rmtree(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is not None:
+            keep_previous_config(work_dir)
+            if Path(resume_from).parent == work_dir:
+                step = checkpoint_step(Path(resume_from))
+                dropped = drop_metrics_after(work_dir / "metrics.jsonl", step)
+                if dropped:
+                    log.info("metrics.jsonl: %d row(s) after step %d dropped; they are logged again", dropped, step)
+        write_text(work_dir / RESOLVED_CONFIG, dump_config(config))
+    barrier()
+    # A node that does not share rank 0's file system needs the folder too.
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return created

@@ -210,13 +210,61 @@ def test_is_loopback():
     assert not is_loopback(MASTER) and not is_loopback("10.1.2.3")
 
 
-def test_missing_deepspeed_is_named(capsys, on_h100, monkeypatch):
+@pytest.fixture
+def without_deepspeed(monkeypatch):
+    """DeepSpeed unimportable, as on a laptop that only prepares the GPU nodes' commands."""
     import importlib.util
 
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
-    code, _, err = dry_run(capsys, "--profile", "h100x16_zero3", "--master-addr", MASTER)
-    assert code == 2 and "pip install 'tifa-lite[deepspeed]'" in err
+    monkeypatch.setitem(sys.modules, "deepspeed", None)
+    assert importlib.util.find_spec("deepspeed") is None
+
+
+def test_dry_run_without_deepspeed_prints_the_commands_and_warns(capsys, on_h100, without_deepspeed):
+    code, out, _ = dry_run(capsys, "--profile", "h100x16_zero3", "--nnodes", "2", "--nproc-per-node", "8",
+                           "--master-addr", MASTER)
+    assert code == 0
+    assert node_commands(out) == {0: expected_torchrun(0), 1: expected_torchrun(1)}
+    warning = [line for line in out.splitlines() if line.startswith("# WARNING: distributed.deepspeed=")]
+    assert len(warning) == 1 and "DeepSpeed is not installed on this node" in warning[0]
+    assert "pip install 'tifa-lite[deepspeed]'" in warning[0]
+
+
+def test_real_launch_without_deepspeed_refuses(capsys, on_h100, without_deepspeed, monkeypatch):
+    import subprocess
+
+    started = []
+    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a) or 0)
+    code = main(["launch", RECIPE, "--profile", "h100x16_zero3", "--master-addr", MASTER])
+    err = capsys.readouterr().err
+    assert code == 2 and "DeepSpeed is not installed on this node" in err
+    assert "pip install 'tifa-lite[deepspeed]'" in err and started == []
+
+
+def expected_ddp_torchrun(nproc: int) -> list[str]:
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes", "1", "--nproc_per_node", str(nproc), "--node_rank", "0",
+        "--master_addr", "127.0.0.1", "--master_port", "29500",
+        "-m", "tifa_lite", "train", RECIPE,
+        "distributed.nnodes=1", f"distributed.nproc_per_node={nproc}", "distributed.master_port=29500",
+        "--profile", "qlora_ddp",
+    ]
+
+
+def test_dry_run_1xN_qlora_ddp(capsys, on_h100):
+    """Same recipe, one switch: QLoRA on N GPUs of one node, the recipe's global batch (16) kept."""
+    code, out, _ = dry_run(capsys, "--profile", "qlora_ddp", "--nproc-per-node", "4")
+    assert code == 0
+    assert node_commands(out) == {0: expected_ddp_torchrun(4)}
+    assert "# sft · no ZeRO · 1 node(s) × 4 process(es) = world size 4" in out
+    assert "# batch: global batch 16 = micro-batch 2 × gradient accumulation 2 × world size 4" in out
+    code, out, _ = dry_run(capsys, "--profile", "qlora_ddp")  # N = the profile's 8
+    assert code == 0 and node_commands(out) == {0: expected_ddp_torchrun(8)}
+    assert "# batch: global batch 16 = micro-batch 2 × gradient accumulation 1 × world size 8" in out
+    code, out, _ = dry_run(capsys, "--profile", "qlora_ddp", "--nproc-per-node", "4", "--launcher", "accelerate")
+    cmd = node_commands(out)[0]
+    assert code == 0 and "--multi_gpu" in cmd and "--use_deepspeed" not in cmd
+    assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("--num_machines") + 1] == "1"
 
 
 def test_bad_profile_name_suggests(capsys):

@@ -61,3 +61,18 @@ def test_config_command_prints_the_resolved_batch(capsys):
     out = capsys.readouterr().out
     assert out.startswith("# batch: global batch 128 = micro-batch 4 × gradient accumulation 2 × world size 16")
     assert "per_device_batch_size: 4" in out and "gradient_accumulation_steps: 2" in out
+
+
+def test_qlora_ddp_profile_is_the_recipe_on_n_gpus_of_one_node():
+    recipe = RECIPES / "sft_qlora_roleplay.yaml"
+    single, ddp = load_recipe(recipe), load_recipe(recipe, profile="qlora_ddp")
+    assert ddp.is_qlora and ddp.distributed.deepspeed is None and ddp.distributed.zero_stage is None
+    assert (ddp.distributed.nnodes, ddp.distributed.nproc_per_node, ddp.distributed.world_size) == (1, 8, 8)
+    assert (ddp.data, ddp.train, ddp.lora, ddp.quant) == (single.data, single.train, single.lora, single.quant)
+    # N is whatever the launch says; the recipe's global batch (16) is kept.
+    four = load_recipe(recipe, ["distributed.nproc_per_node=4"], profile="qlora_ddp")
+    resolved, plan = apply_batch_rule(four)
+    assert (plan.world_size, plan.micro_batch, plan.grad_accum, plan.global_batch) == (4, 2, 2, 16)
+    # Stacked after the scale profile it switches the recipe back to QLoRA on one node.
+    back = load_recipe(recipe, profile=["h100x16_zero3", "qlora_ddp"])
+    assert back.is_qlora and back.distributed.deepspeed is None and back.distributed.world_size == 8

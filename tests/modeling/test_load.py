@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from tifa_lite.config import load_recipe
@@ -59,3 +60,29 @@ def test_report_to_keeps_installed_trackers_only(caplog):
     assert available_trackers(["definitely_not_a_tracker_pkg"]) == []
     assert "not installed" in caplog.text
     assert available_trackers([]) == []
+
+
+def test_each_rank_quantises_onto_its_local_rank_gpu(monkeypatch, tiny_model_dir):
+    """Under a launcher a node's ranks all see every GPU; rank LOCAL_RANK=3 must load its 4-bit
+    model onto cuda:3, whatever torch.cuda.current_device() says (0 until someone sets it)."""
+    from transformers import AutoModelForCausalLM
+
+    h100_node = Hardware(device="cuda", gpu_name="NVIDIA H100", bf16=True, gpu_count=8, total_memory_gib=79.6)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    seen = {}
+
+    def fake_from_pretrained(path, **kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stop after the arguments")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_from_pretrained)
+    config = load_recipe({}, [f"model.name_or_path={tiny_model_dir}", "model.attn_implementation=sdpa"])
+    with pytest.raises(RuntimeError, match="stop after the arguments"):
+        load_for_training(config, "bf16", h100_node)
+    assert seen["device_map"] == {"": 3} and seen["quantization_config"].load_in_4bit
+    monkeypatch.delenv("LOCAL_RANK")  # a single process owns GPU 0
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop after the arguments"):
+        load_for_training(config, "bf16", h100_node)
+    assert seen["device_map"] == {"": 0}

@@ -70,7 +70,7 @@ def run(args) -> int:
     check_deepspeed_config(config)
     plan = plan_for(config)
     hardware = detect()
-    checks = check_launch(spec, config, hardware)
+    checks = check_launch(spec, config, hardware, dry_run=args.dry_run)
     env = {**rehearsal_env(hardware), **config.distributed.env}
 
     print(f"# {config.train.method} · {'ZeRO-' + str(config.distributed.zero_stage) if config.distributed.zero_stage else 'no ZeRO'}"

@@ -189,6 +189,7 @@ class DistributedConfig(Section):
     deepspeed: str | None = None
     zero_stage: Literal[0, 1, 2, 3] | None = None
     # Size the profile is written for; the launcher checks nnodes*nproc_per_node against it.
+    # Left out (or null), it is nnodes × nproc_per_node: a profile for "N GPUs, whatever N is".
     world_size: int = Field(1, ge=1)
     nnodes: int = Field(1, ge=1)
     nproc_per_node: int = Field(1, ge=1)
@@ -196,11 +197,24 @@ class DistributedConfig(Section):
     # train.gradient_accumulation_steps are derived so that micro × accumulation × world_size
     # equals the recipe's global batch (rule: tifa_lite.distributed.batch).
     micro_batch_size: int | None = Field(None, ge=1)
-    save_16bit_model: bool = False
+    # ZeRO-3 only: true gathers the sharded weights at every save, so checkpoints and the final
+    # folder hold a model.safetensors plain transformers loads; false skips the gather and keeps
+    # only DeepSpeed's shards (recover with zero_to_fp32.py). Without ZeRO-3 every rank holds
+    # the whole model and it is always saved, so false is refused there.
+    save_16bit_model: bool = True
     launcher: Literal["torchrun", "accelerate", "deepspeed"] = "torchrun"
     master_port: int = Field(29500, ge=1, le=65535)
     # Extra environment for every launched process (NCCL_SOCKET_IFNAME, NCCL_IB_HCA, …).
     env: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _world_size_from_sizes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("world_size") is None:
+            nnodes, nproc = data.get("nnodes", 1), data.get("nproc_per_node", 1)
+            if isinstance(nnodes, int) and isinstance(nproc, int):
+                data = {**data, "world_size": nnodes * nproc}
+        return data
 
     @model_validator(mode="after")
     def _world_size_matches(self) -> "DistributedConfig":

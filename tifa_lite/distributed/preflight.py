@@ -67,9 +67,12 @@ def mount_of(path: Path, mounts_file: str = "/proc/mounts") -> tuple[str, str] |
 
 
 def check_launch(
-    spec: LaunchSpec, config: RecipeConfig, hardware: Hardware, mounts_file: str = "/proc/mounts"
+    spec: LaunchSpec, config: RecipeConfig, hardware: Hardware, mounts_file: str = "/proc/mounts",
+    dry_run: bool = False,
 ) -> Preflight:
-    """Raise ConfigError for what cannot work; collect warnings for what might not."""
+    """Raise ConfigError for what cannot work; collect warnings for what might not. A dry run
+    only prints commands, so what this node lacks to run them (DeepSpeed) is a warning there:
+    the commands are often prepared on a laptop for the GPU nodes."""
     result = Preflight()
     if not 0 <= spec.node_rank < spec.nnodes:
         raise ConfigError(f"--node-rank {spec.node_rank}: must be between 0 and nnodes-1 = {spec.nnodes - 1}.")
@@ -98,12 +101,16 @@ def check_launch(
             f"CPU rehearsal: {spec.nnodes} 'nodes' on the loopback address {spec.master_addr} (gloo backend)."
         )
     if not on_gpu:
-        result.notes.append("no CUDA GPU here: DeepSpeed runs on its CPU accelerator with the gloo backend.")
+        runs = "DeepSpeed runs on its CPU accelerator" if config.distributed.deepspeed else "the ranks run"
+        result.notes.append(f"no CUDA GPU here: {runs} with the gloo backend.")
     if config.distributed.deepspeed and importlib.util.find_spec("deepspeed") is None:
-        raise ConfigError(
+        missing = (
             f"distributed.deepspeed={config.distributed.deepspeed} but DeepSpeed is not installed on this node: "
             "pip install 'tifa-lite[deepspeed]' (DS_BUILD_OPS=0 keeps the install from compiling CUDA ops)."
         )
+        if not dry_run:
+            raise ConfigError(missing)
+        result.warnings.append(missing + " Every node that runs these commands needs it.")
     if spec.launcher == "deepspeed" and len(spec.hosts) != spec.nnodes:
         raise ConfigError(
             f"--launcher deepspeed needs one host per node: got {len(spec.hosts)} host(s) for nnodes={spec.nnodes}. "

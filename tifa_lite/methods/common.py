@@ -69,10 +69,9 @@ def training_kwargs(run: Run) -> dict[str, Any]:
     if checkpointing:
         # Reentrant checkpointing breaks with frozen (LoRA) inputs; non-reentrant is the safe default.
         kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
-    if run.config.distributed.deepspeed:
-        from tifa_lite.distributed.runtime import training_arguments_kwargs
+    from tifa_lite.distributed.runtime import training_arguments_kwargs
 
-        kwargs.update(training_arguments_kwargs(run.config))
+    kwargs.update(training_arguments_kwargs(run.config))
     if t.eval_steps:
         kwargs.update(eval_strategy="steps", eval_steps=t.eval_steps)
     return kwargs

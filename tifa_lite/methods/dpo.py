@@ -2,7 +2,8 @@
 
 * dpo → ``trl.DPOTrainer``. With a LoRA/QLoRA ``peft_config`` TRL computes the reference
   log-probs with the adapter disabled, so the reference is the base already in memory
-  (no second model copy).
+  (no second model copy); full-parameter, TRL loads a second copy from the policy's source
+  (:mod:`tifa_lite.methods.reference`).
 * kto → ``trl.KTOTrainer`` (paired data is unpaired by TRL: chosen = desirable).
 * orpo → ``trl.experimental.orpo.ORPOTrainer`` (reference-free; ``dpo.beta`` is lambda).
 * simpo → ``trl.experimental.cpo.CPOTrainer`` with ``loss_type="simpo"`` and
@@ -19,6 +20,7 @@ from typing import Any
 from tifa_lite.data.preference import load_preference_splits, to_dataset
 from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run, compose_trainer, make_config
+from tifa_lite.methods.reference import reference_init_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,11 @@ def dpo_loss_types() -> set[str]:
     return set(re.findall(r"`'([a-z_]+)'`", help_text))
 
 
+def _reference_source(run: Run) -> dict[str, Any] | None:
+    # Precomputed reference log-probs need no reference model during training (TRL builds none).
+    return None if run.config.dpo.precompute_ref_log_probs else reference_init_kwargs(run)
+
+
 def method_kwargs(run: Run) -> dict[str, Any]:
     """The ``dpo:`` section → keyword arguments of the chosen TRL config class."""
     method, d, data = run.config.train.method, run.config.dpo, run.config.data
@@ -71,13 +78,13 @@ def method_kwargs(run: Run) -> dict[str, Any]:
                 f"{', '.join(sorted(known))}; for SimPO set train.method=simpo, for ORPO train.method=orpo."
             )
         kwargs.update(loss_type=losses, loss_weights=d.loss_weights,
-                      precompute_ref_log_probs=d.precompute_ref_log_probs)
+                      precompute_ref_log_probs=d.precompute_ref_log_probs, model_init_kwargs=_reference_source(run))
     elif method == "kto":
         loss = losses[0] if losses != ["sigmoid"] else "kto"
         if len(losses) > 1 or loss not in KTO_LOSSES:
             raise ConfigError(f"dpo.loss_type={d.loss_type} with train.method=kto: choose one of {KTO_LOSSES}.")
         kwargs.update(loss_type=loss, desirable_weight=d.desirable_weight, undesirable_weight=d.undesirable_weight,
-                      precompute_ref_log_probs=d.precompute_ref_log_probs)
+                      precompute_ref_log_probs=d.precompute_ref_log_probs, model_init_kwargs=_reference_source(run))
     elif method == "simpo":
         kwargs.update(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=d.simpo_gamma)
     if method in ("orpo", "simpo") and losses != ["sigmoid"]:

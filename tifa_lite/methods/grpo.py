@@ -13,6 +13,7 @@ import logging
 
 from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run, compose_trainer, make_config
+from tifa_lite.methods.reference import reference_init_kwargs
 from tifa_lite.rewards import R1_ZERO_REWARDS, build_rewards
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ def grpo_args(run: Run, reward_weights: list[float]):
         # load_model turns the KV cache off for training; TRL's generation config leaves use_cache unset, so
         # without this every sampled token re-runs the whole sequence (about 10x slower generation on a CPU).
         generation_kwargs={"use_cache": True},
+        model_init_kwargs=reference_init_kwargs(run) if g.beta else None,
     )
     if use_vllm:
         # Colocate: one process, vLLM shares the training GPU; the only mode a single cheap GPU can run.

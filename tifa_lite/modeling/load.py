@@ -11,7 +11,8 @@ import torch
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.console import stage
 from tifa_lite.hardware import Hardware, detect, resolve_precision, torch_dtype
-from tifa_lite.modeling.resolve import ResolvedModel, resolve_model
+from tifa_lite.distributed.runtime import local_rank
+from tifa_lite.modeling.resolve import ResolvedModel, resolve_model, source_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +23,7 @@ def load_tokenizer(config: RecipeConfig, resolved: ResolvedModel | None = None):
     from tifa_lite.templates import apply_chat_template_choice
 
     resolved = resolved or resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(
-        resolved.path,
-        gguf_file=resolved.gguf_file,
-        revision=config.model.revision,
-        trust_remote_code=config.model.trust_remote_code,
-    )
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, **source_kwargs(config.model, resolved))
     if tokenizer.pad_token is None:
         # Padding with EOS is safe because labels of padded positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -78,20 +74,19 @@ def load_model(config: RecipeConfig, precision: str, hardware: Hardware, resolve
     resolved = resolved or resolve_model(config.model)
     auto_cls = AutoModelForSequenceClassification if config.train.method == "reward" else AutoModelForCausalLM
     kwargs: dict[str, Any] = dict(
-        revision=config.model.revision,
-        trust_remote_code=config.model.trust_remote_code,
+        **source_kwargs(config.model, resolved),
         dtype=torch_dtype(precision),
         attn_implementation=attn_implementation(config, hardware),
     )
-    if resolved.gguf_file:
-        kwargs["gguf_file"] = resolved.gguf_file
     if config.train.method == "reward":
         kwargs["num_labels"] = 1
     quant = quantization_config(config, precision)
     if quant is not None:
         kwargs["quantization_config"] = quant
         if hardware.device == "cuda":
-            kwargs["device_map"] = {"": torch.cuda.current_device()}
+            # Under a launcher each rank owns its node's GPU number LOCAL_RANK; a 4-bit model
+            # cannot be moved after loading, so it must be quantised onto that GPU.
+            kwargs["device_map"] = {"": local_rank()}
     model = auto_cls.from_pretrained(resolved.path, **kwargs)
     model.config.use_cache = False
     # Recorded so merge/export can find the exact base again.

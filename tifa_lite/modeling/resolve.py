@@ -18,6 +18,16 @@ class ResolvedModel:
     origin: str = ""
 
 
+def source_kwargs(cfg: ModelConfig, resolved: ResolvedModel) -> dict:
+    """What ``from_pretrained(resolved.path, ...)`` needs besides the path to open exactly this
+    base: the revision, the GGUF file inside the folder, remote code. Every load of the base
+    (tokenizer, policy, the reference model TRL builds) passes the same."""
+    kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    if resolved.gguf_file:
+        kwargs["gguf_file"] = resolved.gguf_file
+    return kwargs
+
+
 def resolve_model(cfg: ModelConfig) -> ResolvedModel:
     name = cfg.name_or_path
     source = cfg.source

@@ -1,0 +1,77 @@
+"""Replacing a folder: at every moment the old or the new one exists in full, and a failure
+half-way leaves the old one in place."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tifa_lite import atomic
+from tifa_lite.atomic import replacing_dir, swap_dir
+
+
+def folders_holding(root: Path, name: str) -> list[str]:
+    return sorted(p.parent.name for p in root.glob(f"*/{name}"))
+
+
+@pytest.fixture
+def old_and_new(tmp_path):
+    target, new = tmp_path / "out", tmp_path / "out.partial"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    new.mkdir()
+    (new / "new.txt").write_text("new")
+    return target, new
+
+
+def test_swap_keeps_one_complete_folder_at_every_step(tmp_path, old_and_new, monkeypatch):
+    target, new = old_and_new
+    real_replace = os.replace
+    moments = []
+
+    def watched_replace(src, dst):
+        moments.append((folders_holding(tmp_path, "old.txt"), folders_holding(tmp_path, "new.txt")))
+        real_replace(src, dst)
+        moments.append((folders_holding(tmp_path, "old.txt"), folders_holding(tmp_path, "new.txt")))
+
+    monkeypatch.setattr(atomic.os, "replace", watched_replace)
+    swap_dir(new, target)
+    assert len(moments) == 4  # two renames: old aside, new in
+    assert all(old or new_ for old, new_ in moments)
+    assert all(old for old, _ in moments[:-1]), "the old folder may go only after the new one is in place"
+    assert (target / "new.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing set aside is left
+
+
+def test_swap_failing_midway_puts_the_old_folder_back(tmp_path, old_and_new, monkeypatch):
+    target, new = old_and_new
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(src) == new:
+            raise OSError("disk went away between the two renames")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk went away"):
+        swap_dir(new, target)
+    assert (target / "old.txt").read_text() == "old"
+    assert (new / "new.txt").read_text() == "new"  # left where it was, for another try
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.partial"]
+
+
+def test_replacing_dir_failing_midway_keeps_the_old_contents(tmp_path, old_and_new, monkeypatch):
+    target, _ = old_and_new
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if Path(dst) == target and ".partial-" in Path(src).name:
+            raise OSError("rename refused")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="rename refused"):
+        with replacing_dir(target) as staging:
+            (staging / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.partial"]  # the fixture's, untouched
