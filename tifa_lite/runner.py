@@ -85,6 +85,10 @@ def run_config(config: RecipeConfig) -> TrainResult:
     hardware = detect()
     # unsloth (when selected) must be imported before transformers to patch it.
     backend = preload_backend(config, hardware)
+    from tifa_lite import console
+
+    # Before the imports below: the first of them imports bitsandbytes, which warns on import.
+    console.quiet_libraries()
     from tifa_lite.distributed.runtime import (
         barrier, early_training_arguments, env_rank, env_world_size, is_main_process, load_report,
         prepare_distributed, weights_fingerprint,
@@ -103,10 +107,6 @@ def run_config(config: RecipeConfig) -> TrainResult:
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
     created = _prepare_work_dir(config, work_dir, resume_from)
-
-    from tifa_lite import console
-
-    console.quiet_libraries()
     try:
         # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
         early_args = early_training_arguments(config, work_dir, precision)
