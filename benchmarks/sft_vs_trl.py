@@ -47,7 +47,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+# The checkout this script is in, not whichever tifa_lite is installed: an older commit's
+# benchmark measures that commit's code.
+sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 ROLEPLAY = REPO / "data" / "roleplay_sheldon_sample.jsonl"
 SIDES, DOMAINS = ("trl", "ours"), ("all", "assistant")
@@ -247,7 +249,8 @@ def main() -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
-            sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+            sys.exit(f"{name} failed (exit status {proc.returncode}; -9 is a kill, e.g. out of memory):\n"
+                     f"{proc.stderr[-3000:]}")
         r = json.loads(line[7:])
         r["tok_per_s"] = r["tokens_real"] / r["runtime"]
         runs.append((name, r))
