@@ -60,6 +60,12 @@ def observed(monkeypatch):
     return seen
 
 
+def assert_length_grouped(batch_lengths):
+    """Batches are runs of neighbouring lengths (length_grouped_order), not random draws."""
+    ranges = sorted((min(b), max(b)) for b in batch_lengths)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:])), ranges
+
+
 def assert_run_outputs(out: Path, adapter: bool = True):
     assert out.is_dir() and not partial_dir(out).exists()
     names = {p.name for p in out.iterdir()}
@@ -77,17 +83,16 @@ def test_qlora_sft_from_the_shipped_recipe(tiny_model_dir, tmp_path, sample_data
     assert_run_outputs(result.output_dir)
     # train.gradient_checkpointing=false: one forward per layer (2) per step (3), no recomputation.
     assert observed["layer_forwards"] == 2 * 3
-    # Batches are runs of neighbouring lengths (length_grouped_order), not random draws.
-    ranges = sorted((min(b), max(b)) for b in observed["batch_lengths"])
-    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:])), ranges
+    assert_length_grouped(observed["batch_lengths"])
     report = json.loads((result.output_dir / "data_report.json").read_text())
     assert report["train_samples"] > 0 and report["trained_tokens"] < report["train_tokens"]
 
 
-def test_plain_lora_and_packing(tiny_model_dir, tmp_path, sample_data):
+def test_plain_lora_and_packing(tiny_model_dir, tmp_path, sample_data, observed):
     result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data,
                                               **{"quant.bits": None, "train.packing": True, "data.max_length": 1024}))
     assert_run_outputs(result.output_dir)
+    assert_length_grouped(observed["batch_lengths"])  # packed rows differ in length too
     report = json.loads((result.output_dir / "data_report.json").read_text())
     assert report["packed_rows"] < report["train_samples"]
 

@@ -23,8 +23,9 @@ def trainer_for_data(run: Run, data: BuiltData):
     run.data_report.update(data.report)
     rows = data.train
     lengths = [len(r["input_ids"]) for r in rows]
-    # Packed rows and CPT blocks are already of one length: nothing to group.
-    grouped = not run.config.train.packing and len(set(lengths)) > 1
+    # CPT blocks are all of one length: nothing to group. Packed rows are not (a row holds
+    # what fitted), so they are grouped too.
+    grouped = len(set(lengths)) > 1
     if grouped:
         # Batches of similar length, cut in this order by a sequential sampler (resumable:
         # the order is fixed by the seed). Every epoch repeats it.
