@@ -1,3 +1,5 @@
+import random
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -104,8 +106,6 @@ def batches_of(order, lengths, size):
 
 
 def test_length_grouped_order_cuts_batches_of_neighbouring_lengths():
-    import random
-
     lengths = [random.Random(1).randint(5, 500) for _ in range(43)]
     order = length_grouped_order(lengths, batch_size=8, seed=0)
     assert sorted(order) == list(range(43))

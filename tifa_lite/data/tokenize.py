@@ -1,5 +1,5 @@
 """Tokenisation with assistant-only loss masks, padding-free packing, and the row order
-and padding of unpacked batches.
+and padding of training batches.
 
 Why by hand: TRL's ``assistant_only_loss`` needs ``{% generation %}`` markers in the
 chat template, which most shipped templates (SmolLM2's, Qwen2.5's, ours when exported to
@@ -10,10 +10,9 @@ prefix-preserving template.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
-
-import random
 
 import torch
 
@@ -96,11 +95,11 @@ def length_grouped_order(lengths: list[int], batch_size: int, seed: int) -> list
     Rows are sorted by length (ties in random order), cut into batches, and the batches are
     shuffled; the one short batch, if any, goes last so that a sequential DataLoader cuts
     exactly these batches. Why not transformers' ``group_by_length`` sampler: it sorts only
-    inside random mega-batches of ``min(rows // (4 × batch), 50)`` batches, so a data set
-    under 64 batches is grouped in at most 4 mega-batches, and one under 8 batches not at all
-    (each mega-batch is one batch) — on 48 rows it padded more than plain random batches.
-    Every token of padding is computed like a real one on the CPU (TRL's fused LM head scores
-    padded positions too where it has no Triton kernel, as on the CPU), so padding is throughput lost.
+    inside random mega-batches of ``min(rows // (4 × batch), 50)`` batches, so a data set of
+    a few dozen batches is sorted only within quarters of it, and one of under 8 batches not
+    at all (each mega-batch is one batch: on 48 rows it padded more than random batches).
+    A padded position is computed like a real one (TRL's fused LM head scores every position
+    where it has no Triton kernel, as on the CPU), so padding is throughput lost.
     """
     rng = random.Random(seed)
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))

@@ -29,7 +29,8 @@ def trainer_for_data(run: Run, data: BuiltData):
     if grouped:
         # Batches of similar length, cut in this order by a sequential sampler (resumable:
         # the order is fixed by the seed). Every epoch repeats it.
-        rows = [rows[i] for i in length_grouped_order(lengths, run.config.train.per_device_batch_size, run.config.train.seed)]
+        order = length_grouped_order(lengths, run.config.train.per_device_batch_size, run.config.train.seed)
+        rows = [rows[i] for i in order]
     args = make_config(
         SFTConfig,
         run,
