@@ -14,7 +14,7 @@ Honest by construction:
   cannot add ``{% generation %}`` markers to SmolLM2's template). Compare within a domain.
 - Tokens are counted from the batches each trainer's own collator builds (see
   ``_sft_probe.py``): real tokens, padded tokens and loss tokens; tokens/s = real tokens /
-  the trainer's ``train_runtime``. Two sides whose real tokens differ are not compared.
+  the trainer's ``train_runtime``. Two sides whose real or loss tokens differ are not compared.
   ``step_cpu`` is the process CPU time of the training steps (all threads), a second view
   that other jobs on the machine disturb less than wall time.
 - ``--checkpointing on|off`` applies to both sides; each run reports the model's
@@ -192,16 +192,17 @@ def summarize(runs: list[tuple[str, dict]], args) -> None:
           f"{args.rows} rows, bs {args.batch}, max_len {args.max_length}, checkpointing {args.checkpointing}):")
     for name, m in med.items():
         print(f"  {name:24s} tok/s {m['tok_per_s']:7.1f}   peak RSS {m['peak_rss_mib']:6.0f} MiB")
-    print("\nratios within a loss domain (ours / plain TRL, medians):")
+    print("\nratios within a loss domain (ours / plain TRL, medians; 'all' = loss on every token, plain TRL's default on "
+          "messages; 'assistant' = loss on the assistant's tokens only, ours' default):")
     for domain in DOMAINS:
         for suffix in ("", "-packed"):
             for base_suffix in ("", "-packed"):
                 trl, ours = f"trl-{domain}{base_suffix}", f"ours-{domain}{suffix}"
                 if trl not in med or ours not in med:
                     continue
-                real = {by_variant[n][0]["tokens_real"] for n in (trl, ours)}
-                if len(real) != 1:
-                    print(f"  {ours} vs {trl}: trained on different real tokens {sorted(real)}, not comparable")
+                counts = {(by_variant[n][0]["tokens_real"], by_variant[n][0]["tokens_loss"]) for n in (trl, ours)}
+                if len(counts) != 1:
+                    print(f"  {ours} vs {trl}: different (real, loss) tokens {sorted(counts)}, not comparable")
                     continue
                 print(f"  {ours:24s} vs {trl:20s} throughput {med[ours]['tok_per_s'] / med[trl]['tok_per_s']:.2f}x"
                       f"   peak RSS {med[ours]['peak_rss_mib'] / med[trl]['peak_rss_mib']:.2f}x")
