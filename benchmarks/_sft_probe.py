@@ -38,6 +38,7 @@ class Ledger:
     is_gradient_checkpointing: bool | None = None
     sampler: str | None = None
     torch_threads: int | None = None
+    training_args: dict[str, Any] = field(default_factory=dict)
     collator: str | None = None
     trainer: Any = None
 
@@ -60,6 +61,8 @@ class Ledger:
             "is_gradient_checkpointing": self.is_gradient_checkpointing,
             "sampler": self.sampler,
             "torch_threads": self.torch_threads,
+            # Every TrainingArguments/SFTConfig value the trainer ran with, to diff two sides.
+            "training_args": self.training_args,
             "collator": self.collator,
             # What the trainer logged besides the loss (entropy, token accuracy …): metrics it computes every step.
             "logged_keys": sorted({k for entry in log for k in entry}),
@@ -110,6 +113,8 @@ def install(profile_step: int | None = None, profile_out: Path | None = None, ba
         sampler = self._get_train_sampler()
         ledger.sampler = type(sampler).__name__ if sampler is not None else None
         ledger.trainer = self
+        ledger.training_args = {k: v if isinstance(v, (int, float, str, bool, type(None))) else repr(v)
+                                for k, v in self.args.to_dict().items()}
         return original_loader(self)
 
     def training_step(self, model, inputs, *args, **kwargs):
