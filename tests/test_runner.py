@@ -37,26 +37,37 @@ def tiny_overrides(model_dir, out, sample_data, **extra):
 
 @pytest.fixture
 def observed(monkeypatch):
-    """The rows of every batch our collator builds, and the decoder layers' MLP forward calls
-    (activation checkpointing runs each layer's forward again in the backward). The MLP, not
-    the layer: replacing the layer's forward would drop transformers' checkpointing wrapper."""
+    """The rows of every training batch our collator builds, and the decoder layers' MLP
+    forward calls in training (activation checkpointing runs each layer's forward again in
+    the backward). The MLP, not the layer: replacing the layer's forward would drop
+    transformers' checkpointing wrapper. Evaluation (its batches and forwards) is left out."""
+    from transformers import Trainer
     from transformers.models.llama.modeling_llama import LlamaMLP
 
     from tifa_lite.data.tokenize import PaddingCollator
 
-    seen = {"batch_lengths": [], "layer_forwards": 0}
-    collate, forward = PaddingCollator.__call__, LlamaMLP.forward
+    seen = {"batch_lengths": [], "layer_forwards": 0, "evaluating": False}
+    collate, forward, evaluate = PaddingCollator.__call__, LlamaMLP.forward, Trainer.evaluate
 
     def recording_collate(self, rows):
-        seen["batch_lengths"].append([len(r["input_ids"]) for r in rows])
+        if not seen["evaluating"]:
+            seen["batch_lengths"].append([len(r["input_ids"]) for r in rows])
         return collate(self, rows)
 
     def counting_forward(self, *args, **kwargs):
-        seen["layer_forwards"] += 1
+        seen["layer_forwards"] += not seen["evaluating"]
         return forward(self, *args, **kwargs)
+
+    def flagged_evaluate(self, *args, **kwargs):
+        seen["evaluating"] = True
+        try:
+            return evaluate(self, *args, **kwargs)
+        finally:
+            seen["evaluating"] = False
 
     monkeypatch.setattr(PaddingCollator, "__call__", recording_collate)
     monkeypatch.setattr(LlamaMLP, "forward", counting_forward)
+    monkeypatch.setattr(Trainer, "evaluate", flagged_evaluate)
     return seen
 
 
