@@ -35,6 +35,48 @@ def tiny_overrides(model_dir, out, sample_data, **extra):
     return base
 
 
+@pytest.fixture
+def observed(monkeypatch):
+    """The rows of every training batch our collator builds, and the decoder layers' MLP
+    forward calls in training (activation checkpointing runs each layer's forward again in
+    the backward). The MLP, not the layer: replacing the layer's forward would drop
+    transformers' checkpointing wrapper. Evaluation (its batches and forwards) is left out."""
+    from transformers import Trainer
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    from tifa_lite.data.tokenize import PaddingCollator
+
+    seen = {"batch_lengths": [], "layer_forwards": 0, "evaluating": False}
+    collate, forward, evaluate = PaddingCollator.__call__, LlamaMLP.forward, Trainer.evaluate
+
+    def recording_collate(self, rows):
+        if not seen["evaluating"]:
+            seen["batch_lengths"].append([len(r["input_ids"]) for r in rows])
+        return collate(self, rows)
+
+    def counting_forward(self, *args, **kwargs):
+        seen["layer_forwards"] += not seen["evaluating"]
+        return forward(self, *args, **kwargs)
+
+    def flagged_evaluate(self, *args, **kwargs):
+        seen["evaluating"] = True
+        try:
+            return evaluate(self, *args, **kwargs)
+        finally:
+            seen["evaluating"] = False
+
+    monkeypatch.setattr(PaddingCollator, "__call__", recording_collate)
+    monkeypatch.setattr(LlamaMLP, "forward", counting_forward)
+    monkeypatch.setattr(Trainer, "evaluate", flagged_evaluate)
+    return seen
+
+
+def assert_length_grouped(batch_lengths):
+    """Batches are runs of neighbouring lengths (length_grouped_order), not random draws."""
+    ranges = sorted((min(b), max(b)) for b in batch_lengths)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:])), ranges
+
+
 def assert_run_outputs(out: Path, adapter: bool = True):
     assert out.is_dir() and not partial_dir(out).exists()
     names = {p.name for p in out.iterdir()}
@@ -46,26 +88,33 @@ def assert_run_outputs(out: Path, adapter: bool = True):
     assert len(losses) == 3 and all(loss > 0 for loss in losses)
 
 
-def test_qlora_sft_from_the_shipped_recipe(tiny_model_dir, tmp_path, sample_data):
+def test_qlora_sft_from_the_shipped_recipe(tiny_model_dir, tmp_path, sample_data, observed):
     result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data))
     assert result.global_step == 3 and result.config.is_qlora
     assert_run_outputs(result.output_dir)
+    # train.gradient_checkpointing=false: one forward per layer (2) per step (3), no recomputation.
+    assert observed["layer_forwards"] == 2 * 3
+    assert_length_grouped(observed["batch_lengths"])
     report = json.loads((result.output_dir / "data_report.json").read_text())
     assert report["train_samples"] > 0 and report["trained_tokens"] < report["train_tokens"]
 
 
-def test_plain_lora_and_packing(tiny_model_dir, tmp_path, sample_data):
+def test_plain_lora_and_packing(tiny_model_dir, tmp_path, sample_data, observed):
     result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data,
                                               **{"quant.bits": None, "train.packing": True, "data.max_length": 1024}))
     assert_run_outputs(result.output_dir)
+    assert_length_grouped(observed["batch_lengths"])  # packed rows differ in length too
     report = json.loads((result.output_dir / "data_report.json").read_text())
     assert report["packed_rows"] < report["train_samples"]
 
 
-def test_full_fine_tuning_by_keys(tiny_model_dir, tmp_path, sample_data):
+def test_full_fine_tuning_by_keys(tiny_model_dir, tmp_path, sample_data, observed):
     result = train(ROLEPLAY, **tiny_overrides(tiny_model_dir, tmp_path / "run", sample_data,
-                                              **{"quant.bits": None, "lora.enabled": False}))
+                                              **{"quant.bits": None, "lora.enabled": False,
+                                                 "train.gradient_checkpointing": True}))
     assert_run_outputs(result.output_dir, adapter=False)
+    # Checkpointing on: each layer's forward runs again in the backward.
+    assert observed["layer_forwards"] == 2 * 2 * 3
 
 
 def test_continued_pretraining_on_text(tiny_model_dir, tmp_path, sample_data):

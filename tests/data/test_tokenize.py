@@ -1,9 +1,17 @@
+import random
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tifa_lite.config.schema import ModelConfig
-from tifa_lite.data.tokenize import IGNORE_INDEX, PaddingCollator, encode_conversation, pack_sequences
+from tifa_lite.data.tokenize import (
+    IGNORE_INDEX,
+    PaddingCollator,
+    encode_conversation,
+    length_grouped_order,
+    pack_sequences,
+)
 from tifa_lite.templates import apply_chat_template_choice
 
 MESSAGES = [
@@ -86,3 +94,33 @@ def test_collator_pads_and_masks_labels():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7, IGNORE_INDEX], [8, IGNORE_INDEX, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+
+
+def test_collator_pads_to_the_longest_row_only_by_default():
+    rows = [{"input_ids": [5, 6, 7], "assistant_masks": [1, 1, 1]}, {"input_ids": [8], "assistant_masks": [1]}]
+    assert PaddingCollator(pad_token_id=0)(rows)["input_ids"].shape == (2, 3)
+
+
+def batches_of(order, lengths, size):
+    return [[lengths[i] for i in order[k:k + size]] for k in range(0, len(order), size)]
+
+
+def test_length_grouped_order_cuts_batches_of_neighbouring_lengths():
+    lengths = [random.Random(1).randint(5, 500) for _ in range(43)]
+    order = length_grouped_order(lengths, batch_size=8, seed=0)
+    assert sorted(order) == list(range(43))
+    batches = batches_of(order, lengths, 8)
+    assert [len(b) for b in batches] == [8] * 5 + [3]  # the one short batch last: a sequential loader cuts the same
+    # Each batch is a run of the sorted lengths, so no other grouping pads less.
+    ranges = sorted((min(b), max(b)) for b in batches)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:]))
+    padded = sum(len(b) * max(b) for b in batches)
+    ascending = sorted(lengths)
+    assert padded == sum(len(b) * max(b) for b in batches_of(list(range(43)), ascending, 8))
+
+
+def test_length_grouped_order_is_fixed_by_the_seed_and_shuffles_batches():
+    lengths = list(range(64, 0, -1))
+    assert length_grouped_order(lengths, 4, seed=3) == length_grouped_order(lengths, 4, seed=3)
+    firsts = {tuple(length_grouped_order(lengths, 4, seed=s)[:4]) for s in range(5)}
+    assert len(firsts) > 1  # not always shortest-first: the batch order is random

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datasets import Dataset
 
 from tifa_lite.data.build import BuiltData, build_sft_data
-from tifa_lite.data.tokenize import PaddingCollator
+from tifa_lite.data.tokenize import PaddingCollator, length_grouped_order
 from tifa_lite.methods.common import Run, compose_trainer, make_config
 
 
@@ -21,18 +21,27 @@ def trainer_for_data(run: Run, data: BuiltData):
     from trl import SFTConfig, SFTTrainer
 
     run.data_report.update(data.report)
+    rows = data.train
+    lengths = [len(r["input_ids"]) for r in rows]
+    # CPT blocks are all of one length: nothing to group. Packed rows are not (a row holds
+    # what fitted), so they are grouped too.
+    grouped = len(set(lengths)) > 1
+    if grouped:
+        # Batches of similar length, cut in this order by a sequential sampler (resumable:
+        # the order is fixed by the seed). Every epoch repeats it.
+        order = length_grouped_order(lengths, run.config.train.per_device_batch_size, run.config.train.seed)
+        rows = [rows[i] for i in order]
     args = make_config(
         SFTConfig,
         run,
         max_length=None,  # lengths were enforced (and counted) when the data was built
         packing=False,
         dataset_kwargs={"skip_prepare_dataset": True},
-        # Rows sorted into similar lengths waste less compute on padding.
-        train_sampling_strategy="group_by_length" if not run.config.train.packing else "random",
+        train_sampling_strategy="sequential" if grouped else "random",
     )
     return compose_trainer(
         SFTTrainer, run, args,
-        Dataset.from_list([{**s, "length": len(s["input_ids"])} for s in data.train]),
+        Dataset.from_list(rows),
         Dataset.from_list(data.eval) if data.eval else None,
         data_collator=PaddingCollator(pad_token_id=run.tokenizer.pad_token_id),
     )
