@@ -1,13 +1,26 @@
-"""What the machine can do, and the precision that follows from it."""
+"""What the machine can do, and the precision that follows from it.
+
+:func:`supports_bf16` is the one place that decides whether a GPU computes in bf16:
+the runtime (:func:`detect`, :func:`resolve_precision`), the planner's catalogue
+(``planner.hardware_catalog.gpu_from_detected``), FlashAttention-2's choice and the
+notebooks all read it. ``TIFA_LITE_NO_BF16=1`` makes it answer "no" on any GPU, i.e.
+treat the card as a T4: fp16 compute, no FlashAttention-2. That is how a T4 run is
+reproduced (and checked, ``tests/gpu``) on a newer card.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import torch
 
 log = logging.getLogger(__name__)
+
+NO_BF16_ENV = "TIFA_LITE_NO_BF16"
+# bf16 tensor-core math (and FlashAttention-2) start with Ampere, compute capability 8.0.
+AMPERE = (8, 0)
 
 
 @dataclass(frozen=True)
@@ -19,13 +32,42 @@ class Hardware:
     total_memory_gib: float | None
 
 
+def treated_as_t4() -> bool:
+    """The documented switch: ``TIFA_LITE_NO_BF16=1`` (any of 1/true/yes)."""
+    return os.environ.get(NO_BF16_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def supports_bf16(device_index: int = 0) -> bool:
+    """Whether CUDA device ``device_index`` computes in bf16: compute capability ≥ 8.0.
+
+    Not ``torch.cuda.is_bf16_supported()``: since torch 2.3 it defaults to
+    ``including_emulation=True`` and answers True on a T4 (7.5), where bf16 matmuls are
+    emulated: slow, and the NaN-prone path T4 users of other kits report."""
+    if treated_as_t4() or not torch.cuda.is_available():
+        return False
+    return tuple(torch.cuda.get_device_capability(device_index)) >= AMPERE
+
+
+def adapter_dtype(precision: str) -> torch.dtype:
+    """The dtype the trainable (LoRA adapter, head) weights are kept in for ``precision``.
+
+    fp32 unless compute is bf16. Under fp16 autocast the GradScaler needs fp32 master
+    weights, and bf16 (8 bits of mantissa) loses Adam's small updates: at a 2e-5
+    learning rate an update is ~1e-5 of a weight, below bf16's 2**-8 resolution.
+    With bf16 compute the adapters stay in bf16 (what TRL does for QLoRA, after the
+    QLoRA paper), because the measurement in benchmarks/results/precision.md found no
+    learning benefit of fp32 adapters there worth their memory (see that file).
+    """
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
 def detect() -> Hardware:
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return Hardware(
             device="cuda",
             gpu_name=props.name,
-            bf16=torch.cuda.is_bf16_supported(),
+            bf16=supports_bf16(0),
             gpu_count=torch.cuda.device_count(),
             total_memory_gib=props.total_memory / 2**30,
         )

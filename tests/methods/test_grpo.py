@@ -71,7 +71,8 @@ def test_grpo_args_map_the_recipe(tmp_path):
     assert args.max_completion_length == 200
     assert args.reward_weights == [1.0, 0.5, 0.5, 0.5, 2.0]
     assert args.use_vllm is select_vllm("auto")
-    assert args.generation_kwargs == {"use_cache": True}
+    # Nothing transformers-only: TRL hands generation_kwargs to vLLM's SamplingParams as well.
+    assert not args.generation_kwargs
 
 
 def test_trl_args_pass_through_and_unknown_names_fail(tmp_path):
