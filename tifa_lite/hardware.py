@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the planner reads this module without it
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +45,32 @@ def supports_bf16(device_index: int = 0) -> bool:
     Not ``torch.cuda.is_bf16_supported()``: since torch 2.3 it defaults to
     ``including_emulation=True`` and answers True on a T4 (7.5), where bf16 matmuls are
     emulated: slow, and the NaN-prone path T4 users of other kits report."""
+    import torch
+
     if treated_as_t4() or not torch.cuda.is_available():
         return False
     return tuple(torch.cuda.get_device_capability(device_index)) >= AMPERE
 
 
-def adapter_dtype(precision: str) -> torch.dtype:
-    """The dtype the trainable (LoRA adapter, head) weights are kept in for ``precision``.
+def adapter_dtype_name(precision: str) -> str:
+    """``"fp32"`` or ``"bf16"``: the dtype trainable (LoRA adapter, head) weights are kept in.
 
     fp32 unless compute is bf16. Under fp16 autocast the GradScaler needs fp32 master
     weights, and bf16 (8 bits of mantissa) loses Adam's small updates: at a 2e-5
     learning rate an update is ~1e-5 of a weight, below bf16's 2**-8 resolution.
-    With bf16 compute the adapters stay in bf16 (what TRL does for QLoRA, after the
-    QLoRA paper), because the measurement in benchmarks/results/precision.md found no
-    learning benefit of fp32 adapters there worth their memory (see that file).
+    PENDING: the bf16-compute case follows benchmarks/results/precision.md.
     """
-    return torch.bfloat16 if precision == "bf16" else torch.float32
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+def adapter_dtype(precision: str) -> "torch.dtype":
+    """:func:`adapter_dtype_name` as a torch dtype."""
+    return torch_dtype(adapter_dtype_name(precision))
 
 
 def detect() -> Hardware:
+    import torch
+
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return Hardware(
@@ -72,6 +81,15 @@ def detect() -> Hardware:
             total_memory_gib=props.total_memory / 2**30,
         )
     return Hardware(device="cpu", gpu_name=None, bf16=False, gpu_count=0, total_memory_gib=None)
+
+
+def native_precision(hardware: Hardware | None = None) -> str:
+    """What this machine computes in best: bf16 on a GPU that has it, fp16 on older GPUs
+    (T4), fp32 on the CPU (what ``precision: auto`` and a merge's ``dtype: auto`` pick)."""
+    hardware = hardware or detect()
+    if hardware.device == "cpu":
+        return "fp32"
+    return "bf16" if hardware.bf16 else "fp16"
 
 
 def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
@@ -88,12 +106,14 @@ def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
             log.warning("No CUDA GPU found: training in fp32 on the CPU (slow; fine for tests and rehearsals).")
         return "fp32"
     if requested == "auto":
-        return "bf16" if hardware.bf16 else "fp16"
+        return native_precision(hardware)
     if requested == "bf16" and not hardware.bf16:
         log.warning("%s has no bf16: switching precision to fp16.", hardware.gpu_name)
         return "fp16"
     return requested
 
 
-def torch_dtype(precision: str) -> torch.dtype:
+def torch_dtype(precision: str) -> "torch.dtype":
+    import torch
+
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
