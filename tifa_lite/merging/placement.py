@@ -53,3 +53,14 @@ def plan_check(weights_dtype: str, param_bytes_fp32: int, gpu_free: int | None, 
 
 def _gib(n: int) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+def describe_for_card(weights_dtype: str, param_bytes_fp32: int, gpu_memory: int | None) -> str:
+    """One line for ``tifa-lite plan``: where the merge self-check of this model will run on a card
+    (a whole card: the check runs after training), before RAM is known."""
+    need = gpu_bytes_needed(weights_dtype, param_bytes_fp32)
+    if gpu_memory is not None and need <= gpu_memory:
+        return f"{_gib(need)} on the GPU in {weights_dtype}: fits"
+    card = "no GPU" if gpu_memory is None else f"needs {_gib(need)} in {weights_dtype}, more than the card's {_gib(gpu_memory)}"
+    return (f"{card}: runs in fp32 on the CPU with {_gib(2 * param_bytes_fp32)} free RAM, "
+            f"else split between the GPU and RAM")
