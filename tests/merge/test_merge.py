@@ -231,34 +231,11 @@ def test_checkpoint_folder_finds_the_run_files_beside_it(tiny_model_dir, lora_ad
     assert resolve_base(info).path == tiny_model_dir.resolve()
 
 
-def _reward_adapter(base_dir: Path, out: Path) -> Path:
-    """A SEQ_CLS LoRA adapter with a trained one-logit score head, as train.method=reward saves it."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="SEQ_CLS"))
-    batch = tokenizer(["A kind and helpful answer.", "A rude reply."], return_tensors="pt", padding=True)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
-    for _ in range(3):
-        scores = model(**batch).logits.squeeze(-1)
-        loss = -torch.nn.functional.logsigmoid(scores[0] - scores[1])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 def test_reward_adapter_merges_into_a_classifier_that_keeps_its_head(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    adapter = _reward_adapter(tiny_model_dir, tmp_path / "reward")
+    adapter = train_adapter(tiny_model_dir, tmp_path / "reward", reward=True)
     out = tmp_path / "merged"
     report = tifa_lite.merge(adapter, out, dtype="fp32", base=str(tiny_model_dir))
 
@@ -271,7 +248,7 @@ def test_reward_adapter_merges_into_a_classifier_that_keeps_its_head(tiny_model_
     assert any("score head" in note for note in report["notes"])
 
     tokenizer = AutoTokenizer.from_pretrained(out)
-    batch = tokenizer(["A kind and helpful answer.", "A rude reply."], return_tensors="pt", padding=True)
+    batch = tokenizer(["The sea is wide and deep.", "Two plus two is four."], return_tensors="pt", padding=True)
     merged = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
     base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1, dtype=torch.float32)
     base.config.pad_token_id = tokenizer.pad_token_id
@@ -283,7 +260,7 @@ def test_reward_adapter_merges_into_a_classifier_that_keeps_its_head(tiny_model_
 def test_reward_adapter_without_its_head_is_refused(tiny_model_dir, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    adapter = _reward_adapter(tiny_model_dir, tmp_path / "reward")
+    adapter = train_adapter(tiny_model_dir, tmp_path / "reward", reward=True)
     tensors = {k: v for k, v in load_file(adapter / "adapter_model.safetensors").items() if "score" not in k}
     save_file(tensors, adapter / "adapter_model.safetensors")
     with pytest.raises(MergeError, match="random head"):

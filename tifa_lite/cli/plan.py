@@ -75,7 +75,7 @@ def _as_json(plan, gpu, ok, changes, fitted_plan, shape) -> dict:
 
 
 def merge_check_line(plan, gpu, shape) -> str:
-    from tifa_lite.merging.placement import describe_for_card
+    from tifa_lite.planner.merge_check import describe_for_card
 
     dtype = "fp32" if gpu is None else ("bf16" if gpu.bf16 else "fp16")
     return describe_for_card(dtype, shape.total_params * 4, int(gpu.memory_gib * 2**30) if gpu else None)

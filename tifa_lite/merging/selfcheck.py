@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from tifa_lite.merging.adapter import ModelLoader
-from tifa_lite.merging.placement import GPU_RESERVE, CheckPlacement, plan_check
+from tifa_lite.planner.merge_check import GPU_RESERVE, CheckPlacement, plan_check
 
 log = logging.getLogger(__name__)
 

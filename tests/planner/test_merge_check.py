@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tifa_lite.merging.placement import describe_for_card, gpu_bytes_needed, plan_check
+from tifa_lite.planner.merge_check import describe_for_card, gpu_bytes_needed, plan_check
 
 GIB = 2**30
 QWEN7B_FP32 = int(7.62e9 * 4)  # Qwen2.5-7B: 7.62B parameters
