@@ -13,6 +13,7 @@ import torch
 
 from tifa_lite.atomic import replacing_dir
 from tifa_lite.errors import ConfigError
+from tifa_lite.hardware import torch_dtype as to_torch_dtype
 from tifa_lite.merging import stream
 from tifa_lite.merging.adapter import (
     AdapterInfo,
@@ -23,7 +24,7 @@ from tifa_lite.merging.adapter import (
     read_adapter,
     resolve_base,
 )
-from tifa_lite.merging.selfcheck import DTYPES, self_check
+from tifa_lite.merging.selfcheck import DTYPE_NAMES, self_check
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ def merge(
         from tifa_lite.hardware import native_precision
 
         dtype = native_precision()
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)} or auto.")
-    torch_dtype = DTYPES[dtype]
+    if dtype not in DTYPE_NAMES.values():
+        raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(DTYPE_NAMES.values())} or auto.")
+    torch_dtype = to_torch_dtype(dtype)
     output = Path(output).expanduser().resolve()
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
+from tifa_lite.hardware import torch_dtype
 from tifa_lite.merging.adapter import ModelLoader
 from tifa_lite.planner.merge_check import GPU_RESERVE, CheckPlacement, plan_check
 
 log = logging.getLogger(__name__)
-
 
 PROMPTS = [
     [{"role": "user", "content": "Hello! Who are you?"}],
@@ -40,8 +40,7 @@ RAW_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 # agree to ~1e-4). When it cannot measure (the check runs in the 16-bit dtype itself: a
 # GPU, or a model too large for fp32 in RAM) it uses FALLBACK. A merge that drops or
 # rescales ΔW is off by the adapter's whole effect; a merge into NF4 by several units.
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 FLOOR = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.01}
 FALLBACK = {torch.float32: 1e-3, torch.bfloat16: 1.0, torch.float16: 0.25}
 
@@ -108,7 +107,7 @@ def _load(path: str, plan: CheckPlacement, weights_dtype: torch.dtype, loader: M
     model = loader.auto_class.from_pretrained(path, **kwargs)
     if plan.placement == "cpu":
         # Round to the output dtype first (what the merged file holds), then compute in fp32 or it.
-        model = model.to(DTYPES[plan.compute])
+        model = model.to(torch_dtype(plan.compute))
     return model.eval()
 
 
@@ -130,7 +129,7 @@ def self_check(
     loader = loader or ModelLoader.causal_lm()
     plan = plan or plan_check(DTYPE_NAMES[weights_dtype], param_bytes_fp32, *free_memory())
     device = "cpu" if plan.placement == "cpu" else "cuda"  # inputs go where the first layers are
-    compute = DTYPES[plan.compute]
+    compute = torch_dtype(plan.compute)
     inputs = encode_prompts(tokenizer)
     greedy = loader.head is None  # a reward model scores; it does not generate
 
