@@ -39,7 +39,7 @@ pyarrow, xxhash) but no trl, bitsandbytes, datasets or pydantic, e.g. the lent H
     typing-extensions==4.16.0
 
 (bitsandbytes is tagged manylinux_2_24 only; datasets 5.0.1 asks pyarrow >= 21, 5.1+ asks
->= 24.) Keep .gpu-wheels out of git (.git/info/exclude), then on the GPU box:
+>= 24.) .gitignore keeps .gpu-wheels out of git. Then, on the GPU box:
 
   bash scripts/gpu_check.sh --wheels .gpu-wheels
 
