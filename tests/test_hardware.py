@@ -48,11 +48,11 @@ def test_no_bf16_without_cuda():
     assert hardware.native_precision() == "fp32"
 
 
-def test_adapters_are_fp32_unless_compute_is_bf16():
-    assert hardware.adapter_dtype("fp32") == torch.float32
-    assert hardware.adapter_dtype("fp16") == torch.float32
-    assert hardware.adapter_dtype(hardware.adapter_dtype_name("bf16")) == hardware.adapter_dtype("bf16")
-    assert hardware.adapter_dtype_name("bf16") in ("bf16", "fp32")
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+def test_adapters_are_fp32_under_every_precision(precision):
+    # benchmarks/results/precision.md: bf16 adapters lost 95% of lora_A's updates at 2e-5.
+    assert hardware.adapter_dtype(precision) == torch.float32
+    assert hardware.adapter_dtype_name(precision) == "fp32"
 
 
 @pytest.mark.parametrize("name, capability, memory", [("Tesla T4", (7, 5), 14.74), ("NVIDIA A10", (8, 6), 22.06),
