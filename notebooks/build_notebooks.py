@@ -154,8 +154,7 @@ def quickstart(platform: str) -> nbformat.NotebookNode:
         new_code_cell(
             "from tifa_lite import merge\n\n"
             "MERGED = OUTPUT_ROOT / 'sft_roleplay_merged'\n"
-            "dtype = 'fp32' if not torch.cuda.is_available() else ('bf16' if torch.cuda.is_bf16_supported() else 'fp16')\n"
-            "report = merge(result.output_dir, MERGED, dtype=dtype, overwrite=True, check=not TINY)\n"
+            "report = merge(result.output_dir, MERGED, dtype='auto', overwrite=True, check=not TINY)  # bf16 / fp16 (T4) / fp32 (CPU)\n"
             "print(report['method'], report.get('self_check', {}).get('passed', 'self-check skipped (cpu-tiny)'))"
         ),
         new_markdown_cell("## 5. Chat\n\nSampling comes from the recipe's `sampling:` section (Tifa's recommendation: temperature 0.4, top_p 0.6, repetition_penalty 1.17). `<think>` blocks are stripped from the history sent back."),

@@ -80,3 +80,32 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
     return SAMPLE_DATA
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """Make the ``torch.cuda`` queries tifa_lite reads answer like a GPU: call the fixture's
+    value with the card (default a Colab T4). ``is_bf16_supported`` answers True, as torch
+    2.13 does on a T4 through emulation, so code that asks it instead of the capability is
+    caught. Nothing is allocated: tests use it for decisions, not tensors."""
+    import types
+
+    import torch
+
+    monkeypatch.delenv("TIFA_LITE_NO_BF16", raising=False)
+
+    def set_gpu(capability=(7, 5), name="Tesla T4", memory_gib=14.74, free_gib=None):
+        props = types.SimpleNamespace(name=name, total_memory=int(memory_gib * 2**30), major=capability[0],
+                                      minor=capability[1])
+        free = int((memory_gib if free_gib is None else free_gib) * 2**30)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, props.total_memory))
+        return props
+
+    return set_gpu

@@ -1,13 +1,28 @@
-"""What the machine can do, and the precision that follows from it."""
+"""What the machine can do, and the precision that follows from it.
+
+:func:`supports_bf16` is the one place that decides whether a GPU computes in bf16:
+the runtime (:func:`detect`, :func:`resolve_precision`), the planner's catalogue
+(``planner.hardware_catalog.gpu_from_detected``), FlashAttention-2's choice and the
+notebooks all read it. ``TIFA_LITE_NO_BF16=1`` makes it answer "no" on any GPU, i.e.
+treat the card as a T4: fp16 compute, no FlashAttention-2. That is how a T4 run is
+reproduced (and checked, ``tests/gpu``) on a newer card.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the planner reads this module without it
+    import torch
 
 log = logging.getLogger(__name__)
+
+NO_BF16_ENV = "TIFA_LITE_NO_BF16"
+# bf16 tensor-core math (and FlashAttention-2) start with Ampere, compute capability 8.0.
+AMPERE = (8, 0)
 
 
 @dataclass(frozen=True)
@@ -19,17 +34,67 @@ class Hardware:
     total_memory_gib: float | None
 
 
+def treated_as_t4() -> bool:
+    """The documented switch: ``TIFA_LITE_NO_BF16=1`` (any of 1/true/yes)."""
+    return os.environ.get(NO_BF16_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def supports_bf16(device_index: int = 0) -> bool:
+    """Whether CUDA device ``device_index`` computes in bf16: compute capability ≥ 8.0.
+
+    Not ``torch.cuda.is_bf16_supported()``: since torch 2.3 it defaults to
+    ``including_emulation=True`` and answers True on a T4 (7.5), where bf16 matmuls are
+    emulated: slow, and the NaN-prone path T4 users of other kits report."""
+    import torch
+
+    if treated_as_t4() or not torch.cuda.is_available():
+        return False
+    return tuple(torch.cuda.get_device_capability(device_index)) >= AMPERE
+
+
+def adapter_dtype_name(precision: str) -> str:
+    """The dtype trainable weights (LoRA adapters, a reward model's score head) are kept in:
+    ``"fp32"`` under every precision, bf16 compute included.
+
+    TRL 1.16 stores a quantised model's trainable weights in bf16 (after the QLoRA paper);
+    bf16 keeps 8 bits of mantissa, so an Adam update smaller than ~2**-9 of a weight is
+    lost. Measured (benchmarks/results/precision.md, QLoRA GRPO at the recipes' 2e-5, 12
+    steps): 95% of the lora_A weights stored in bf16 never moved, none in fp32. Under fp16
+    compute the GradScaler needs fp32 weights anyway. The cost is 2 bytes more per trainable
+    parameter for the weight and each of its gradient and two Adam moments (the planner
+    counts it: +1.5 GiB for the 7B r64 A10 recipes, +0.26 GiB for the r16 GRPO one).
+    ``precision`` stays the argument so a future exception has one place to go.
+    """
+    return "fp32"
+
+
+def adapter_dtype(precision: str) -> "torch.dtype":
+    """:func:`adapter_dtype_name` as a torch dtype."""
+    return torch_dtype(adapter_dtype_name(precision))
+
+
 def detect() -> Hardware:
+    import torch
+
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return Hardware(
             device="cuda",
             gpu_name=props.name,
-            bf16=torch.cuda.is_bf16_supported(),
+            bf16=supports_bf16(0),
             gpu_count=torch.cuda.device_count(),
             total_memory_gib=props.total_memory / 2**30,
         )
     return Hardware(device="cpu", gpu_name=None, bf16=False, gpu_count=0, total_memory_gib=None)
+
+
+def native_precision(hardware: Hardware | None = None) -> str:
+    """What this machine computes in best: bf16 on a GPU that has it, fp16 on older GPUs
+    (T4), fp32 on the CPU (what ``precision: auto`` and a merge's ``dtype: auto`` pick)."""
+    hardware = hardware or detect()
+    if hardware.device == "cpu":
+        return "fp32"
+    return "bf16" if hardware.bf16 else "fp16"
 
 
 def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
@@ -46,12 +111,14 @@ def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
             log.warning("No CUDA GPU found: training in fp32 on the CPU (slow; fine for tests and rehearsals).")
         return "fp32"
     if requested == "auto":
-        return "bf16" if hardware.bf16 else "fp16"
+        return native_precision(hardware)
     if requested == "bf16" and not hardware.bf16:
         log.warning("%s has no bf16: switching precision to fp16.", hardware.gpu_name)
         return "fp16"
     return requested
 
 
-def torch_dtype(precision: str) -> torch.dtype:
+def torch_dtype(precision: str) -> "torch.dtype":
+    import torch
+
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]

@@ -180,12 +180,9 @@ def _merged_complete(folder: Path) -> bool:
 def merge_dtype(choice: str) -> str:
     if choice != "auto":
         return choice
-    from tifa_lite.hardware import detect
+    from tifa_lite.hardware import native_precision
 
-    hardware = detect()
-    if hardware.device == "cuda":
-        return "bf16" if hardware.bf16 else "fp16"
-    return "fp32"
+    return native_precision()
 
 
 def plan(spec: PipelineSpec, pipeline_dir: Path) -> list[dict[str, Any]]:

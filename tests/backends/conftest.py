@@ -1,12 +1,11 @@
-"""Fixtures for backend tests: a stand-in for the `unsloth` package (no GPU here) and
-a stubbed CUDA GPU.
+"""Fixtures for backend tests: a stand-in for the `unsloth` package (no GPU here, and
+unsloth has never run for real in this project) and a stubbed CUDA GPU.
 
-The fake unsloth:
-
-Its two entry points have unsloth's parameter names and no ``**kwargs``, so a
-misspelt or invented keyword fails here as it would be silently swallowed there.
-They do what unsloth does, minus the Triton kernels: load the checkpoint with
-transformers, and wrap it with a PEFT LoRA built from the keywords received.
+Tests that use the stand-in are contract tests of our call shape, not tests of unsloth:
+its two entry points have unsloth's parameter names and no ``**kwargs``, so a misspelt
+or invented keyword fails here as it would be silently swallowed there. They do what
+unsloth does, minus the Triton kernels: load the checkpoint with transformers, and wrap
+it with a PEFT LoRA built from the keywords received.
 """
 
 from __future__ import annotations
@@ -90,8 +89,8 @@ class FakeFastLanguageModel:
 
 
 @pytest.fixture
-def unsloth_present(monkeypatch) -> type[FakeFastLanguageModel]:
-    """The fake in sys.modules with a real ModuleSpec, so importlib.util.find_spec finds it."""
+def unsloth_stand_in(monkeypatch) -> type[FakeFastLanguageModel]:
+    """The stand-in in sys.modules with a real ModuleSpec, so importlib.util.find_spec finds it."""
     module = types.ModuleType("unsloth")
     module.__spec__ = importlib.machinery.ModuleSpec("unsloth", loader=None)
     module.FastLanguageModel = FakeFastLanguageModel

@@ -1,5 +1,6 @@
-"""Backend selection: unsloth only when installed, on a supported CUDA GPU, and when the
-recipe needs nothing unsloth would change; otherwise transformers, with the reason."""
+"""Backend selection: ``auto`` is transformers (unsloth has not run for real here); an
+explicit ``unsloth`` only when installed, recent enough, on a supported CUDA GPU, and when
+the recipe needs nothing unsloth would change; otherwise transformers, with the reason."""
 
 from __future__ import annotations
 
@@ -35,19 +36,34 @@ class ImportSpy(importlib.abc.MetaPathFinder):
         return None
 
 
-def test_auto_picks_unsloth_on_supported_gpu_when_installed(gpu_capability, unsloth_present):
-    name, reason = select_backend(recipe(), T4)
+def test_auto_never_picks_unsloth_even_where_it_could_run(gpu_capability, unsloth_stand_in, caplog):
+    with caplog.at_level(logging.INFO, logger="tifa_lite.backends.select"):
+        name, reason = select_backend(recipe(), T4)
+    assert name == "transformers"
+    assert "not been run for real" in reason and "model.backend=unsloth" in reason
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0]
+
+
+def test_explicit_unsloth_on_a_supported_gpu_when_installed(gpu_capability, unsloth_stand_in, caplog):
+    name, reason = select_backend(recipe(model={"backend": "unsloth"}), T4)
     assert name == "unsloth"
     assert "Tesla T4" in reason
+    assert "contract-tested, not run for real" in caplog.text
 
 
-def test_auto_on_cpu_uses_transformers_and_says_why(unsloth_present, caplog):
-    with caplog.at_level(logging.INFO, logger="tifa_lite.backends.select"):
-        name, reason = select_backend(recipe(), CPU)
-    assert name == "transformers"
-    assert "no CUDA GPU" in reason
-    lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 1 and "\n" not in lines[0] and "no CUDA GPU" in lines[0]
+@pytest.mark.parametrize("installed, blocked", [("2024.12.4", True), ("2025.3.19", False), ("2026.1.2", False),
+                                                 ("not-a-version", True)])
+def test_explicit_unsloth_older_than_the_api_we_call_falls_back(gpu_capability, unsloth_stand_in, monkeypatch,
+                                                                installed, blocked):
+    import importlib.metadata
+
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed if name == "unsloth" else real(name))
+    name, reason = select_backend(recipe(model={"backend": "unsloth"}), T4)
+    assert (name == "transformers") is blocked
+    if blocked:
+        assert select.MIN_VERSION in reason
 
 
 def test_unsloth_requested_but_not_installed_falls_back_with_one_warning(gpu_capability, unsloth_absent, caplog):
@@ -60,12 +76,12 @@ def test_unsloth_requested_but_not_installed_falls_back_with_one_warning(gpu_cap
     assert warnings[0].getMessage().startswith("model.backend=unsloth: loading with transformers instead")
 
 
-def test_unsloth_requested_on_cpu_falls_back(unsloth_present):
+def test_unsloth_requested_on_cpu_falls_back(unsloth_stand_in):
     name, reason = select_backend(recipe(model={"backend": "unsloth"}), CPU)
     assert (name, "no CUDA GPU" in reason) == ("transformers", True)
 
 
-def test_gpu_below_compute_capability_7_falls_back(gpu_capability, unsloth_present):
+def test_gpu_below_compute_capability_7_falls_back(gpu_capability, unsloth_stand_in):
     gpu_capability((6, 1))
     old = Hardware(device="cuda", gpu_name="GeForce GTX 1080", bf16=False, gpu_count=1, total_memory_gib=8.0)
     name, reason = select_backend(recipe(model={"backend": "unsloth"}), old)
@@ -73,7 +89,7 @@ def test_gpu_below_compute_capability_7_falls_back(gpu_capability, unsloth_prese
     assert "6.1" in reason and "7.0" in reason
 
 
-def test_explicit_transformers_wins_even_when_unsloth_could_run(gpu_capability, unsloth_present):
+def test_explicit_transformers_wins_even_when_unsloth_could_run(gpu_capability, unsloth_stand_in):
     assert select_backend(recipe(model={"backend": "transformers"}), T4)[0] == "transformers"
 
 
@@ -92,19 +108,19 @@ def test_explicit_transformers_wins_even_when_unsloth_could_run(gpu_capability, 
         ({"quant": {"bits": None}, "lora": {"enabled": False}}, "lora.enabled=false"),
     ],
 )
-def test_recipe_settings_unsloth_would_change_fall_back(gpu_capability, unsloth_present, sections, expected):
+def test_recipe_settings_unsloth_would_change_fall_back(gpu_capability, unsloth_stand_in, sections, expected):
     name, reason = select_backend(recipe(model={"backend": "unsloth"}, **sections), T4)
     assert name == "transformers"
     assert expected in reason
 
 
-def test_16bit_lora_and_embedding_training_stay_on_unsloth(gpu_capability, unsloth_present):
-    config = recipe(quant={"bits": None}, lora={"modules_to_save": ["lm_head", "embed_tokens"]})
+def test_16bit_lora_and_embedding_training_stay_on_unsloth(gpu_capability, unsloth_stand_in):
+    config = recipe(model={"backend": "unsloth"}, quant={"bits": None}, lora={"modules_to_save": ["lm_head", "embed_tokens"]})
     assert select_backend(config, T4)[0] == "unsloth"
 
 
-def test_selection_leaves_the_recipe_unchanged(gpu_capability, unsloth_present):
-    config = recipe(model={"backend": "auto"}, lora={"r": 8})
+def test_selection_leaves_the_recipe_unchanged(gpu_capability, unsloth_stand_in):
+    config = recipe(model={"backend": "unsloth"}, lora={"r": 8})
     before = dump_config(config)
     assert select_backend(config, T4)[0] == "unsloth"
     assert select_backend(config, CPU)[0] == "transformers"
@@ -132,13 +148,14 @@ def test_cuda_capability_is_none_without_a_gpu():
     assert select.cuda_capability(CPU) is None
 
 
-def test_preload_imports_unsloth_only_when_chosen(gpu_capability, unsloth_present, monkeypatch):
+def test_preload_imports_unsloth_only_when_chosen(gpu_capability, unsloth_stand_in, monkeypatch):
     from tifa_lite.backends import preload_backend
 
-    assert preload_backend(recipe(), T4) == "unsloth"  # the fake module satisfies the import
+    assert preload_backend(recipe(model={"backend": "unsloth"}), T4) == "unsloth"  # the stand-in satisfies the import
     monkeypatch.delitem(sys.modules, "unsloth")
     spy = ImportSpy()
     monkeypatch.setattr(sys, "meta_path", [spy, *sys.meta_path])
-    assert preload_backend(recipe(), CPU) == "transformers"
+    assert preload_backend(recipe(model={"backend": "unsloth"}), CPU) == "transformers"
+    assert preload_backend(recipe(), T4) == "transformers"
     assert preload_backend(recipe(model={"backend": "transformers"}), T4) == "transformers"
     assert spy.attempts == []

@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 
 
-def train_adapter(base_dir: Path, out: Path, *, qlora: bool = False, steps: int = 3, **lora_kwargs) -> Path:
+def train_adapter(base_dir: Path, out: Path, *, qlora: bool = False, reward: bool = False, steps: int = 3,
+                  **lora_kwargs) -> Path:
+    """``reward=True``: a SEQ_CLS adapter with a trained one-logit score head (what
+    train.method=reward saves), trained on a pairwise Bradley-Terry loss."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
     kwargs = {"dtype": torch.float32}
     if qlora:
@@ -20,15 +23,24 @@ def train_adapter(base_dir: Path, out: Path, *, qlora: bool = False, steps: int 
             bnb_4bit_quant_storage=torch.float32,
         )
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", **lora_kwargs)
-    model = get_peft_model(model, config)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    if reward:
+        model = AutoModelForSequenceClassification.from_pretrained(base_dir, num_labels=1, **kwargs)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        lora_kwargs.setdefault("task_type", "SEQ_CLS")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_dir, **kwargs)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules="all-linear", **lora_kwargs)
+    model = get_peft_model(model, config)
     batch = tokenizer(["The sea is wide and deep.", "Two plus two is four."], return_tensors="pt", padding=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
     for _ in range(steps):
-        loss = model(**batch, labels=batch["input_ids"]).loss
+        if reward:  # the first text is the preferred one
+            scores = model(**batch).logits.squeeze(-1)
+            loss = -torch.nn.functional.logsigmoid(scores[0] - scores[1])
+        else:
+            loss = model(**batch, labels=batch["input_ids"]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

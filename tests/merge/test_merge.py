@@ -51,6 +51,8 @@ def test_lora_merge_matches_peft_and_writes_a_complete_model(tiny_model_dir, lor
     assert report["self_check"]["passed"] and report["self_check"]["max_logit_diff_vs_base_plus_adapter"] < 1e-3
     assert report["self_check"]["adapter_effect_max_logit_diff"] > 0.01
     assert report["self_check"]["greedy_agreement"] == 1.0
+    assert report["self_check"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert report["self_check"]["placement_reason"]
     assert report["no_op"] is False and report["weights"]["changed_tensors"] == 14  # 7 Linear × 2 layers
     assert json.loads((out / "merge_report.json").read_text())["self_check"]["passed"]
     # Sharded, with the index transformers reads; same tensors as PEFT's full-model merge.
@@ -227,3 +229,41 @@ def test_checkpoint_folder_finds_the_run_files_beside_it(tiny_model_dir, lora_ad
     info = read_adapter(run / "checkpoint-2")
     assert info.sampling == {"temperature": 0.2}
     assert resolve_base(info).path == tiny_model_dir.resolve()
+
+
+def test_reward_adapter_merges_into_a_classifier_that_keeps_its_head(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    adapter = train_adapter(tiny_model_dir, tmp_path / "reward", reward=True)
+    out = tmp_path / "merged"
+    report = tifa_lite.merge(adapter, out, dtype="fp32", base=str(tiny_model_dir))
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["pad_token_id"] is not None
+    assert "score.weight" in _state(out) and "lm_head.weight" not in _state(out)
+    check = report["self_check"]
+    assert check["passed"] and check["compared"] == "scores of the score head" and check["greedy_agreement"] is None
+    assert check["adapter_effect_max_logit_diff"] > 1e-3  # the LoRA part moves the scores beyond the head alone
+    assert any("score head" in note for note in report["notes"])
+
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    batch = tokenizer(["The sea is wide and deep.", "Two plus two is four."], return_tensors="pt", padding=True)
+    merged = AutoModelForSequenceClassification.from_pretrained(out, dtype=torch.float32).eval()
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1, dtype=torch.float32)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    reference = PeftModel.from_pretrained(base, str(adapter)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, reference(**batch).logits, atol=1e-4, rtol=1e-4)
+
+
+def test_reward_adapter_without_its_head_is_refused(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adapter = train_adapter(tiny_model_dir, tmp_path / "reward", reward=True)
+    tensors = {k: v for k, v in load_file(adapter / "adapter_model.safetensors").items() if "score" not in k}
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    with pytest.raises(MergeError, match="random head"):
+        tifa_lite.merge(adapter, tmp_path / "out", dtype="fp32", base=str(tiny_model_dir))
+    assert not (tmp_path / "out").exists()
+

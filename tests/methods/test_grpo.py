@@ -39,6 +39,26 @@ def test_select_vllm_on_without_means_fails_clearly(vllm, cuda, missing):
         select_vllm("on", vllm_available=vllm, cuda_available=cuda)
 
 
+def test_select_vllm_refuses_an_8bit_base_before_anything_loads():
+    with pytest.raises(ConfigError, match="quant.bits=8"):
+        select_vllm("on", vllm_available=True, cuda_available=True, quant_bits=8)
+    assert select_vllm("auto", vllm_available=True, cuda_available=True, quant_bits=8) is False
+    assert select_vllm("auto", vllm_available=True, cuda_available=True, quant_bits=4) is True
+
+
+def test_vllm_colocate_gets_no_transformers_only_generation_kwargs(tmp_path, monkeypatch):
+    """TRL merges generation_kwargs into vLLM's SamplingParams(**kwargs): use_cache there
+    is a TypeError at the first generation."""
+    from tifa_lite.methods import grpo
+
+    monkeypatch.setattr(grpo, "vllm_importable", lambda: True)
+    monkeypatch.setattr(grpo, "cuda_present", lambda: True)
+    cfg = load_recipe(REPO / "recipes" / "grpo_qlora_t4.yaml")
+    args = grpo_args(run_for(cfg, tmp_path), [1.0] * 5)
+    assert args.use_vllm and args.vllm_mode == "colocate"
+    assert not args.generation_kwargs
+
+
 def test_select_vllm_detects_this_machine():
     import importlib.util
 
@@ -71,7 +91,8 @@ def test_grpo_args_map_the_recipe(tmp_path):
     assert args.max_completion_length == 200
     assert args.reward_weights == [1.0, 0.5, 0.5, 0.5, 2.0]
     assert args.use_vllm is select_vllm("auto")
-    assert args.generation_kwargs == {"use_cache": True}
+    # Nothing transformers-only: TRL hands generation_kwargs to vLLM's SamplingParams as well.
+    assert not args.generation_kwargs
 
 
 def test_trl_args_pass_through_and_unknown_names_fail(tmp_path):
@@ -171,6 +192,24 @@ def test_build_trainer_trains_and_logs_each_reward(tmp_path, tiny_model_dir, sam
     assert logs[0]["rewards/length/mean"] == -1.0
     lora = [p for n, p in trainer.model.named_parameters() if "lora_" in n]
     assert lora and all(p.requires_grad for p in lora)
+
+
+def test_generation_keeps_the_kv_cache_when_the_checkpoint_turned_it_off(tmp_path, tiny_model_dir, sample_data):
+    import torch
+
+    from tifa_lite.methods.grpo import build_trainer
+
+    run = tiny_run(tmp_path, tiny_model_dir, sample_data / "arithmetic" / "train.jsonl", [{"name": "xmlcount"}],
+                   max_steps=1, per_device_batch_size=2)
+    run.model.generation_config.use_cache = False  # as a checkpoint saved that way loads
+    trainer = build_trainer(run)
+    lengths = []
+    trainer.model.get_base_model().model.register_forward_pre_hook(
+        lambda module, args, kwargs: None if torch.is_grad_enabled() else lengths.append(kwargs["input_ids"].shape[1]),
+        with_kwargs=True)
+    trainer.train()
+    # Prompt once, then one new token per step: the cache is used (without it every step re-runs the sequence).
+    assert lengths[1:8] == [1] * 7
 
 
 def test_failing_reward_is_named_during_training(tmp_path, tiny_model_dir, sample_data):

@@ -86,3 +86,38 @@ def test_each_rank_quantises_onto_its_local_rank_gpu(monkeypatch, tiny_model_dir
     with pytest.raises(RuntimeError, match="stop after the arguments"):
         load_for_training(config, "bf16", h100_node)
     assert seen["device_map"] == {"": 0}
+
+
+def _flash_attn(monkeypatch, available: bool, imports: bool = True):
+    """transformers' availability answer, and a flash_attn that imports or (a wheel built for
+    another torch) raises ImportError when its CUDA extension loads."""
+    import sys
+    import types
+
+    import transformers.utils
+
+    monkeypatch.setattr(transformers.utils, "is_flash_attn_2_available", lambda *a, **k: available)
+    # None in sys.modules makes `import flash_attn` raise ImportError, as a broken extension does.
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn") if imports else None)
+
+
+def test_flash_attention_2_needs_a_16bit_precision_and_a_working_package(fake_cuda, monkeypatch):
+    fake_cuda((8, 6), "NVIDIA A10", 22.06)
+    config = load_recipe({})
+    _flash_attn(monkeypatch, available=True)
+    assert attn_implementation(config, A10, "bf16") == "flash_attention_2"
+    assert attn_implementation(config, A10, "fp16") == "flash_attention_2"
+    assert attn_implementation(config, A10, "fp32") == "sdpa"  # its kernels take 16-bit inputs only
+    _flash_attn(monkeypatch, available=False)  # transformers' own check says no (e.g. too old)
+    assert attn_implementation(config, A10, "bf16") == "sdpa"
+    _flash_attn(monkeypatch, available=True, imports=False)  # metadata says yes, the wheel is broken
+    assert attn_implementation(config, A10, "bf16") == "sdpa"
+
+
+def test_flash_attention_2_off_on_a_t4_and_when_treated_as_one(fake_cuda, monkeypatch):
+    _flash_attn(monkeypatch, available=True)
+    fake_cuda((7, 5), "Tesla T4")
+    assert attn_implementation(load_recipe({}), T4, "fp16") == "sdpa"
+    fake_cuda((8, 6), "NVIDIA A10", 22.06)
+    monkeypatch.setenv("TIFA_LITE_NO_BF16", "1")
+    assert attn_implementation(load_recipe({}), A10, "fp16") == "sdpa"

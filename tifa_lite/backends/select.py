@@ -1,9 +1,16 @@
 """Which library loads and patches the model: plain transformers + PEFT, or unsloth.
 
-unsloth is optional and GPU-only: it is never imported here (importing it patches
-transformers and TRL, and fails without a CUDA GPU). Whether it *could* run is decided
-from ``importlib.util.find_spec``, the GPU's compute capability and the recipe; the
-recipe itself is never changed, so both backends train the same configuration.
+``model.backend: auto`` is always transformers: this project has run unsloth only against
+a stand-in of its API (the contract tests in ``tests/backends``), never for real, and
+``auto`` must not pick a backend that has not run here. ``model.backend: unsloth`` is the
+explicit opt-in; it falls back to transformers, with one warning saying why, when unsloth
+is missing, too old for the call shape we use, the GPU cannot run it, or the recipe asks
+for something its fast path would silently change.
+
+unsloth is never imported here (importing it patches transformers and TRL, and fails
+without a CUDA GPU): whether it could run is decided from ``importlib.util.find_spec``,
+its installed version, the GPU's compute capability and the recipe; the recipe itself is
+never changed, so both backends train the same configuration.
 """
 
 from __future__ import annotations
@@ -21,6 +28,11 @@ MIN_CAPABILITY = (7, 0)
 # get_peft_model in unsloth's fast path only lets these two through modules_to_save.
 UNSLOTH_MODULES_TO_SAVE = {"lm_head", "embed_tokens"}
 INSTALL_HINT = "pip install 'tifa-lite[unsloth]'"
+# FastLanguageModel.from_pretrained with load_in_8bit / full_finetuning (unsloth's March 2025 API):
+# the signature the stand-in in tests/backends copies, so the call shape contract-tested there.
+MIN_VERSION = "2025.3"
+AUTO_REASON = ("model.backend=auto uses transformers: unsloth has not been run for real by this project "
+               "(only contract tests of our call shape); set model.backend=unsloth to opt in")
 
 
 def unsloth_installed() -> bool:
@@ -51,7 +63,25 @@ def unsloth_blocker(config: RecipeConfig, hardware: Hardware) -> str | None:
         )
     if not unsloth_installed():
         return f"unsloth is not installed ({INSTALL_HINT})"
-    return recipe_blocker(config)
+    too_old = version_blocker()
+    return too_old or recipe_blocker(config)
+
+
+def version_blocker() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        installed = version("unsloth")
+    except PackageNotFoundError:
+        return None  # importable without metadata (a source checkout): nothing to compare
+    try:
+        if Version(installed) >= Version(MIN_VERSION):
+            return None
+    except InvalidVersion:
+        return f"unsloth's version {installed!r} cannot be read; tifa_lite's loader needs {MIN_VERSION} or newer"
+    return f"unsloth {installed} is older than {MIN_VERSION}, the API tifa_lite's loader calls ({INSTALL_HINT} --upgrade)"
 
 
 def recipe_blocker(config: RecipeConfig) -> str | None:
@@ -82,17 +112,19 @@ def recipe_blocker(config: RecipeConfig) -> str | None:
 
 
 def select_backend(config: RecipeConfig, hardware: Hardware) -> tuple[str, str]:
-    """``(name, reason)`` with name ``"unsloth"`` or ``"transformers"``. When unsloth was
-    asked for (explicitly: a warning) or could have been picked (``auto``: info) but
-    cannot run, one log line says why."""
+    """``(name, reason)`` with name ``"unsloth"`` or ``"transformers"``. ``auto`` is
+    transformers (see the module docstring); an explicit ``unsloth`` that cannot run falls
+    back with one warning saying why."""
     requested = config.model.backend
     if requested == "transformers":
         return "transformers", "model.backend=transformers"
+    if requested == "auto":
+        log.info("%s.", AUTO_REASON)
+        return "transformers", AUTO_REASON
     blocker = unsloth_blocker(config, hardware)
     if blocker is None:
-        return "unsloth", f"unsloth is installed and {hardware.gpu_name} is supported"
-    if requested == "unsloth":
-        log.warning("model.backend=unsloth: loading with transformers instead, because %s.", blocker)
-    else:
-        log.info("model.backend=auto: using transformers, because %s.", blocker)
+        log.warning("model.backend=unsloth on %s: an opt-in this project has contract-tested, not run for real.",
+                    hardware.gpu_name)
+        return "unsloth", f"model.backend=unsloth, installed, and {hardware.gpu_name} is supported"
+    log.warning("model.backend=unsloth: loading with transformers instead, because %s.", blocker)
     return "transformers", blocker

@@ -9,7 +9,8 @@ def register(sub) -> None:
     p = sub.add_parser("merge", help="merge a LoRA/QLoRA adapter into its 16-bit base, with a self-check")
     p.add_argument("--adapter", required=True, help="adapter folder (a finished run or a checkpoint-* folder)")
     p.add_argument("--output", required=True, help="folder to write the merged model to (must not exist)")
-    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"], help="dtype of the merged weights")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32", "auto"],
+                   help="dtype of the merged weights (auto: bf16 on a GPU with it, fp16 on a T4, fp32 on the CPU)")
     p.add_argument("--base", help="base model (path, hub id or embedded name); default: the one the adapter records")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
     p.add_argument("--max-shard-size", default="1GB", help="largest output safetensors shard (default 1GB; peak RAM grows with it)")
@@ -46,7 +47,9 @@ def summary(report: dict) -> str:
             f"  self-check: max logit diff vs base+adapter {check['max_logit_diff_vs_base_plus_adapter']:.3g} "
             f"(tolerance {check['tolerance']:g}) — {'passed' if check['passed'] else 'FAILED'}; "
             f"distance from base {check['max_logit_diff_merged_vs_base']:.3g}; "
-            f"greedy agreement {check['greedy_agreement']:.0%}"
+            + (f"greedy agreement {check['greedy_agreement']:.0%}" if check.get("greedy_agreement") is not None
+               else f"compared {check.get('compared', 'scores')}")
+            + f"; ran on {check['device']} ({check.get('placement_reason', '')})"
         )
         if check.get("warning"):
             lines.append(f"  warning: {check['warning']}")

@@ -68,9 +68,17 @@ def _as_json(plan, gpu, ok, changes, fitted_plan, shape) -> dict:
         "suggestions": [
             {"key": c.key, "old": c.old, "new": c.new, "why": c.why, "auto_fit_applies": c.applied} for c in changes
         ],
+        "merge_self_check": merge_check_line(plan, gpu, shape),
         "fitted_peak_gib": round(fitted_plan.peak_gib, 3),
         "peak_gib": round(plan.peak_gib, 3),
     }
+
+
+def merge_check_line(plan, gpu, shape) -> str:
+    from tifa_lite.planner.merge_check import describe_for_card
+
+    dtype = "fp32" if gpu is None else ("bf16" if gpu.bf16 else "fp16")
+    return describe_for_card(dtype, shape.total_params * 4, int(gpu.memory_gib * 2**30) if gpu else None)
 
 
 def _report(config, plan, gpu, ok, changes, fitted_plan, shape, usable) -> str:
@@ -102,6 +110,7 @@ def _report(config, plan, gpu, ok, changes, fitted_plan, shape, usable) -> str:
         f"activations per token: {plan.activation_bytes_per_token / 2**20:.2f} MiB, "
         f"{plan.activation_bytes_per_token_ckpt / 2**20:.3f} MiB with gradient checkpointing",
     ]
+    lines.append(f"merge     self-check of the merged model: {merge_check_line(plan, gpu, shape)}")
     if gpu is None:
         lines.append("verdict   CPU run: needs about this much free RAM.")
     elif ok:

@@ -32,6 +32,7 @@ class AdapterInfo:
     modules: dict[str, dict[str, Any]]
     # adapter keys that are not plain LoRA A/B/magnitude (modules_to_save, trainable tokens, …)
     other_keys: list[str]
+    other_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     recipe_model: Any = None  # tifa_lite ModelConfig from resolved_config.yaml, when present
     sampling: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -66,9 +67,63 @@ def read_adapter(path: str | Path) -> AdapterInfo:
     if incomplete:
         raise MergeError(f"{path}: adapter weights incomplete (lora_A or lora_B missing) for {incomplete[:3]}.")
 
-    info = AdapterInfo(path=path, peft_config=peft_config, modules=modules, other_keys=sorted(other))
+    info = AdapterInfo(path=path, peft_config=peft_config, modules=modules, other_keys=sorted(other),
+                       other_shapes={k: tuple(tensors[k].shape) for k in other})
     _read_run_files(info)
     return info
+
+
+_HEAD_RE = re.compile(r"^base_model\.model\.(?P<head>score|classifier)\.weight$")
+
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """The transformers class an adapter's model is built from. A sequence-classification
+    (reward) adapter (``task_type: SEQ_CLS``) belongs to ``AutoModelForSequenceClassification``,
+    whose ``score`` head PEFT trains in full and saves as a plain weight in the adapter file:
+    loaded as a causal LM, that head is silently dropped."""
+
+    head: str | None = None  # "score" / "classifier" for a sequence classifier
+    num_labels: int = 1
+
+    @classmethod
+    def causal_lm(cls) -> "ModelLoader":
+        return cls()
+
+    @classmethod
+    def for_adapter(cls, info: AdapterInfo) -> "ModelLoader":
+        if getattr(info.peft_config, "task_type", None) != "SEQ_CLS":
+            return cls()
+        for key in info.other_keys:
+            m = _HEAD_RE.match(key)
+            if m:
+                return cls(head=m.group("head"), num_labels=info.other_shapes[key][0])
+        raise MergeError(
+            f"{info.path}: a sequence-classification (reward) adapter without its head weights "
+            "(no base_model.model.score.weight): the merged model would score with a random head. "
+            "Use the adapter folder the reward run wrote."
+        )
+
+    @property
+    def auto_class(self):
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification if self.head else AutoModelForCausalLM
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {"num_labels": self.num_labels} if self.head else {}
+
+    def load_head(self, model, adapter_dir: Path) -> None:
+        """Copy the adapter's trained head into ``model`` (a base loaded with a fresh head)."""
+        import torch
+
+        prefix = f"base_model.model.{self.head}."
+        weights = {k[len(prefix):]: v for k, v in _load_adapter_tensors(Path(adapter_dir)).items() if k.startswith(prefix)}
+        head = model.get_submodule(self.head)
+        target = next(head.parameters())
+        with torch.no_grad():
+            head.load_state_dict({k: v.to(device=target.device, dtype=target.dtype) for k, v in weights.items()})
 
 
 def _load_adapter_tensors(path: Path) -> dict[str, Any]:

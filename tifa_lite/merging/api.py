@@ -13,13 +13,21 @@ import torch
 
 from tifa_lite.atomic import replacing_dir
 from tifa_lite.errors import ConfigError
+from tifa_lite.hardware import torch_dtype as to_torch_dtype
 from tifa_lite.merging import stream
-from tifa_lite.merging.adapter import AdapterInfo, BaseModelRef, MergeError, check_compatible, read_adapter, resolve_base
-from tifa_lite.merging.selfcheck import self_check
+from tifa_lite.merging.adapter import (
+    AdapterInfo,
+    BaseModelRef,
+    MergeError,
+    ModelLoader,
+    check_compatible,
+    read_adapter,
+    resolve_base,
+)
+from tifa_lite.merging.selfcheck import DTYPE_NAMES, self_check
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 REPORT_FILE = "merge_report.json"
 
 
@@ -33,13 +41,19 @@ def merge(
     check: bool = True,
     tolerance: float | None = None,
 ) -> dict[str, Any]:
-    """Merge a LoRA/QLoRA adapter into its base reloaded in ``dtype`` (never 4-bit).
+    """Merge a LoRA/QLoRA adapter into its base reloaded in ``dtype`` (never 4-bit);
+    ``dtype="auto"``: bf16 on a GPU that has it, fp16 on a T4, fp32 on the CPU. A reward
+    (sequence-classification) adapter is merged with its score head into that class.
 
     Returns the report (also written to ``<output>/merge_report.json``). Raises
     :class:`MergeError` when the self-check fails; then no output folder is left."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}.")
-    torch_dtype = DTYPES[dtype]
+    if dtype == "auto":
+        from tifa_lite.hardware import native_precision
+
+        dtype = native_precision()
+    if dtype not in DTYPE_NAMES.values():
+        raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(DTYPE_NAMES.values())} or auto.")
+    torch_dtype = to_torch_dtype(dtype)
     output = Path(output).expanduser().resolve()
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")
@@ -50,17 +64,22 @@ def merge(
     check_compatible(info, base_ref, stream.base_shapes(shards) if shards else None)
     if not info.modules:
         raise MergeError(f"{info.path}: the adapter holds no LoRA weights; there is nothing to merge.")
+    loader = ModelLoader.for_adapter(info)
 
     with replacing_dir(output, "merging") as staging:
         fallback = stream.needs_full_model(info, base_ref, shards)
         weights = None
         if fallback:
             info.notes.append(f"merged with PEFT's full-model merge_and_unload because {fallback} (peak RAM ≈ model size)")
-            _full_model_merge(info, base_ref, staging, torch_dtype, max_shard_size)
+            _full_model_merge(info, base_ref, staging, torch_dtype, max_shard_size, loader)
         else:
             weights = stream.stream_merge(shards, info, staging, torch_dtype, _parse_size(max_shard_size))
             _write_config(base_ref, staging, dtype)
         tokenizer = _write_tokenizer(info, base_ref, staging)
+        if loader.head:
+            _set_pad_token_id(staging, tokenizer)
+            info.notes.append(f"sequence-classification model: the trained {loader.head} head "
+                              f"({loader.num_labels} label{'s' if loader.num_labels > 1 else ''}) is kept")
         _write_generation_config(info, base_ref, staging, tokenizer)
 
         report: dict[str, Any] = {
@@ -84,7 +103,7 @@ def merge(
         if check:
             report["self_check"] = self_check(
                 staging, base_ref.path, info.path, tokenizer, torch_dtype,
-                _param_bytes_fp32(staging), base_ref.gguf_file, tolerance,
+                _param_bytes_fp32(staging), base_ref.gguf_file, tolerance, loader=loader,
             )
         report["no_op"] = _is_no_op(report)
         if report["no_op"]:
@@ -131,14 +150,15 @@ def _param_bytes_fp32(folder: Path) -> int:
     return total
 
 
-def _full_model_merge(info: AdapterInfo, base: BaseModelRef, out: Path, dtype: torch.dtype, max_shard_size) -> None:
+def _full_model_merge(
+    info: AdapterInfo, base: BaseModelRef, out: Path, dtype: torch.dtype, max_shard_size, loader: ModelLoader,
+) -> None:
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    kwargs: dict[str, Any] = {"dtype": torch.float32, **loader.kwargs}
     if base.gguf_file:
         kwargs["gguf_file"] = base.gguf_file
-    model = AutoModelForCausalLM.from_pretrained(str(base.path), **kwargs)
+    model = loader.auto_class.from_pretrained(str(base.path), **kwargs)
     peft_model = PeftModel.from_pretrained(model, str(info.path))
     try:
         merged = peft_model.merge_and_unload(safe_merge=True)
@@ -147,6 +167,15 @@ def _full_model_merge(info: AdapterInfo, base: BaseModelRef, out: Path, dtype: t
     merged = merged.to(dtype)
     merged.config.tifa_lite_base = base.origin
     merged.save_pretrained(str(out), max_shard_size=max_shard_size)
+
+
+def _set_pad_token_id(out: Path, tokenizer) -> None:
+    """A sequence classifier pools at the last non-pad token: without pad_token_id it refuses batches."""
+    config_file = out / "config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("pad_token_id") is None and tokenizer.pad_token_id is not None:
+        config["pad_token_id"] = tokenizer.pad_token_id
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True), encoding="utf-8")
 
 
 def _write_config(base: BaseModelRef, out: Path, dtype: str) -> None:

@@ -1,5 +1,10 @@
 """After the merged model is written: run it, the base, and base+adapter (PEFT, unmerged)
-on fixed prompts and compare logits. Only one model is in memory at a time.
+on fixed prompts and compare logits (a reward model's: its scores). Only one model is in
+memory at a time, and it is placed where it fits (:func:`plan_check`): the whole GPU,
+else fp32 on the CPU when RAM allows, else split between the GPU and the CPU
+(accelerate's device map, loaded straight from the shards), else 16-bit on the CPU.
+A 7B in bf16 (15.2 GB) fits neither a T4 (15 GB) nor a free Colab's RAM (12.7 GB) alone;
+split between the two it does.
 
 The comparison is what catches the failures users report of other kits: a merge into
 a quantised base (NF4 rounding dwarfs the tolerance), a wrong scaling (rsLoRA vs
@@ -14,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tifa_lite.hardware import torch_dtype
+from tifa_lite.merging.adapter import ModelLoader
+from tifa_lite.planner.merge_check import GPU_RESERVE, CheckPlacement, plan_check
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,7 @@ RAW_PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 # agree to ~1e-4). When it cannot measure (the check runs in the 16-bit dtype itself: a
 # GPU, or a model too large for fp32 in RAM) it uses FALLBACK. A merge that drops or
 # rescales ΔW is off by the adapter's whole effect; a merge into NF4 by several units.
+DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 FLOOR = {torch.float32: 1e-3, torch.bfloat16: 0.05, torch.float16: 0.01}
 FALLBACK = {torch.float32: 1e-3, torch.bfloat16: 1.0, torch.float16: 0.25}
 
@@ -73,29 +83,32 @@ def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return worst
 
 
-def _load(path: str, dtype: torch.dtype, weights_dtype: torch.dtype, device: str, gguf_file: str | None = None):
-    from transformers import AutoModelForCausalLM
-
-    kwargs: dict[str, Any] = {"dtype": weights_dtype}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    # Round to the output dtype first (what the merged file holds), then compute in `dtype`.
-    return model.to(dtype).to(device).eval()
-
-
-def pick_compute(weights_dtype: torch.dtype, param_bytes_fp32: int) -> tuple[str, torch.dtype]:
-    """GPU: the output dtype. CPU: fp32 when it fits (CPU half matmuls are slow and
-    noisy), else the output dtype so a 7B check still fits a Colab's RAM."""
-    if torch.cuda.is_available():
-        return "cuda", weights_dtype
+def free_memory() -> tuple[int | None, int]:
+    """(free GPU bytes or None without CUDA, available RAM bytes)."""
     try:
         import psutil
 
-        free = psutil.virtual_memory().available
+        ram = psutil.virtual_memory().available
     except ImportError:  # pragma: no cover - psutil comes with accelerate
-        free = 0
-    return "cpu", torch.float32 if param_bytes_fp32 * 2 < free else weights_dtype
+        ram = 0
+    gpu = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    return gpu, ram
+
+
+def _load(path: str, plan: CheckPlacement, weights_dtype: torch.dtype, loader: ModelLoader, gguf_file: str | None = None):
+    kwargs: dict[str, Any] = {"dtype": weights_dtype, **loader.kwargs}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    if plan.placement == "cuda":
+        kwargs["device_map"] = {"": 0}  # straight from the shards onto the GPU, never whole in RAM
+    elif plan.placement == "cuda+cpu":
+        kwargs["device_map"] = "auto"
+        kwargs["max_memory"] = {0: plan.gpu_bytes, "cpu": plan.model_bytes - plan.gpu_bytes + GPU_RESERVE}
+    model = loader.auto_class.from_pretrained(path, **kwargs)
+    if plan.placement == "cpu":
+        # Round to the output dtype first (what the merged file holds), then compute in fp32 or it.
+        model = model.to(torch_dtype(plan.compute))
+    return model.eval()
 
 
 def self_check(
@@ -108,19 +121,28 @@ def self_check(
     base_gguf_file: str | None = None,
     tolerance: float | None = None,
     greedy_tokens: int = 12,
+    loader: ModelLoader | None = None,
+    plan: CheckPlacement | None = None,
 ) -> dict[str, Any]:
     from peft import PeftModel
 
-    device, compute = pick_compute(weights_dtype, param_bytes_fp32)
+    loader = loader or ModelLoader.causal_lm()
+    plan = plan or plan_check(DTYPE_NAMES[weights_dtype], param_bytes_fp32, *free_memory())
+    device = "cpu" if plan.placement == "cpu" else "cuda"  # inputs go where the first layers are
+    compute = torch_dtype(plan.compute)
     inputs = encode_prompts(tokenizer)
+    greedy = loader.head is None  # a reward model scores; it does not generate
 
-    merged = _load(str(merged_dir), compute, weights_dtype, device)
+    merged = _load(str(merged_dir), plan, weights_dtype, loader)
     merged_logits = _logits(merged, inputs, device)
-    merged_greedy = _greedy(merged, inputs, device, greedy_tokens)
+    merged_greedy = _greedy(merged, inputs, device, greedy_tokens) if greedy else []
     del merged
-    gc.collect()
+    _release()
 
-    base = _load(str(base_path), compute, compute, device, base_gguf_file)
+    base = _load(str(base_path), plan, compute, loader, base_gguf_file)
+    if loader.head is not None:
+        # The head is trained in full and lives in the adapter: without it the base scores with a random head.
+        loader.load_head(base, adapter_dir)
     noise = None
     if compute != weights_dtype:
         exact_logits = _logits(base, inputs, device)
@@ -131,11 +153,13 @@ def self_check(
     if compute != weights_dtype:
         noise = _max_diff(exact_logits, base_logits)
     # The reference: base + adapter unmerged, the way it was trained, in the same precision.
-    ref = PeftModel.from_pretrained(base, str(adapter_dir)).to(device).eval()
+    ref = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    if plan.placement != "cuda+cpu":  # a split model stays where accelerate's device map put each layer
+        ref = ref.to(device)
     ref_logits = _logits(ref, inputs, device)
-    ref_greedy = _greedy(ref, inputs, device, greedy_tokens)
+    ref_greedy = _greedy(ref, inputs, device, greedy_tokens) if greedy else []
     del ref, base
-    gc.collect()
+    _release()
 
     if tolerance is not None:
         tol = tolerance
@@ -148,16 +172,20 @@ def self_check(
     from_base = _max_diff(merged_logits, base_logits)
     report = {
         "prompts": len(inputs),
-        "device": device,
-        "compute_dtype": str(compute).replace("torch.", ""),
+        "device": plan.placement,
+        "placement_reason": plan.why,
+        "peak_model_gib": round(plan.model_bytes / 2**30, 3),
+        "peak_gpu_gib": round(plan.gpu_bytes / 2**30, 3),
+        "compute_dtype": plan.compute,
+        "compared": "logits" if greedy else f"scores of the {loader.head} head",
         "max_logit_diff_vs_base_plus_adapter": max_diff,
         "tolerance": tol,
         "rounding_noise": noise,
         "passed": max_diff <= tol,
         "max_logit_diff_merged_vs_base": from_base,
         "adapter_effect_max_logit_diff": effect,
-        "greedy_tokens": greedy_tokens,
-        "greedy_agreement": sum(a == b for a, b in zip(merged_greedy, ref_greedy)) / len(inputs),
+        "greedy_tokens": greedy_tokens if greedy else 0,
+        "greedy_agreement": sum(a == b for a, b in zip(merged_greedy, ref_greedy)) / len(inputs) if greedy else None,
     }
     if effect <= tol:
         report["warning"] = (
@@ -165,3 +193,9 @@ def self_check(
             "the self-check cannot tell this merge from the base"
         )
     return report
+
+
+def _release() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

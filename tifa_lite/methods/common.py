@@ -141,8 +141,11 @@ def _recipe_key(trl_name: str, section: str) -> str | None:
 
 def compose_trainer(trainer_cls: type, run: Run, args: Any, train_dataset: Any, eval_dataset: Any = None, **extra: Any):
     """A TRL trainer with what every method hands it the same way: the loaded model, the
-    tokenizer as processing class, the LoRA config for TRL to wrap with, our callbacks."""
-    return trainer_cls(
+    tokenizer as processing class, the LoRA config for TRL to wrap with, our callbacks; then
+    the adapter dtype we decide (:mod:`tifa_lite.modeling.dtypes`), not TRL's bf16."""
+    from tifa_lite.modeling.dtypes import settle_adapter_dtype
+
+    trainer = trainer_cls(
         model=run.model,
         args=args,
         train_dataset=train_dataset,
@@ -152,3 +155,5 @@ def compose_trainer(trainer_cls: type, run: Run, args: Any, train_dataset: Any, 
         callbacks=run.callbacks,
         **extra,
     )
+    settle_adapter_dtype(trainer.model, run.precision, deepspeed=bool(run.config.distributed.deepspeed))
+    return trainer

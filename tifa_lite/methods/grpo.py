@@ -29,9 +29,22 @@ def cuda_present() -> bool:
     return torch.cuda.is_available()
 
 
-def select_vllm(mode: str, vllm_available: bool | None = None, cuda_available: bool | None = None) -> bool:
-    """``grpo.use_vllm`` (auto | on | off) → whether TRL should generate with vLLM."""
+def select_vllm(
+    mode: str, vllm_available: bool | None = None, cuda_available: bool | None = None, quant_bits: int | None = None,
+) -> bool:
+    """``grpo.use_vllm`` (auto | on | off) → whether TRL should generate with vLLM.
+
+    An 8-bit base is refused here, before anything loads: TRL's colocate weight sync
+    raises "vLLM does not support in-flight 8-bit quantization" at the first generation."""
     if mode == "off":
+        return False
+    if quant_bits == 8:
+        if mode == "on":
+            raise ConfigError(
+                "grpo.use_vllm=on with quant.bits=8: TRL cannot hand an 8-bit (LLM.int8) model to vLLM. "
+                "Use quant.bits=4 (QLoRA) or null, or grpo.use_vllm=off."
+            )
+        log.info("GRPO generation: transformers (vLLM cannot take an 8-bit base, quant.bits=8)")
         return False
     vllm_available = vllm_importable() if vllm_available is None else vllm_available
     cuda_available = cuda_present() if cuda_available is None else cuda_available
@@ -42,6 +55,16 @@ def select_vllm(mode: str, vllm_available: bool | None = None, cuda_available: b
     if mode == "auto" and not usable:
         log.info("GRPO generation: transformers (vLLM %s)", "has no CUDA GPU here" if vllm_available else "not installed")
     return usable
+
+
+def keep_generation_cache(model) -> None:
+    """TRL's transformers generation fills unset fields from ``model.generation_config``: a
+    checkpoint saved with ``use_cache: false`` there would re-run the whole sequence for every
+    sampled token (about 10x slower generation on a CPU). Training itself reads
+    ``model.config.use_cache`` (which load_model turns off), not this."""
+    generation_config = getattr(model, "generation_config", None)
+    if generation_config is not None:
+        generation_config.use_cache = True
 
 
 def reward_specs(run: Run) -> list:
@@ -73,7 +96,7 @@ def grpo_args(run: Run, reward_weights: list[float]):
     from trl import GRPOConfig
 
     g = run.config.grpo
-    use_vllm = select_vllm(g.use_vllm)
+    use_vllm = select_vllm(g.use_vllm, quant_bits=run.config.quant.bits)
     kwargs = dict(
         num_generations=g.num_generations,
         max_completion_length=g.max_completion_length,
@@ -85,9 +108,8 @@ def grpo_args(run: Run, reward_weights: list[float]):
         reward_weights=reward_weights,
         log_completions=g.log_completions,
         use_vllm=use_vllm,
-        # load_model turns the KV cache off for training; TRL's generation config leaves use_cache unset, so
-        # without this every sampled token re-runs the whole sequence (about 10x slower generation on a CPU).
-        generation_kwargs={"use_cache": True},
+        # No generation_kwargs: TRL hands them to vLLM's SamplingParams too, which rejects transformers-only
+        # keys such as use_cache. The KV cache is switched on in the model's generation config (build_trainer).
         model_init_kwargs=reference_init_kwargs(run) if g.beta else None,
     )
     if use_vllm:
@@ -108,4 +130,5 @@ def build_trainer(run: Run):
     run.data_report.update(data.report)
     run.data_report["rewards"] = dict(zip(rewards.names, rewards.weights))
     args = grpo_args(run, rewards.weights)
+    keep_generation_cache(run.model)
     return compose_trainer(GRPOTrainer, run, args, data.train, data.eval, reward_funcs=rewards.funcs)

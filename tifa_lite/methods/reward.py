@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from tifa_lite.data.preference import load_preference_splits, to_dataset
 from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run, compose_trainer, make_config
@@ -27,13 +25,5 @@ def build_trainer(run: Run):
     train_rows, eval_rows, report = load_preference_splits(run.config, run.tokenizer)
     run.data_report.update(report)
     args = make_config(RewardConfig, run, max_length=run.config.data.max_length)
-    trainer = compose_trainer(RewardTrainer, run, args, to_dataset(train_rows), to_dataset(eval_rows) if eval_rows else None)
-    if run.precision == "fp32":
-        # TRL stores a quantised model's trainable weights in bf16 (the QLoRA recipe) and relies
-        # on autocast to mix them with activations. An fp32 run (the CPU) has no autocast: LoRA
-        # layers cast their inputs themselves, the plain-Linear score head does not, so it goes
-        # back to fp32 before the optimizer is built.
-        for name, param in trainer.model.named_parameters():
-            if param.requires_grad and "lora_" not in name and param.dtype != torch.float32:
-                param.data = param.data.float()
-    return trainer
+    # The score head is trainable in full: compose_trainer puts it in the adapter dtype with the LoRA weights.
+    return compose_trainer(RewardTrainer, run, args, to_dataset(train_rows), to_dataset(eval_rows) if eval_rows else None)

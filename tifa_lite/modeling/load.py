@@ -10,8 +10,9 @@ import torch
 
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.console import stage
-from tifa_lite.hardware import Hardware, detect, resolve_precision, torch_dtype
 from tifa_lite.distributed.runtime import local_rank
+from tifa_lite.hardware import Hardware, detect, resolve_precision, supports_bf16, torch_dtype
+from tifa_lite.modeling.dtypes import keep_norms_fp32
 from tifa_lite.modeling.resolve import ResolvedModel, resolve_model, source_kwargs
 
 log = logging.getLogger(__name__)
@@ -54,18 +55,32 @@ def quantization_config(config: RecipeConfig, precision: str):
     )
 
 
-def attn_implementation(config: RecipeConfig, hardware: Hardware) -> str | None:
+def attn_implementation(config: RecipeConfig, hardware: Hardware, precision: str | None = None) -> str | None:
+    """``model.attn_implementation: auto`` → FlashAttention-2 only where it runs: a 16-bit
+    precision (its kernels take fp16/bf16 only), an Ampere-or-newer GPU not treated as a T4
+    (the same test as bf16, :func:`tifa_lite.hardware.supports_bf16`), transformers' own
+    availability check, and a ``flash_attn`` that imports (a wheel built for another
+    torch/CUDA passes the metadata check and fails at the first forward). Else sdpa."""
     choice = config.model.attn_implementation
     if choice != "auto":
         return choice
-    if hardware.device == "cuda":
-        import importlib.util
-
-        # FlashAttention-2 needs Ampere+ (the T4 is Turing) and the flash_attn package.
-        major = torch.cuda.get_device_capability(0)[0]
-        if major >= 8 and importlib.util.find_spec("flash_attn") is not None:
-            return "flash_attention_2"
+    precision = precision or resolve_precision(config.train.precision, hardware)
+    if hardware.device == "cuda" and precision in ("bf16", "fp16") and supports_bf16() and flash_attention_2_usable():
+        return "flash_attention_2"
     return "sdpa"
+
+
+def flash_attention_2_usable() -> bool:
+    from transformers.utils import is_flash_attn_2_available
+
+    if not is_flash_attn_2_available():
+        return False
+    try:
+        import flash_attn  # noqa: F401  (its CUDA extension loads here)
+    except Exception as exc:  # an ABI mismatch raises ImportError or OSError
+        log.warning("flash_attn is installed but does not import (%s): using sdpa attention.", exc)
+        return False
+    return True
 
 
 def load_model(config: RecipeConfig, precision: str, hardware: Hardware, resolved: ResolvedModel | None = None):
@@ -76,7 +91,7 @@ def load_model(config: RecipeConfig, precision: str, hardware: Hardware, resolve
     kwargs: dict[str, Any] = dict(
         **source_kwargs(config.model, resolved),
         dtype=torch_dtype(precision),
-        attn_implementation=attn_implementation(config, hardware),
+        attn_implementation=attn_implementation(config, hardware, precision),
     )
     if config.train.method == "reward":
         kwargs["num_labels"] = 1
@@ -89,6 +104,9 @@ def load_model(config: RecipeConfig, precision: str, hardware: Hardware, resolve
             kwargs["device_map"] = {"": local_rank()}
     model = auto_cls.from_pretrained(resolved.path, **kwargs)
     model.config.use_cache = False
+    # DeepSpeed ZeRO-3 gathers parameters into buffers of one dtype: mixed dtypes break it.
+    if precision == "fp16" and config.lora.enabled and not config.distributed.deepspeed:
+        keep_norms_fp32(model)
     # Recorded so merge/export can find the exact base again.
     model.config.tifa_lite_base = resolved.origin
     return model

@@ -16,6 +16,7 @@ from typing import Any
 
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
+from tifa_lite.hardware import adapter_dtype_name
 from tifa_lite.planner.hardware_catalog import GPU, gpu_by_name, gpu_from_detected
 from tifa_lite.planner.memory import ALL_LINEAR, Plan, PlanInput, estimate
 from tifa_lite.planner.shapes import ModelShape, read_model_shape
@@ -66,12 +67,14 @@ def _optimizer(optim: str) -> str:
 
 
 def _use_vllm(config: RecipeConfig, gpu: GPU | None) -> bool:
-    choice = config.grpo.use_vllm
-    if choice == "on":
-        return True
-    if choice == "off" or gpu is None:
+    if gpu is None:
         return False
-    return importlib.util.find_spec("vllm") is not None
+    from tifa_lite.methods.grpo import select_vllm
+
+    # Planning for a card elsewhere: "on" means vLLM will be there; "auto" follows this machine's install.
+    choice = config.grpo.use_vllm
+    available = choice == "on" or importlib.util.find_spec("vllm") is not None
+    return select_vllm(choice, vllm_available=available, cuda_available=True, quant_bits=config.quant.bits)
 
 
 def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None = None) -> PlanInput:
@@ -81,10 +84,13 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
     grpo = method == "grpo"
     seq_len = config.grpo.max_prompt_length + config.grpo.max_completion_length if grpo else config.data.max_length
     attn = config.model.attn_implementation
+    precision = planned_precision(config, gpu)
     return PlanInput(
         shape=shape,
         device="cuda" if gpu else "cpu",
-        precision=planned_precision(config, gpu),
+        precision=precision,
+        # What compose_trainer sets after TRL; under DeepSpeed TRL's choice stays (None: the planner's rule for it).
+        lora_dtype=None if config.distributed.deepspeed else adapter_dtype_name(precision),
         quant_bits=config.quant.bits,
         double_quant=config.quant.double_quant,
         lora=config.lora.enabled,

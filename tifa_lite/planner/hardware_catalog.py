@@ -52,16 +52,25 @@ def gpu_by_name(name: str) -> GPU:
     return GPUS[key]
 
 
-def gpu_from_detected(gpu_name: str | None, total_memory_gib: float | None, bf16: bool) -> GPU | None:
-    """Map a detected CUDA device (tifa_lite.hardware.Hardware fields) onto the catalogue;
-    an unknown card is described by its own memory and bf16 flag."""
+def gpu_from_detected(gpu_name: str | None, total_memory_gib: float | None, bf16: bool | None = None) -> GPU | None:
+    """Map a detected CUDA device (tifa_lite.hardware.Hardware fields) onto the catalogue.
+
+    bf16 is the runtime's answer (``Hardware.bf16``, i.e. :func:`tifa_lite.hardware.supports_bf16`,
+    asked here when not given), not the catalogue's: so a plan and the run agree, also when
+    ``TIFA_LITE_NO_BF16=1`` treats an A10 as a T4 (then FlashAttention-2 is off too). An
+    unknown card is described by its own memory and that flag."""
     if gpu_name is None or total_memory_gib is None:
         return None
+    if bf16 is None:
+        from tifa_lite.hardware import supports_bf16
+
+        bf16 = supports_bf16()
     lowered = gpu_name.lower()
     for hint, key in _NAME_HINTS:
         if hint in lowered:
             if key is None:  # A100: the memory tells 40 from 80 GB
                 key = "a100-80g" if total_memory_gib > 60 else "a100-40g"
             known = GPUS[key]
-            return GPU(known.name, gpu_name, total_memory_gib, known.bf16, known.flash_attn2, known.compute_capability)
+            capability = known.compute_capability if bf16 else min(known.compute_capability, (7, 5))
+            return GPU(known.name, gpu_name, total_memory_gib, bf16, known.flash_attn2 and bf16, capability)
     return GPU("detected", gpu_name, total_memory_gib, bf16, bf16, (8, 0) if bf16 else (7, 5))

@@ -1,6 +1,8 @@
-"""The unsloth path, run on the CPU against a stand-in `unsloth` with unsloth's signatures:
-the keywords our recipe becomes, the LoRA it builds compared with the transformers path,
-and TRL taking the already-wrapped model without wrapping it again."""
+"""Contract tests of our call shape into unsloth (tifa_lite.backends.unsloth_loader), on the
+CPU against a stand-in `unsloth` with unsloth's signatures: the keywords our recipe
+becomes, the LoRA it builds compared with the transformers path, and TRL taking the
+already-wrapped model without wrapping it again. No real unsloth runs here: what they
+prove is our side of the call, not unsloth's kernels."""
 
 from __future__ import annotations
 
@@ -19,11 +21,12 @@ PROJECTIONS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj"
 
 def recipe(model_dir, **sections) -> RecipeConfig:
     sections.setdefault("model", {})
-    sections["model"] = {"name_or_path": str(model_dir), "chat_template": "chatml", **sections["model"]}
+    # unsloth is an explicit opt-in: backend auto never picks it.
+    sections["model"] = {"name_or_path": str(model_dir), "chat_template": "chatml", "backend": "unsloth", **sections["model"]}
     return RecipeConfig.model_validate(sections)
 
 
-def test_recipe_maps_onto_unsloths_keywords(tiny_model_dir, gpu_capability, unsloth_present):
+def test_recipe_maps_onto_unsloths_keywords(tiny_model_dir, gpu_capability, unsloth_stand_in):
     config = recipe(
         tiny_model_dir,
         lora={"r": 8, "alpha": 16, "dropout": 0.0, "use_rslora": True},
@@ -32,7 +35,7 @@ def test_recipe_maps_onto_unsloths_keywords(tiny_model_dir, gpu_capability, unsl
     )
     model, tokenizer, peft_config = load_for_training_with_backend(config, "fp16", T4)
 
-    (name1, loaded), (name2, lora) = unsloth_present.calls
+    (name1, loaded), (name2, lora) = unsloth_stand_in.calls
     assert (name1, name2) == ("from_pretrained", "get_peft_model")
     assert loaded == dict(
         model_name=str(tiny_model_dir), max_seq_length=512, dtype=torch.float16, load_in_4bit=True,
@@ -52,21 +55,21 @@ def test_recipe_maps_onto_unsloths_keywords(tiny_model_dir, gpu_capability, unsl
     assert model.get_base_model().config.use_cache is False
 
 
-def test_16bit_lora_without_checkpointing(tiny_model_dir, gpu_capability, unsloth_present):
+def test_16bit_lora_without_checkpointing(tiny_model_dir, gpu_capability, unsloth_stand_in):
     config = recipe(tiny_model_dir, quant={"bits": None}, train={"gradient_checkpointing": False},
                     lora={"target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]})
     load_for_training_with_backend(config, "bf16", T4)
-    (_, loaded), (_, lora) = unsloth_present.calls
+    (_, loaded), (_, lora) = unsloth_stand_in.calls
     assert loaded["load_in_4bit"] is False and loaded["dtype"] == torch.bfloat16
     assert lora["target_modules"] == ["q_proj", "v_proj"]
     assert lora["use_gradient_checkpointing"] is False
     assert lora["modules_to_save"] == ["lm_head"]
 
 
-def test_explicit_compute_dtype_is_what_unsloth_gets(tiny_model_dir, gpu_capability, unsloth_present):
+def test_explicit_compute_dtype_is_what_unsloth_gets(tiny_model_dir, gpu_capability, unsloth_stand_in):
     config = recipe(tiny_model_dir, quant={"compute_dtype": "fp32"})
     load_for_training_with_backend(config, "fp16", T4)
-    assert unsloth_present.calls[0][1]["dtype"] == torch.float32
+    assert unsloth_stand_in.calls[0][1]["dtype"] == torch.float32
 
 
 def test_fallback_loads_with_transformers(tiny_model_dir, gpu_capability, unsloth_absent):
@@ -76,7 +79,7 @@ def test_fallback_loads_with_transformers(tiny_model_dir, gpu_capability, unslot
     assert peft_config is not None and peft_config.r == config.lora.r
 
 
-def test_same_lora_either_way(tiny_model_dir, gpu_capability, unsloth_present):
+def test_same_lora_either_way(tiny_model_dir, gpu_capability, unsloth_stand_in):
     """One recipe, both backends: same rank/alpha/dropout/rsLoRA, same wrapped layers,
     same number of trainable parameters."""
     config = recipe(tiny_model_dir, quant={"bits": None}, lora={"r": 4, "alpha": 8, "dropout": 0.1})
@@ -103,7 +106,7 @@ def test_linear_leaf_names_skip_the_output_head(tiny_model_dir):
     assert linear_leaf_names(model) == PROJECTIONS
 
 
-def test_trl_trains_the_unsloth_model_without_rewrapping(tiny_model_dir, tmp_path, gpu_capability, unsloth_present):
+def test_trl_trains_the_unsloth_model_without_rewrapping(tiny_model_dir, tmp_path, gpu_capability, unsloth_stand_in):
     import json
 
     from tifa_lite.methods import get_method
