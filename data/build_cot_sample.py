@@ -1,8 +1,10 @@
 """Build data/cot_gsm8k_sample.jsonl: GSM8K solutions rewritten as R1-style
 <think>/<answer> replies (the CoT cold start before GRPO, Tifa stage 2).
 
-The reply layout is exactly the one the R1-Zero rewards score (tifa_lite.rewards.rule,
-strict_format), so the GRPO stage starts from a model that already answers in format.
+The reply is the write-up's XML_COT_FORMAT, ``<think>\n{reasoning}\n</think>\n<answer>\n{answer}\n</answer>\n``,
+with the solution's lines joined into one: the five R1-Zero rewards (tifa_lite.rewards.rule)
+match without DOTALL, so ``strict_format`` fires only on a one-line reasoning and a final
+newline. The answer is the normalised number ("1,080" → "1080"), so ``int_answer`` fires too.
 Run from the repo root:  python data/build_cot_sample.py ../shared/data/gsm8k/train.jsonl
 """
 
@@ -14,17 +16,19 @@ import sys
 from pathlib import Path
 
 from tifa_lite.data.gsm8k import R1_ZERO_SYSTEM_PROMPT, final_answer
+from tifa_lite.rewards.rule import normalize_number
 
 CALCULATOR = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations: "48/2 = <<48/2=24>>24"
 
 
 def to_messages(row: dict, where: str) -> dict:
-    reasoning = CALCULATOR.sub("", row["answer"].split("####")[0]).strip()
-    answer = final_answer(row["answer"], where)
+    lines = CALCULATOR.sub("", row["answer"].split("####")[0]).splitlines()
+    reasoning = " ".join(line.strip() for line in lines if line.strip())
+    answer = normalize_number(final_answer(row["answer"], where))
     return {"messages": [
         {"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
         {"role": "user", "content": row["question"]},
-        {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n<answer>\n{answer}\n</answer>"},
+        {"role": "assistant", "content": f"<think>\n{reasoning}\n</think>\n<answer>\n{answer}\n</answer>\n"},
     ]}
 
 

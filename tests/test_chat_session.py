@@ -76,6 +76,16 @@ def test_say_strips_think_from_history_sent_back(tiny_model_dir):
     assert keep.messages_for_model("x")[1]["content"].startswith("<think>")
 
 
+def test_reply_after_a_think_opening_generation_prompt_is_stored_whole(tiny_model_dir):
+    """deepseek_r1's generation prompt opens "<think>\\n": the stored reply gets it back, so the
+    think policy finds the whole block when the reply becomes history."""
+    session = chat(str(tiny_model_dir), chat_template="deepseek_r1", do_sample=False, max_new_tokens=3)
+    reply = session.say("2+2?")
+    assert reply.startswith("<think>\n") and session.history[1]["content"] == reply
+    plain = chat(str(tiny_model_dir), do_sample=False, max_new_tokens=3)
+    assert not plain.say("2+2?").startswith("<think>")
+
+
 def test_unknown_sampling_key(tiny_model_dir):
     with pytest.raises(ConfigError, match="unknown sampling keys"):
         chat(str(tiny_model_dir), temprature=0.4)

@@ -112,6 +112,18 @@ def test_shipped_pipeline_is_the_tifa_road():
     assert len(grpo.overrides["grpo.rewards"]) >= 3
 
 
+def test_reasoning_cpu_pipeline_is_cold_start_then_the_unchanged_r1_rewards():
+    from tifa_lite.config import load_recipe
+    from tifa_lite.rewards import R1_ZERO_REWARDS
+
+    spec, folder = load_pipeline(REPO / "recipes" / "pipelines" / "reasoning_cpu.yaml")
+    sft, grpo = [load_recipe(s["recipe"], s["overrides"]) for s in plan(spec, folder)]
+    assert (sft.train.method, sft.data.path) == ("sft", "data/cot_gsm8k_sample.jsonl")
+    assert grpo.train.method == "grpo" and grpo.model.name_or_path.endswith("00_cot_sft/merged")
+    assert [(r.name, r.weight) for r in grpo.grpo.rewards] == [(n, 1.0) for n in R1_ZERO_REWARDS]
+    assert (grpo.grpo.loss_type, grpo.grpo.beta, grpo.data.system_prompt) == ("grpo", 0.04, None)
+
+
 @pytest.mark.slow
 def test_tifa_pipeline_end_to_end_on_cpu(tmp_path, embedded_model_dir, monkeypatch):
     monkeypatch.chdir(REPO)  # recipes name their data relative to the checkout

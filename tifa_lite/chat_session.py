@@ -8,8 +8,8 @@ Sampling, lowest to highest precedence: our defaults → the model folder's
 ``generation_config.json`` → the recipe's ``sampling:`` (``tifa_sampling.json`` or
 ``resolved_config.yaml`` beside an adapter, or ``recipe=``) → ``preset=`` → keyword
 arguments. The history sent back to the model has ``<think>…</think>`` removed from
-earlier answers (:func:`tifa_lite.templates.apply_think_policy`); ``session.history``
-keeps the full replies.
+earlier answers (:func:`tifa_lite.templates.apply_think_policy`, the one function every
+renderer of conversations calls); ``session.history`` keeps the full replies.
 """
 
 from __future__ import annotations
@@ -87,6 +87,7 @@ class ChatSession:
         import torch
 
         from tifa_lite.template_structure import end_of_turn_ids
+        from tifa_lite.templates import apply_think_policy
 
         inputs = {k: v.to(self.model.device) for k, v in self.prompt_ids(messages).items()}
         kwargs = generation_kwargs({**self.sampling, **sampling})
@@ -105,6 +106,13 @@ class ChatSession:
         prompt_len = inputs["input_ids"].shape[1]
         new = output[0, prompt_len:]
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        prompt = self.tokenizer.apply_chat_template(
+            apply_think_policy(messages, self.strip_think), add_generation_prompt=True, tokenize=False,
+        )
+        if prompt.rstrip().endswith("<think>") and not text.startswith("<think>"):
+            # The generation prompt opened the think block (deepseek_r1): the reply is its
+            # continuation, kept whole so the think policy can find the block later.
+            text = "<think>\n" + text
         hit_stop = [text.find(s) for s in stop or [] if s in text]
         if hit_stop:  # generate stops *after* the stop string; OpenAI's contract leaves it out
             text = text[: min(hit_stop)].rstrip()
@@ -192,7 +200,7 @@ def chat(
     """A chat session with ``model`` (folder, embedded name, hub id) or, when None, the base
     named by the adapter's run. ``sampling`` keys: temperature, top_p, top_k, repetition_penalty,
     max_new_tokens, do_sample. ``preset="tifa"`` is Tifa's recommended role-play sampling.
-    ``think_policy``: "keep" sends earlier <think> blocks back; anything else strips them."""
+    ``think_policy``: "keep" sends earlier <think> blocks back; "auto"/"strip" remove them."""
     unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
     if unknown:
         raise ConfigError(f"chat(): unknown sampling keys {unknown}; valid: {', '.join(SAMPLING_KEYS)}.")
@@ -201,4 +209,7 @@ def chat(
     )
     resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)
     log.info("sampling: %s", resolved)
-    return ChatSession(lm, tokenizer, resolved, system=system, strip_think=think_policy != "keep", seed=seed)
+    from tifa_lite.templates import think_policy_strips
+
+    strip = think_policy_strips(think_policy)
+    return ChatSession(lm, tokenizer, resolved, system=system, strip_think=strip, seed=seed)

@@ -25,9 +25,10 @@ def config(**data):
     return load_recipe({"train": {"method": "grpo"}, "data": data})
 
 
-def test_final_answer():
+def test_final_answer_is_the_write_ups_extraction():
     assert final_answer("48/2 = 24\n#### 72", "f:1") == "72"
-    assert final_answer("... #### 1,000", "f:1") == "1000"
+    # answer.split("####")[1].strip(): the exact correctness reward compares this string.
+    assert final_answer("... #### 1,000", "f:1") == "1,000"
     with pytest.raises(DataError, match="f:3: GSM8K 'answer' has no '#### <number>'"):
         final_answer("the answer is 5", "f:3")
 
@@ -160,3 +161,18 @@ def test_modelscope_missing_package_says_what_to_install(monkeypatch):
     cfg = config(path="modelscope/gsm8k", source="modelscope")
     with pytest.raises(DataError, match="pip install modelscope"):
         load_prompt_rows(cfg, cfg.data.path)
+
+
+def test_multi_turn_prompt_history_loses_its_reasoning(tmp_path, caplog):
+    import logging
+
+    turns = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>one and one</think>2"},
+             {"role": "user", "content": "and 2+2?"}]
+    f = write(tmp_path / "p.jsonl", [{"prompt": turns, "answer": "4"}])
+    with caplog.at_level(logging.INFO, logger="tifa_lite.templates"):
+        [row] = load_prompt_rows(config(path=str(f), system_prompt=""), str(f))
+    assert row["prompt"][1] == {"role": "assistant", "content": "2"}
+    assert "in 1 of 1 conversations" in caplog.text
+    cfg = load_recipe({"train": {"method": "grpo"}, "model": {"think_policy": "keep"},
+                       "data": {"path": str(f), "system_prompt": ""}})
+    assert load_prompt_rows(cfg, str(f))[0]["prompt"] == turns

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from tifa_lite.config import load_recipe
+from tifa_lite.config.schema import ModelConfig
 from tifa_lite.data.preference import (
     PairError, load_preference_splits, normalize_pair, parse_hh, read_preference_pairs, split_shared_prefix,
 )
@@ -138,3 +139,55 @@ def test_non_preference_format_is_a_config_error():
     config = load_recipe("recipes/dpo_qlora_hh.yaml", {"data.format": "messages"})
     with pytest.raises(ConfigError, match="data.format=messages"):
         load_preference_splits(config)
+
+
+def test_hh_rlhf_raw_keeps_the_prompt_as_raw_text():
+    """Anima's form: everything up to and including the last "\\n\\nAssistant:" is the prompt,
+    as text, with no chat template; the answers are the rest of each string."""
+    pair = normalize_pair({"chosen": HH_CHOSEN, "rejected": HH_REJECTED}, "hh_rlhf_raw")
+    assert pair == {
+        "prompt": "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: How do I bake bread?\n\nAssistant:",
+        "chosen": " Mix flour, water, yeast.",
+        "rejected": " No idea.",
+    }
+    assert pair["prompt"] + pair["chosen"] == HH_CHOSEN and pair["prompt"] + pair["rejected"] == HH_REJECTED
+
+
+@pytest.mark.parametrize("row, reason", [
+    ({"chosen": "\n\nHuman: hi", "rejected": "\n\nHuman: hi there"}, "not hh-rlhf"),
+    ({"chosen": HH_CHOSEN, "rejected": "\n\nHuman: Other\n\nAssistant: No idea."}, "no shared prefix"),
+    ({"chosen": HH_CHOSEN, "rejected": HH_CHOSEN}, "identical"),
+    ({"chosen": [{"role": "user", "content": "x"}], "rejected": [{"role": "user", "content": "y"}]}, "bad types"),
+])
+def test_hh_rlhf_raw_bad_pairs(row, reason):
+    with pytest.raises(PairError) as info:
+        normalize_pair(row, "hh_rlhf_raw")
+    assert info.value.reason == reason
+
+
+def test_hh_rlhf_raw_recipe_reads_the_shipped_sample(sample_data, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    config = load_recipe({"train": {"method": "dpo"}, "data": {
+        "path": str(sample_data / "hh_rlhf_sample.jsonl"), "format": "hh_rlhf_raw", "overlength": "drop"}})
+    rows, _, report = load_preference_splits(config, AutoTokenizer.from_pretrained(tiny_model_dir))
+    assert report["train_pairs"] == len(rows) > 0
+    assert all(isinstance(r["prompt"], str) and r["prompt"].endswith("\n\nAssistant:") for r in rows)
+    config.data.system_prompt = "Be kind."
+    with pytest.raises(ConfigError, match="hh_rlhf_raw: the raw hh-rlhf prompt has no system turn"):
+        load_preference_splits(config)
+
+
+def test_dpo_prompt_history_goes_through_the_think_policy(tmp_path):
+    row = {
+        "prompt": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "<think>r</think>a1"},
+                   {"role": "user", "content": "q2"}],
+        "chosen": [{"role": "assistant", "content": "<think>why</think>good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
+    path = write_jsonl(tmp_path / "p.jsonl", [row])
+    [pair] = read_preference_pairs(str(path)).rows
+    assert pair["prompt"][1]["content"] == "a1"
+    assert pair["chosen"] == row["chosen"]  # the scored answer keeps its reasoning
+    [kept] = read_preference_pairs(str(path), model=ModelConfig(think_policy="keep")).rows
+    assert kept["prompt"] == row["prompt"]

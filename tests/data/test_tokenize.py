@@ -41,11 +41,30 @@ def test_assistant_mask_covers_replies_and_end_of_turn(tokenizer):
 @pytest.mark.parametrize("template", ["chatml", "tifa", "deepseek_r1", "ziya"])
 def test_assistant_mask_with_named_templates(tokenizer, template):
     apply_chat_template_choice(tokenizer, ModelConfig(chat_template=template))
+    messages = MESSAGES[1:] if template == "ziya" else MESSAGES  # Ziya has no system turn
     try:
-        sample = encode_conversation(tokenizer, MESSAGES, assistant_only=True, where="x")
+        sample = encode_conversation(tokenizer, messages, assistant_only=True, where="x")
         text = trained_text(tokenizer, sample)
         assert "4." in text and "6, of course." in text
         assert "What is" not in text and "Be brief" not in text
+    finally:
+        tokenizer.chat_template = AutoTokenizer.from_pretrained(tokenizer.name_or_path).chat_template
+
+
+def test_deepseek_r1_generation_prefix_is_prompt_not_trained(tokenizer):
+    """Its generation prompt opens <think>: a reasoning reply's "<think>\n" is prompt (as at
+    inference), and a stripped history turn, which does not repeat it, is still found and trained."""
+    apply_chat_template_choice(tokenizer, ModelConfig(chat_template="deepseek_r1"))
+    messages = [
+        {"role": "user", "content": "What is 2+2?"}, {"role": "assistant", "content": "4."},
+        {"role": "user", "content": "And 3+3?"}, {"role": "assistant", "content": "<think>\n3+3=6\n</think>\n6."},
+    ]
+    try:
+        text = trained_text(tokenizer, encode_conversation(tokenizer, messages, assistant_only=True, where="x"))
+        # SmolLM2's tokenizer has no DeepSeek special tokens, so a token may straddle "…｜><｜…": compare spans.
+        assert text.startswith("4.<｜end▁of▁sentence｜>")
+        assert text.endswith("3+3=6\n</think>\n6.<｜end▁of▁sentence｜>")
+        assert "think>\n3" not in text and "Assistant" not in text
     finally:
         tokenizer.chat_template = AutoTokenizer.from_pretrained(tokenizer.name_or_path).chat_template
 

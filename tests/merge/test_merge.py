@@ -189,6 +189,25 @@ def test_base_comes_from_the_run_files_and_output_is_refused_unless_overwrite(ti
     assert "self_check" not in report
 
 
+def test_greedy_recipe_sampling_writes_a_valid_greedy_generation_config(tiny_model_dir, lora_adapter, tmp_path):
+    """A recipe with sampling.temperature 0 (the GRPO reproduction's) over a base whose own
+    generation_config samples: the merged config is greedy and transformers accepts it."""
+    from transformers import GenerationConfig
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    GenerationConfig(do_sample=True, temperature=0.7, top_p=0.8, top_k=20).save_pretrained(base)
+    adapter = tmp_path / "run"
+    shutil.copytree(lora_adapter, adapter)
+    (adapter / "resolved_config.yaml").write_text(
+        f"model:\n  name_or_path: {base}\nsampling:\n  temperature: 0.0\n  top_p: 0.9\n  max_new_tokens: 64\n"
+    )
+    tifa_lite.merge(adapter, tmp_path / "out", base=str(base), dtype="fp32", check=False)
+    gen = GenerationConfig.from_pretrained(tmp_path / "out")
+    assert (gen.do_sample, gen.max_new_tokens) == (False, 64)
+    assert gen.temperature in (None, 1.0) and gen.top_p in (None, 1.0) and gen.top_k in (None, 50)
+
+
 def test_not_an_adapter_is_a_clear_error(tiny_model_dir, tmp_path):
     with pytest.raises(ConfigError, match="full model"):
         tifa_lite.merge(tiny_model_dir, tmp_path / "out")

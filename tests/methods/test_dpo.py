@@ -113,3 +113,14 @@ def test_dpo_recipe_end_to_end_on_embedded_model(sample_data, tmp_path):
     scored = evaluate_preference_files(str(sample_data / "hh_rlhf_sample.jsonl"), adapter=str(result.output_dir),
                                        limit=4, max_length=192)
     assert scored["kind"] == "implicit_reward" and scored["n"] == 4 and scored["ties"] < 4
+
+
+def test_hh_rlhf_raw_trains_on_the_raw_text_without_a_chat_template(tiny_model_dir, sample_data, tmp_path):
+    run = make_run(tiny_model_dir, sample_data, tmp_path, **{"quant.bits": None, "data.format": "hh_rlhf_raw",
+                                                             "data.overlength": "drop", "data.max_length": 256})
+    trainer = get_method("dpo").build_trainer(run)
+    row = trainer.train_dataset[0]
+    prompt = run.tokenizer.decode(row["prompt_ids"] if "prompt_ids" in row else row["prompt_input_ids"])
+    assert prompt.startswith("\n\nHuman: ") and prompt.endswith("\n\nAssistant:")
+    assert "<|im_start|>" not in prompt
+    assert math.isfinite(trainer.train().training_loss)

@@ -93,6 +93,33 @@ def test_grpo_args_map_the_recipe(tmp_path):
     assert args.use_vllm is select_vllm("auto")
     # Nothing transformers-only: TRL hands generation_kwargs to vLLM's SamplingParams as well.
     assert not args.generation_kwargs
+    # The write-up's TRL: per-sequence normalisation, beta 0.04, group-std advantages, and no
+    # TRL 1.16 addition that would change the update.
+    assert (args.loss_type, args.beta, args.scale_rewards, args.temperature, args.top_p) == ("grpo", 0.04, "group", 0.9, 1.0)
+    assert (args.num_iterations, args.use_bias_correction_kl, args.vllm_importance_sampling_correction) == (1, False, False)
+    assert (args.mask_truncated_completions, args.top_entropy_quantile, args.entropy_coef, args.top_k) == (False, 1.0, 0.0, 0)
+    assert args.steps_per_generation == args.gradient_accumulation_steps
+
+
+# The write-up's system prompt, as its notebook sets it.
+WRITE_UP_SYSTEM_PROMPT = (
+    "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. The assistant "
+    "first thinks about the reasoning process in the mind and then provides the user with the answer. The reasoning "
+    "process and answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., "
+    "<think> reasoning process here </think><answer> answer here </answer>"
+)
+
+
+def test_reproduction_recipe_prompts_with_the_write_ups_system_prompt(tmp_path):
+    from tifa_lite.data.gsm8k import load_prompt_rows
+
+    cfg = load_recipe(REPO / "recipes" / "grpo_qwen2.5-0.5b_gsm8k.yaml")
+    assert cfg.data.system_prompt == WRITE_UP_SYSTEM_PROMPT
+    f = tmp_path / "g.jsonl"
+    f.write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n", encoding="utf-8")
+    cfg.data.path, cfg.data.source = str(f), "local"
+    [row] = load_prompt_rows(cfg, str(f))
+    assert row["prompt"][0] == {"role": "system", "content": WRITE_UP_SYSTEM_PROMPT}
 
 
 def test_trl_args_pass_through_and_unknown_names_fail(tmp_path):

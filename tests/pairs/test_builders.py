@@ -28,6 +28,16 @@ def test_read_prompts_other_forms(tmp_path):
     assert all(i.prompt[0] == {"role": "system", "content": "Be brief."} for i in items)
 
 
+def test_read_prompts_strips_reasoning_from_prompt_history(tmp_path):
+    path = tmp_path / "p.jsonl"
+    messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "<think>two twos</think>4"},
+                {"role": "user", "content": "3+3?"}, {"role": "assistant", "content": "<think>x</think>6"}]
+    path.write_text(json.dumps({"messages": messages}) + "\n")
+    [item] = read_prompts(str(path))
+    assert [m["content"] for m in item.prompt] == ["2+2?", "4", "3+3?"]
+    assert item.reference == "<think>x</think>6"
+
+
 def test_anti_repetition_selection(monkeypatch):
     """Selection rules on fixed samples: least/most repetitive, min_gap, short samples never chosen."""
     samples = {

@@ -14,8 +14,15 @@ def call(reward, completions, **kwargs):
     return reward(prompts=["p"] * len(completions), completions=completions, completion_ids=ids, **kwargs)
 
 
-def test_r1_zero_defaults_are_registered():
-    assert set(R1_ZERO_REWARDS) <= set(REGISTRY)
+def test_r1_zero_defaults_and_their_lenient_variants_are_registered():
+    assert R1_ZERO_REWARDS == ["xmlcount", "soft_format", "strict_format", "int_answer", "correctness"]
+    lenient = ["soft_format_lenient", "strict_format_lenient", "int_answer_numeric", "correctness_numeric"]
+    assert set(R1_ZERO_REWARDS + lenient) <= set(REGISTRY)
+    spread = [[{"role": "assistant", "content": "<think>\na\nb\n</think>\n<answer>\n1,000\n</answer>"}]]
+    exact = [call(f, spread, answer=["1000"]) for f in build_rewards([{"name": n} for n in R1_ZERO_REWARDS[1:]]).funcs]
+    loose = [call(f, spread, answer=["1000"]) for f in build_rewards([{"name": n} for n in lenient]).funcs]
+    assert exact == [[0.0], [0.0], [0.0], [0.0]]
+    assert loose == [[0.5], [0.5], [0.5], [2.0]]
 
 
 def test_build_rewards_names_weights_and_scores():
@@ -29,7 +36,7 @@ def test_build_rewards_names_weights_and_scores():
 
 
 def test_kwargs_bind_to_plain_rewards():
-    f = build_rewards([{"name": "soft_format", "kwargs": {"score": 3.0}}]).funcs[0]
+    f = build_rewards([{"name": "strict_format", "kwargs": {"score": 3.0}}]).funcs[0]
     assert call(f, GOOD + BAD) == [3.0, 0.0]
 
 
@@ -133,8 +140,8 @@ def test_custom_reward_from_file(tmp_path):
 
 def test_custom_reward_from_module():
     # Any importable module works; the rule module itself is one.
-    f = build_rewards([{"name": "tifa_lite.rewards.rule:soft_format"}]).funcs[0]
-    assert f.__name__ == "soft_format"
+    f = build_rewards([{"name": "tifa_lite.rewards.rule:strict_format"}]).funcs[0]
+    assert f.__name__ == "strict_format"
     assert call(f, GOOD) == [0.5]
 
 

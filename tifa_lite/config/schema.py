@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Method = Literal["sft", "cpt", "grpo", "dpo", "orpo", "kto", "simpo", "reward"]
+ThinkPolicy = Literal["auto", "strip", "keep"]
 
 
 class Section(BaseModel):
@@ -32,7 +33,9 @@ class ModelConfig(Section):
     # None keeps the tokenizer's own template; a name picks one of tifa_lite.templates,
     # anything else is read as a path to a .jinja file.
     chat_template: str | None = None
-    think_policy: Literal["auto", "strip", "keep"] = "auto"
+    # auto/strip: <think>…</think> is removed from assistant turns before the last user turn
+    # (SFT, DPO prompts, GRPO prompts, chat); keep: history is rendered as written.
+    think_policy: ThinkPolicy = "auto"
 
 
 class QuantConfig(Section):
@@ -57,7 +60,7 @@ class LoraConfig(Section):
 
 DataFormat = Literal[
     "auto", "messages", "sharegpt", "alpaca", "text", "xtuner",
-    "preference", "hh_rlhf", "gsm8k", "prompt",
+    "preference", "hh_rlhf", "hh_rlhf_raw", "gsm8k", "prompt",
 ]
 
 

@@ -12,7 +12,7 @@ from tifa_lite.data.formats import detect_format, to_messages
 from tifa_lite.data.io import SkipReport, iter_records
 from tifa_lite.data.tokenize import encode_conversation, pack_sequences
 from tifa_lite.errors import DataError
-from tifa_lite.templates import apply_think_policy, strips_think
+from tifa_lite.templates import ConversationRules
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def require_path(config: RecipeConfig) -> None:
 
 def load_conversations(config: RecipeConfig, spec, skipped: SkipReport, key: str = "data.path") -> list[tuple[list[dict], str]]:
     d = config.data
-    strip = strips_think(config.model)
+    rules = ConversationRules(config.model)
     conversations = []
     for record in iter_records(spec, d.on_error, skipped, key=key, source=d.source, split=d.split):
         if not isinstance(record.data, dict):
@@ -44,9 +44,10 @@ def load_conversations(config: RecipeConfig, spec, skipped: SkipReport, key: str
                 skipped.add("invalid conversation", str(exc))
                 continue
             raise DataError(f"{exc} (or set data.on_error=skip to skip such records)") from None
-        conversations.append((apply_think_policy(messages, strip), record.where))
+        conversations.append((rules(messages, record.where), record.where))
         if d.limit and len(conversations) >= d.limit and key == "data.path":
             break
+    rules.log(key)
     return conversations
 
 

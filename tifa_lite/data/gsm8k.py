@@ -1,6 +1,7 @@
 """Prompt-only data for GRPO: GSM8K in its official form (``question``, ``answer``
 ending in ``#### n``) and generic ``prompt`` rows, rendered as chat prompts with the
-R1-Zero system prompt by default.
+R1-Zero system prompt by default. Multi-turn prompts go through the recipe's ``<think>``
+history policy (:class:`tifa_lite.templates.ConversationRules`).
 
 TRL's GRPOConfig in this version has no ``max_prompt_length``, so prompts longer than
 ``grpo.max_prompt_length`` tokens are dropped here, counted in the data report.
@@ -18,12 +19,13 @@ from typing import Any, Iterable
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.data.io import Record, SkipReport, is_local_spec, iter_records
 from tifa_lite.errors import DataError
-from tifa_lite.rewards.rule import normalize_number
+from tifa_lite.templates import ConversationRules
 
 log = logging.getLogger(__name__)
 
-# DeepSeek-R1-Zero's template, with the tag layout spelled out on separate lines so the
-# strict-format reward is reachable by following the instruction literally.
+# Our default: DeepSeek-R1-Zero's template with the tag layout spelled out on separate lines,
+# so the strict-format reward is reachable by following the instruction literally. The
+# reproduction recipe (grpo_qwen2.5-0.5b_gsm8k.yaml) sets the write-up's own text instead.
 R1_ZERO_SYSTEM_PROMPT = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves it. "
     "The Assistant first thinks about the reasoning process in the mind and then provides the User with the answer. "
@@ -43,10 +45,12 @@ class PromptData:
 
 
 def final_answer(answer_text: str, where: str) -> str:
-    """The number after ``####`` in a GSM8K solution, normalised ("1,000" → "1000")."""
+    """The text after ``####`` in a GSM8K solution, as the write-up takes it
+    (``answer.split("####")[1].strip()``, so "1,000" stays "1,000"): the exact ``correctness``
+    reward compares strings; ``correctness_numeric`` and the evaluator normalise both sides."""
     if "####" not in answer_text:
         raise DataError(f"{where}: GSM8K 'answer' has no '#### <number>' final line (got {answer_text[-60:]!r}).")
-    return normalize_number(answer_text.split("####")[-1])
+    return answer_text.split("####")[1].strip()
 
 
 def build_prompt(text: str, system_prompt: str | None, template: str | None) -> list[dict[str, str]]:
@@ -122,19 +126,23 @@ def load_prompt_rows(config: RecipeConfig, spec, key: str = "data.path", limit: 
     d = config.data
     skipped = skipped if skipped is not None else SkipReport()
     system_prompt = R1_ZERO_SYSTEM_PROMPT if d.system_prompt is None else d.system_prompt
+    rules = ConversationRules(config.model)
     rows = []
     for record in _records(config, spec, key, skipped):
         if not isinstance(record.data, dict):
             raise DataError(f"{record.where}: GRPO data must be JSON records, not raw text.")
         try:
-            rows.append(to_prompt_row(record.data, d.format, record.where, system_prompt, d.prompt_template))
+            row = to_prompt_row(record.data, d.format, record.where, system_prompt, d.prompt_template)
         except DataError as exc:
             if d.on_error == "skip":
                 skipped.add("invalid prompt row", str(exc))
                 continue
             raise DataError(f"{exc} (or set data.on_error=skip to skip such records)") from None
+        # A multi-turn prompt's earlier answers are history: the generated turn comes after them.
+        rows.append({**row, "prompt": rules(row["prompt"], record.where)})
         if limit and len(rows) >= limit:
             break
+    rules.log(key)
     return rows
 
 

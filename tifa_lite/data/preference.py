@@ -6,8 +6,16 @@ Accepted input, per row:
   strings, or as message lists (conversational);
 * TRL implicit-prompt form: ``chosen``/``rejected`` message lists that share their
   first turns (the shared turns become the prompt);
-* hh-rlhf: ``chosen``/``rejected`` strings of ``\\n\\nHuman: …\\n\\nAssistant: …`` turns,
-  parsed into messages; the shared turns become the prompt.
+* hh-rlhf (``data.format: hh_rlhf`` or auto): ``chosen``/``rejected`` strings of
+  ``\\n\\nHuman: …\\n\\nAssistant: …`` turns, parsed into messages; the shared turns become
+  the prompt, rendered with the chat template;
+* hh-rlhf raw (``data.format: hh_rlhf_raw``, as Anima trained): the prompt stays the raw text
+  up to and including the last ``\\n\\nAssistant:``, the answers are the rest of each string,
+  and no chat template is applied.
+
+Conversational prompts go through the recipe's ``<think>`` history policy
+(:class:`tifa_lite.templates.ConversationRules`); the answers are the turns being scored,
+so they keep their reasoning.
 
 A pair that is identical, has an empty side, or shares no prefix is a bad pair: with
 ``data.on_error: raise`` it stops the run naming ``file:line``; with ``skip`` it is
@@ -22,13 +30,16 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from tifa_lite.config.schema import ModelConfig
 from tifa_lite.data.io import SkipReport, iter_records
 from tifa_lite.errors import ConfigError, DataError
+from tifa_lite.templates import ConversationRules
 
 log = logging.getLogger(__name__)
 
-PREFERENCE_FORMATS = ("auto", "preference", "hh_rlhf")
+PREFERENCE_FORMATS = ("auto", "preference", "hh_rlhf", "hh_rlhf_raw")
 HH_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+HH_ASSISTANT = "\n\nAssistant:"
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
@@ -59,6 +70,18 @@ def parse_hh(text: str) -> list[dict[str, str]]:
     for speaker, content in zip(parts[1::2], parts[2::2]):
         messages.append({"role": HH_ROLES[speaker], "content": content.strip()})
     return messages
+
+
+def split_raw_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """Anima's reading of an hh-rlhf pair (TRL's original DPO example, ``extract_anthropic_prompt``):
+    the prompt is the raw text up to and including the last ``\\n\\nAssistant:`` of ``chosen``."""
+    cut = chosen.rfind(HH_ASSISTANT)
+    if cut < 0:
+        raise PairError("not hh-rlhf", "chosen has no '\\n\\nAssistant:' turn")
+    prompt = chosen[: cut + len(HH_ASSISTANT)]
+    if not rejected.startswith(prompt):
+        raise PairError("no shared prefix", "rejected does not start with chosen's prompt (up to its last Assistant turn)")
+    return prompt, chosen[len(prompt):], rejected[len(prompt):]
 
 
 def split_shared_prefix(
@@ -102,7 +125,11 @@ def normalize_pair(row: dict[str, Any], fmt: str = "auto", system_prompt: str | 
         raise PairError("missing keys", f"missing {missing}; a preference row needs chosen and rejected")
     chosen, rejected, prompt = row["chosen"], row["rejected"], row.get("prompt")
 
-    if prompt is None:
+    if prompt is None and fmt == "hh_rlhf_raw":
+        if not (isinstance(chosen, str) and isinstance(rejected, str)):
+            raise PairError("bad types", "data.format=hh_rlhf_raw needs chosen/rejected as hh-rlhf strings")
+        prompt, chosen, rejected = split_raw_hh(chosen, rejected)
+    elif prompt is None:
         if isinstance(chosen, str) and isinstance(rejected, str):
             if fmt == "preference" and "\n\nHuman:" not in chosen:
                 raise PairError("no prompt", "plain-text chosen/rejected without a prompt key")
@@ -136,8 +163,11 @@ def read_preference_pairs(
     key: str = "data.path",
     source: str = "auto",
     split: str = "train",
+    model: ModelConfig | None = None,
 ) -> PreferenceData:
+    """``model``: the recipe's model section, for its ``<think>`` policy (default: auto)."""
     skipped = SkipReport()
+    rules = ConversationRules(model or ModelConfig())
     rows: list[dict[str, Any]] = []
     kinds: set[bool] = set()
     for record in iter_records(spec, on_error=on_error, skipped=skipped, key=key, source=source, split=split):
@@ -153,6 +183,8 @@ def read_preference_pairs(
                 continue
             raise DataError(message + ". Fix or remove it, or set data.on_error=skip.") from None
         conversational = isinstance(pair["prompt"], list)
+        if conversational:
+            pair["prompt"] = rules(pair["prompt"], record.where)
         if kinds and conversational not in kinds:
             raise DataError(
                 f"{record.where}: mixes plain-text and conversational pairs; one data set must use one form."
@@ -163,6 +195,7 @@ def read_preference_pairs(
         raise DataError(f"{key}: no usable preference pairs ({skipped.summary()}).")
     if skipped.total:
         log.warning("%s: %s", key, skipped.summary())
+    rules.log(key)
     return PreferenceData(rows, skipped, conversational=kinds == {True})
 
 
@@ -191,9 +224,15 @@ def load_preference_splits(config, tokenizer=None) -> tuple[list[dict], list[dic
     if fmt not in PREFERENCE_FORMATS:
         raise ConfigError(
             f"data.format={data.format} with train.method={config.train.method}: preference methods read "
-            "data.format auto, preference or hh_rlhf."
+            "data.format auto, preference, hh_rlhf or hh_rlhf_raw."
         )
-    common = dict(fmt=fmt, on_error=data.on_error, system_prompt=data.system_prompt, source=data.source)
+    if fmt == "hh_rlhf_raw" and data.system_prompt:
+        raise ConfigError(
+            "data.system_prompt with data.format=hh_rlhf_raw: the raw hh-rlhf prompt has no system turn. "
+            "Unset data.system_prompt, or use data.format=hh_rlhf (parsed turns, chat template)."
+        )
+    common = dict(fmt=fmt, on_error=data.on_error, system_prompt=data.system_prompt, source=data.source,
+                  model=config.model)
     train = read_preference_pairs(data.path, split=data.split, **common)
     rows = train.rows
     report: dict[str, Any] = {"skipped": dict(train.skipped.counts)}

@@ -10,6 +10,7 @@ prefix-preserving template.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -30,13 +31,14 @@ def encode_conversation(tokenizer, messages: list[dict[str, str]], assistant_onl
                 continue
             prefix = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
             upto = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
-            if not (text.startswith(upto) and upto.startswith(prefix)):
+            start = len(prefix) if upto.startswith(prefix) else _reply_start(tokenizer, messages, index, prefix, upto)
+            if start is None or not text.startswith(upto):
                 raise DataError(
                     f"{where}: the chat template is not prefix-preserving (rendering the conversation up to "
                     f"turn {index} is not a prefix of the whole), so assistant tokens cannot be located. "
                     "Pick a named template (model.chat_template) or set train.assistant_only_loss=false."
                 )
-            spans.append((len(prefix), len(upto)))
+            spans.append((start, len(upto)))
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=assistant_only)
     input_ids = list(encoded["input_ids"])
     if not assistant_only:
@@ -49,6 +51,17 @@ def encode_conversation(tokenizer, messages: list[dict[str, str]], assistant_onl
         if span_index < len(spans) and end > spans[span_index][0] and start < spans[span_index][1]:
             mask[token_index] = 1
     return {"input_ids": input_ids, "assistant_masks": mask}
+
+
+def _reply_start(tokenizer, messages, index: int, prefix: str, upto: str) -> int | None:
+    """Where turn ``index`` starts when its text does not begin with the generation prompt:
+    a reasoning template's prompt opens the think block (deepseek_r1: ``<｜Assistant｜><think>\\n``),
+    which a history turn whose reasoning was stripped does not repeat. The reply then starts
+    where its rendering leaves the generation prompt, never before the preceding turns."""
+    before = tokenizer.apply_chat_template(messages[:index], tokenize=False)
+    if not upto.startswith(before):
+        return None
+    return max(len(before), len(os.path.commonprefix([prefix, upto])))
 
 
 def pack_sequences(sequences: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:

@@ -54,8 +54,9 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         STOP_WORDS=["<｜end▁of▁sentence｜>"],
     ),
     # Ziya closes each answer with EOS: SUFFIX_AS_EOS=False makes xtuner append the EOS token.
+    # No SYSTEM: Ziya has no system turn (tifa_lite.templates refuses one). xtuner's SEP is
+    # never trained, like the newline our template puts before the next query.
     "ziya": dict(
-        SYSTEM="{system}\n",
         INSTRUCTION="<human>:{input}\n<bot>:",
         SUFFIX="",
         SUFFIX_AS_EOS=False,

@@ -217,11 +217,14 @@ def _write_generation_config(info: AdapterInfo, base: BaseModelRef, out: Path, t
     except OSError:
         gen = GenerationConfig()
     if info.sampling:
-        s = dict(info.sampling)
-        gen.do_sample = bool(s.get("do_sample", s.get("temperature", 0) > 0))
-        for key in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens"):
-            if s.get(key) is not None:
-                setattr(gen, key, s[key])
+        from tifa_lite.chat_session import generation_kwargs
+
+        settings = generation_kwargs(dict(info.sampling))  # greedy (temperature 0) keeps no sampling-only key
+        if not settings["do_sample"]:
+            # transformers refuses to save a greedy config that still carries the base's sampling values.
+            gen.temperature = gen.top_p = gen.top_k = None
+        for key, value in settings.items():
+            setattr(gen, key, value)
     else:
         info.notes.append("no recipe sampling found beside the adapter: generation_config.json is the base's")
     if tokenizer.eos_token_id is not None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tifa_lite.config.schema import ModelConfig
 from tifa_lite.data.formats import detect_format, to_messages
 from tifa_lite.data.io import SkipReport, iter_records
 from tifa_lite.data.preference import PairError, normalize_pair
 from tifa_lite.errors import DataError
+from tifa_lite.templates import ConversationRules
 
 REFERENCE_KEYS = ("reference", "response", "answer", "output", "completion")
 
@@ -73,6 +75,8 @@ def read_prompts(
 ) -> list[PromptItem]:
     skipped = SkipReport()
     items: list[PromptItem] = []
+    # The pairs' prompts are rendered for sampling now and for DPO later: the same <think> policy as training.
+    rules = ConversationRules(ModelConfig())
     for record in iter_records(spec, on_error=on_error, skipped=skipped, key="--data"):
         if not isinstance(record.data, dict):
             raise DataError(f"{record.where}: prompts must be JSONL/JSON rows.")
@@ -85,9 +89,10 @@ def read_prompts(
                 skipped.add("bad row", str(exc))
                 continue
             raise
-        items.append(item)
+        items.append(PromptItem(rules(item.prompt, record.where), item.reference, item.where))
         if limit is not None and len(items) >= limit:
             break
+    rules.log("--data")
     if not items:
         raise DataError(f"--data {spec}: no usable prompts ({skipped.summary()}).")
     return items

@@ -1,8 +1,11 @@
 """Reward lookup: recipe ``grpo.rewards`` entries → named callables for TRL's GRPOTrainer.
 
 A reward is named by
-  - a registered name (``xmlcount``, ``soft_format``, ``strict_format``, ``int_answer``,
-    ``correctness``, ``final_number``, ``repetition``, ``length``),
+  - a registered name: the R1-Zero five, exactly as the write-up scores (``xmlcount``,
+    ``soft_format``, ``strict_format``, ``int_answer``, ``correctness``), their lenient
+    variants (``soft_format_lenient``, ``strict_format_lenient``, ``int_answer_numeric``,
+    ``correctness_numeric``; see :mod:`tifa_lite.rewards.rule`), ``final_number``,
+    ``repetition``, ``length``,
   - ``trl:<name>`` for TRL's own rewards (``trl:think_format_reward``,
     ``trl:get_repetition_penalty_reward`` …),
   - ``package.module:function`` or ``path/to/file.py:function`` for your own.
@@ -64,6 +67,10 @@ REGISTRY: dict[str, tuple[Callable, bool]] = {
     "strict_format": (rule.strict_format, False),
     "int_answer": (rule.int_answer, False),
     "correctness": (rule.correctness, False),
+    "soft_format_lenient": (rule.soft_format_lenient, False),
+    "strict_format_lenient": (rule.strict_format_lenient, False),
+    "int_answer_numeric": (rule.int_answer_numeric, False),
+    "correctness_numeric": (rule.correctness_numeric, False),
     "final_number": (rule.final_number, False),
     "repetition": (_repetition, True),
     "length": (_length, True),
