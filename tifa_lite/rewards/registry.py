@@ -2,7 +2,7 @@
 
 A reward is named by
   - a registered name (``xmlcount``, ``soft_format``, ``strict_format``, ``int_answer``,
-    ``correctness``, ``final_number``, ``repetition``, ``length``),
+    ``correctness``, ``final_number``, ``repetition``, ``length``, ``reward_model``),
   - ``trl:<name>`` for TRL's own rewards (``trl:think_format_reward``,
     ``trl:get_repetition_penalty_reward`` …),
   - ``package.module:function`` or ``path/to/file.py:function`` for your own.
@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from tifa_lite.errors import ConfigError, TifaError
 from tifa_lite.rewards import rule
+from tifa_lite.rewards.reward_model import make_reward_model
 
 
 class RewardError(TifaError):
@@ -66,6 +67,7 @@ REGISTRY: dict[str, tuple[Callable, bool]] = {
     "final_number": (rule.final_number, False),
     "repetition": (_repetition, True),
     "length": (_length, True),
+    "reward_model": (make_reward_model, True),
 }
 
 # The reproduction's five rule rewards, in its order.
