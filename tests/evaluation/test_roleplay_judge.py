@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.evaluation.test_roleplay import CONVERSATIONS, write_jsonl
 from tifa_lite.cli import main
 from tifa_lite.errors import ConfigError, TifaError
 from tifa_lite.evaluation.roleplay_judge import (
@@ -26,13 +27,6 @@ SCENE = Scene(
              {"role": "user", "content": "Penny: What are you doing?"}],
     reference="Physics.", where="held.jsonl:2",
 )
-CONVERSATIONS = [
-    [{"role": "system", "content": "You are Sheldon."}, {"role": "user", "content": "Leonard: Agreed, what's your point?"},
-     {"role": "assistant", "content": "There's no point, I just think it's a good idea for a tee-shirt."}],
-    [{"role": "user", "content": "Penny: Hi."}, {"role": "assistant", "content": "Hello."},
-     {"role": "user", "content": "Penny: What are you doing?"}, {"role": "assistant", "content": "Physics."}],
-    [{"role": "user", "content": "Howard: Cuba libre?"}, {"role": "assistant", "content": "Virgin, in a tall glass, please."}],
-]
 
 
 def scores_json(value):
@@ -51,11 +45,6 @@ class Scripted:
         self.prompts.append(prompt)
         answer = self.answers.pop(0)
         return answer(prompt) if callable(answer) else answer
-
-
-def write_jsonl(path, conversations):
-    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in conversations), encoding="utf-8")
-    return path
 
 
 def test_default_prompt_file_renders_every_part_of_the_scene():

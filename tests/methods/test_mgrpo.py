@@ -70,15 +70,14 @@ def test_schema_revision_template_needs_the_critique_slot():
         load_recipe({"grpo": {"passes": 3}})
 
 
-def test_mgrpo_refuses_several_processes(tmp_path, tiny_model_dir, sample_data):
-    from tests.methods.test_grpo import tiny_run
+def test_mgrpo_refuses_several_processes():
+    from tests.methods.test_grpo import run_for
     from tifa_lite.methods.grpo import build_trainer
 
-    run = tiny_run(tmp_path, tiny_model_dir, sample_data / "arithmetic" / "train.jsonl", [{"name": "final_number"}])
-    run.config.grpo.passes = 2
-    run.config.distributed = {"world_size": 2, "nproc_per_node": 2}
+    config = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 8}, "grpo": {"passes": 2},
+                          "quant": {"bits": None}, "distributed": {"world_size": 2, "nproc_per_node": 2}})
     with pytest.raises(ConfigError, match="one process"):
-        build_trainer(run)
+        build_trainer(run_for(config))  # refused before any reward model or data is loaded
 
 
 def test_second_pass_sees_the_critique_and_is_scored_on_the_original_prompt(tmp_path, tiny_model_dir, sample_data):

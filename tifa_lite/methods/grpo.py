@@ -105,6 +105,8 @@ def build_trainer(run: Run):
 
     check_batch(run)
     g = run.config.grpo
+    if g.passes == 2 and run.config.distributed.world_size > 1:
+        raise ConfigError("grpo.passes=2 (MGRPO) runs in one process; use grpo.passes=1 with distributed.world_size > 1.")
     # The policy's tokenizer renders prompt + completion for rewards that read whole conversations (reward_model).
     context = {"max_completion_length": g.max_completion_length, "policy_tokenizer": run.tokenizer}
     rewards = build_rewards(reward_specs(run), context=context)
@@ -113,8 +115,6 @@ def build_trainer(run: Run):
     run.data_report["rewards"] = dict(zip(rewards.names, rewards.weights))
     args = grpo_args(run, rewards.weights)
     if g.passes == 2:
-        if run.config.distributed.world_size > 1:
-            raise ConfigError("grpo.passes=2 (MGRPO) runs in one process; use grpo.passes=1 with distributed.world_size > 1.")
         from tifa_lite.methods.mgrpo import MGRPOTrainer
 
         return compose_trainer(MGRPOTrainer, run, args, data.train, data.eval, reward_funcs=rewards.funcs,
