@@ -4,7 +4,7 @@ or demonstration that produced it, with its command)."""
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["sft", "grpo", "dpo", "merge", "planner", "roleplay", "scale_rehearsal"]
+ORDER = ["sft", "grpo", "dpo", "merge", "planner", "roleplay", "roleplay_rl", "scale_rehearsal"]
 
 HEADER = """# Benchmarks and demonstrations
 
