@@ -190,6 +190,14 @@ def test_endpoint_judge_through_the_cli(stub_url, tiny_model_dir, tmp_path, caps
     assert (last["win_rate"], last["n"], last["order_consistent"], last["against"]) == (0.5, 2, 0, "reference")
     assert "There's no point" in StubEndpoint.requests[-4]["body"]["messages"][0]["content"]
 
+    StubEndpoint.answers = ["tie", "I like both", '{"winner": "B"}', "[[A]]"]
+    assert main(["eval", "roleplay-judge", "--model", str(tiny_model_dir), "--judge", "judge-7b", "--judge-url", stub_url,
+                 "--judge-key-env", "TIFA_TEST_JUDGE_KEY", "--data", str(data), "--limit", "2",
+                 "--max-new-tokens", "3", "--against-model", str(tiny_model_dir), "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # Scene 1: a tie (the other order unparsable); scene 2: B then A, i.e. the other model both times.
+    assert (last["win_rate"], last["n"], last["unparsable"], last["against"]) == (0.25, 2, 1, str(tiny_model_dir))
+
 
 def test_endpoint_errors_say_what_to_check(stub_url, monkeypatch):
     monkeypatch.delenv("TIFA_TEST_JUDGE_KEY", raising=False)
