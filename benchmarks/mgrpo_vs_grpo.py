@@ -72,6 +72,10 @@ def summarise(metrics: list[dict], window: int) -> dict:
             "revised_groups_pass1_reward_mean": mean(revised, "mgrpo/pass1_reward_revised_groups"),
             "pass2_reward_mean": mean(revised, "mgrpo/pass2_reward"),
             "pass2_beats_pass1_steps": sum(m["mgrpo/pass2_reward"] > m["mgrpo/pass1_reward_revised_groups"] for m in revised),
+            "per_reward_pass1_revised_vs_pass2": {
+                key.split("/")[-1]: [mean(revised, key), mean(revised, key.replace("pass1_revised", "pass2"))]
+                for key in sorted(revised[0]) if key.startswith("mgrpo/pass1_revised/")
+            } if revised else {},
             "per_step_pass1_revised_vs_pass2": [[round(m["mgrpo/pass1_reward_revised_groups"], 3),
                                                  round(m["mgrpo/pass2_reward"], 3)] for m in revised],
         })

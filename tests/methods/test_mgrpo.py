@@ -115,3 +115,4 @@ def test_second_pass_sees_the_critique_and_is_scored_on_the_original_prompt(tmp_
     logged = next(h for h in trainer.state.log_history if "mgrpo/pass2_reward" in h)
     assert logged["mgrpo/revised_groups"] == 2.0
     assert math.isfinite(logged["mgrpo/pass2_reward"]) and math.isfinite(logged["mgrpo/pass1_reward"])
+    assert logged["mgrpo/pass1_revised/final_number"] == 0.0 and "mgrpo/pass2/repetition" in logged

@@ -137,9 +137,15 @@ class MGRPOTrainer(GRPOTrainer):
             second = super()._generate_and_score_completions(revision_inputs)
         finally:
             self._scoring_prompts = None
-        revised_first = torch.stack([totals[r - r % group : r - r % group + group] for r in rows])
-        metrics["mgrpo/pass1_reward_revised_groups"].append(torch.nanmean(revised_first).item())
-        metrics["mgrpo/pass2_reward"].append(torch.nanmean(self._totals(self._last_scored[1])).item())
+        starts = [r - r % group for r in rows]
+        revised_first = torch.cat([rewards_per_func[s : s + group] for s in starts])
+        second_rewards = self._last_scored[1]
+        metrics["mgrpo/pass1_reward_revised_groups"].append(torch.nanmean(self._totals(revised_first)).item())
+        metrics["mgrpo/pass2_reward"].append(torch.nanmean(self._totals(second_rewards)).item())
+        # Per reward, so a log shows what the revision fixed (the number, or only the format).
+        for i, name in enumerate(self.reward_func_names):
+            metrics[f"mgrpo/pass1_revised/{name}"].append(torch.nanmean(revised_first[:, i]).item())
+            metrics[f"mgrpo/pass2/{name}"].append(torch.nanmean(second_rewards[:, i]).item())
         return merge_batches(first, second, self._tokenizer.pad_token_id)
 
     def _totals(self, rewards_per_func: torch.Tensor) -> torch.Tensor:
