@@ -8,6 +8,8 @@ Same optimizer steps and the same generation budget: MGRPO takes ``--prompts`` p
 group per prompt), so plain GRPO gets twice the prompts per step (``2 x --prompts``): both
 then generate and train on at most the same number of completions per step. The tokens
 each run actually processed (TRL's ``num_tokens``) are reported beside the results.
+``--variants mgrpo,grpo,grpo_same_prompts`` adds plain GRPO on MGRPO's prompts alone (half
+the completions): whether pass 2 is worth more than not generating it at all.
 
 Rewards are the GRPO CPU demonstration's (benchmarks/grpo_cpu_demo.py), because the 135M
 model never writes <answer> tags: ``final_number`` (1.0 when the evaluator's extraction
@@ -36,7 +38,8 @@ ANSWER_SENTENCE_CRITIQUE = "End with the sentence: The answer is <number>."
 
 
 def variant_config(args, variant: str) -> dict:
-    prompts = args.prompts if variant == "mgrpo" else 2 * args.prompts
+    # grpo_same_prompts: plain GRPO on MGRPO's prompts per step, i.e. without pass 2's extra completions.
+    prompts = 2 * args.prompts if variant == "grpo" else args.prompts
     run_args = argparse.Namespace(**{**vars(args), "batch": prompts * args.generations, "rewards": "answer",
                                      "out": args.out / variant})
     config = demo_config(run_args)
