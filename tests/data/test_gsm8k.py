@@ -88,9 +88,22 @@ def test_on_error_skip(tmp_path):
 
 
 def test_wrong_format_for_grpo(tmp_path):
-    f = write(tmp_path / "m.jsonl", [{"messages": []}])
-    with pytest.raises(DataError, match="GRPO reads data.format=gsm8k or prompt"):
-        load_prompt_rows(config(path=str(f), format="messages"), str(f))
+    f = write(tmp_path / "t.jsonl", [{"text": "a novel"}])
+    with pytest.raises(DataError, match="GRPO reads data.format=gsm8k, prompt or a conversation format"):
+        load_prompt_rows(config(path=str(f), format="text"), str(f))
+
+
+def test_conversations_become_prompts_up_to_the_last_reply(tmp_path, sample_data):
+    """Role-play conversations: their own system turn, no R1-Zero default; the last reply is the reference."""
+    path = sample_data / "roleplay_sheldon_sample.jsonl"
+    rows = load_prompt_rows(config(path=str(path)), str(path), limit=3)
+    first = json.loads(path.read_text(encoding="utf-8").splitlines()[0])["messages"]
+    assert rows[0]["prompt"] == first[:-1] and rows[0]["reference"] == first[-1]["content"]
+    assert all(r["prompt"][0]["content"] != R1_ZERO_SYSTEM_PROMPT for r in rows)
+    assert all(r["prompt"][-1]["role"] == "user" for r in rows)
+    f = write(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "Hello?"}]}])
+    with pytest.raises(DataError, match="no assistant message"):
+        load_prompt_rows(config(path=str(f)), str(f))
 
 
 def test_build_drops_overlength_and_splits(tmp_path, tokenizer):

@@ -1,4 +1,5 @@
-"""Role-play perplexity (assistant tokens only, batch-invariant) and the LLM-judge rubric."""
+"""Role-play perplexity (assistant tokens only, batch-invariant), and ``eval roleplay --judge``
+(the judge itself is tested in test_roleplay_judge.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import pytest
 
 from tifa_lite.cli import main
 from tifa_lite.errors import DataError
-from tifa_lite.evaluation.roleplay import (
-    JUDGE_DIMENSIONS, judge, judge_prompt, parse_judgement, perplexity, read_conversations,
-)
+from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 
 CONVERSATIONS = [
     [{"role": "system", "content": "You are Sheldon."}, {"role": "user", "content": "Leonard: Agreed, what's your point?"},
@@ -91,18 +90,6 @@ def test_cli_json_last_line(tiny_model_dir, tmp_path, capsys, tiny):
     assert got["n"] == 3 and got["ppl"] == pytest.approx(expected.ppl, rel=1e-4)
 
 
-def test_judge_prompt_and_parsing():
-    prompt = judge_prompt("Sheldon", "Sheldon is a physicist.", CONVERSATIONS[1][:3], "Physics.", "String theory.")
-    assert "Sheldon is a physicist." in prompt and "Other: Penny: Hi." in prompt and "Sheldon: Hello." in prompt
-    assert "String theory." in prompt and all(name in prompt for name in JUDGE_DIMENSIONS)
-    as_json = json.dumps({name: 8 for name in JUDGE_DIMENSIONS})
-    assert parse_judgement(f"Sure! {as_json} Hope that helps.") == {name: 8.0 for name in JUDGE_DIMENSIONS}
-    as_lines = "\n".join(f"{name.replace('_', '_')}: {i + 3}" for i, name in enumerate(JUDGE_DIMENSIONS))
-    assert parse_judgement(as_lines)["coherence"] == 6.0
-    assert parse_judgement("I think it was great.") is None
-    assert parse_judgement(json.dumps({name: 42 for name in JUDGE_DIMENSIONS})) is None  # out of range
-
-
 def test_cli_with_local_judge(tiny_model_dir, tmp_path, capsys):
     """The whole judge path with a real (tiny, random) local model: it cannot produce a
     rubric answer, which must be counted as unparsable, not scored."""
@@ -113,28 +100,4 @@ def test_cli_with_local_judge(tiny_model_dir, tmp_path, capsys):
     ]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["judge_rated"] + got["judge_unparsed"] == 2
-    assert len(got["judge_examples"]) == 2 and got["judge_examples"][0]["context"] == "Leonard: Agreed, what's your point?"
-
-
-def test_judge_aggregates_scores():
-    class Scripted:
-        """Stands in for a chat session so the averaging can be checked against known scores."""
-
-        def __init__(self, replies):
-            self.replies, self.system, self.history, self.prompts = list(replies), None, [], []
-
-        def say(self, text):
-            self.prompts.append(text)
-            return self.replies.pop(0)
-
-        def reset(self):
-            self.history = []
-
-    candidate = Scripted(["Bazinga.", "Physics!"])
-    judge_session = Scripted([json.dumps({n: 6 for n in JUDGE_DIMENSIONS}), json.dumps({n: 8 for n in JUDGE_DIMENSIONS})])
-    convs = [(CONVERSATIONS[0], "a"), (CONVERSATIONS[1], "b")]
-    out = judge(candidate, judge_session, convs, "Sheldon")
-    assert out["judge_rated"] == 2 and out["judge_overall"] == 7.0
-    # The candidate answered the last user turn with the earlier turns as history.
-    assert candidate.prompts == ["Leonard: Agreed, what's your point?", "Penny: What are you doing?"]
-    assert "Physics." in judge_session.prompts[1] and "Physics!" in judge_session.prompts[1]
+    assert len(got["judge_examples"]) == 2 and got["judge_examples"][0]["where"].endswith("held.jsonl:1")

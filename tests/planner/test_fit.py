@@ -67,6 +67,17 @@ def test_grpo_shortens_rollouts_rather_than_rows():
     assert (fitted.train.per_device_batch_size * fitted.train.gradient_accumulation_steps) % 16 == 0
 
 
+def test_mgrpo_plans_for_its_second_group_in_each_micro_batch():
+    from tifa_lite.planner.fit import plan_input
+
+    recipe = {"model": {"name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}, "train": {"method": "grpo", "per_device_batch_size": 4},
+              "grpo": {"num_generations": 4, "max_prompt_length": 256, "max_completion_length": 200, "use_vllm": "off"}}
+    one = plan_input(load_recipe(recipe), gpu_by_name("t4"))
+    two = plan_input(load_recipe(recipe, {"grpo.passes": 2}), gpu_by_name("t4"))
+    assert (one.batch, one.seq_len) == (4, 456)
+    assert (two.batch, two.seq_len) == (8, 656)  # the revision prompt carries the first answer
+
+
 def test_apply_auto_fit_prints_each_change(capsys):
     config = load_recipe({**BIG_SFT, "train": {**BIG_SFT["train"], "auto_fit": True}})
     fitted = apply_auto_fit(config, t4_hardware())

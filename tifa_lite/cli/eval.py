@@ -7,10 +7,11 @@ SUBCOMMANDS = [
     "roleplay",
     "preference",
     "gsm8k",
+    "roleplay_judge",
 ]
 
 
 def register(sub) -> None:
     from tifa_lite.cli import register_group
 
-    register_group(sub, "eval", "evaluate a model or adapter (gsm8k, preference, roleplay)", SUBCOMMANDS)
+    register_group(sub, "eval", "evaluate a model or adapter (gsm8k, preference, roleplay, roleplay-judge)", SUBCOMMANDS)

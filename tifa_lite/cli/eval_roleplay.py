@@ -25,8 +25,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tifa_lite.chat_session import ChatSession, chat
-    from tifa_lite.evaluation.roleplay import judge, perplexity, read_conversations
+    from tifa_lite.chat_session import ChatSession
+    from tifa_lite.evaluation.roleplay import perplexity, read_conversations
     from tifa_lite.modeling.inference import load_inference_model
 
     conversations = read_conversations(args.data, args.limit)
@@ -35,9 +35,13 @@ def run(args) -> int:
     print(f"role-play perplexity: {result['ppl']:.4f} over {result['n']} conversations, {result['tokens']} assistant tokens",
           file=sys.stderr)
     if args.judge:
-        candidate = ChatSession(model, tokenizer, {"do_sample": False, "max_new_tokens": args.max_new_tokens})
-        judge_session = chat(args.judge, do_sample=False, max_new_tokens=200)
-        result.update(judge(candidate, judge_session, conversations[: args.judge_samples], args.character or "the character"))
+        from tifa_lite.evaluation.roleplay_judge import JudgePrompts, LocalJudge, generate_replies, judge_replies, scenes_from
+
+        scenes = scenes_from(conversations[: args.judge_samples])
+        replies = generate_replies(ChatSession(model, tokenizer, {"do_sample": False, "max_new_tokens": args.max_new_tokens}), scenes)
+        judged = judge_replies(LocalJudge(args.judge), JudgePrompts(), scenes, replies, args.character or "the character")
+        result.update(judge_rated=judged["n"], judge_unparsed=judged["unparsable"], judge_scores=judged["criteria"],
+                      judge_overall=judged["score"], judge_examples=judged["examples"])
         print(f"judge: {result['judge_rated']} rated, {result['judge_unparsed']} unparsable, overall {result['judge_overall']}",
               file=sys.stderr)
     if args.json:

@@ -131,6 +131,25 @@ class RewardSpec(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 
+class RevisionConfig(Section):
+    """MGRPO's second pass (``grpo.passes: 2``, :mod:`tifa_lite.methods.mgrpo`)."""
+
+    # Each group's lowest-scoring completion (weighted reward sum) is revised when it scores below this;
+    # null revises every group's lowest, whatever it scored.
+    threshold: float | None = None
+    # The user turn after the first answer; {critique} becomes the failed rewards' sentences.
+    template: str = "Your answer has problems. {critique} Answer the original request again, fixing them."
+    # reward name → critique sentence, for rewards tifa_lite.rewards.critique does not know (or to reword one).
+    critiques: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("template")
+    @classmethod
+    def _has_critique(cls, value: str) -> str:
+        if "{critique}" not in value:
+            raise ValueError("grpo.revision.template must contain {critique}, where the failed rewards' sentences go.")
+        return value
+
+
 class GRPOConfig(Section):
     num_generations: int = Field(8, ge=2)
     max_prompt_length: int = 256
@@ -141,6 +160,10 @@ class GRPOConfig(Section):
     loss_type: str = "dapo"
     scale_rewards: str = "group"
     rewards: list[RewardSpec] = Field(default_factory=list)
+    # 2 = MGRPO (Tifa's "GRPO+GRPO"): low-scoring completions get a revision prompt with a critique, a second
+    # group is generated from it, and both groups enter the loss with their own group-relative advantages.
+    passes: Literal[1, 2] = 1
+    revision: RevisionConfig = Field(default_factory=RevisionConfig)
     use_vllm: Literal["auto", "on", "off"] = "auto"
 
     @field_validator("use_vllm", mode="before")

@@ -1,6 +1,9 @@
 """Prompt-only data for GRPO: GSM8K in its official form (``question``, ``answer``
 ending in ``#### n``) and generic ``prompt`` rows, rendered as chat prompts with the
-R1-Zero system prompt by default. Multi-turn prompts go through the recipe's ``<think>``
+R1-Zero system prompt by default; and conversations (``messages``, sharegpt, …, e.g. the
+role-play data kit's output), where the turns before the last assistant turn are the
+prompt (with the conversation's own system turn, no R1-Zero default) and that turn is
+kept as the ``reference`` column. Multi-turn prompts go through the recipe's ``<think>``
 history policy (:class:`tifa_lite.templates.ConversationRules`).
 
 TRL's GRPOConfig in this version has no ``max_prompt_length``, so prompts longer than
@@ -60,23 +63,47 @@ def build_prompt(text: str, system_prompt: str | None, template: str | None) -> 
     return messages
 
 
+CONVERSATION_FORMATS = ("messages", "sharegpt", "xtuner", "alpaca")
+
+
 def _row_format(row: dict[str, Any], fmt: str, where: str) -> str:
-    if fmt in ("gsm8k", "prompt"):
+    if fmt in ("gsm8k", "prompt", *CONVERSATION_FORMATS):
         return fmt
     if fmt != "auto":
-        raise DataError(f"data.format={fmt} is not prompt-only data; GRPO reads data.format=gsm8k or prompt.")
+        raise DataError(
+            f"data.format={fmt} is not prompt-only data; GRPO reads data.format=gsm8k, prompt or a conversation "
+            f"format ({', '.join(CONVERSATION_FORMATS)})."
+        )
     if "question" in row and "answer" in row:
         return "gsm8k"
     if "prompt" in row:
         return "prompt"
+    if any(key in row for key in ("messages", "conversations", "conversation")):
+        from tifa_lite.data.formats import detect_format
+
+        return detect_format(row, where)
     raise DataError(
         f"{where}: cannot tell the format of this row (keys {sorted(row)}). GRPO expects GSM8K rows "
-        "{question, answer: '... #### n'} or prompt rows {prompt, ...extra columns for the rewards}."
+        "{question, answer: '... #### n'}, prompt rows {prompt, ...extra columns for the rewards} or conversations "
+        "{messages: [...]}."
     )
 
 
+def conversation_prompt_row(row: dict[str, Any], fmt: str, where: str, system_prompt: str | None) -> dict:
+    """The turns before the last assistant turn are the prompt; that turn is the reference."""
+    from tifa_lite.data.formats import to_messages
+
+    messages = to_messages(row, fmt, where, system_prompt)  # validated: user first, alternating, a reply
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return {"prompt": messages[:last], "reference": messages[last]["content"]}
+
+
 def to_prompt_row(row: dict[str, Any], fmt: str, where: str, system_prompt: str | None, template: str | None) -> dict:
+    """``system_prompt`` None: the R1-Zero one for questions, and a conversation's own system turn."""
     fmt = _row_format(row, fmt, where)
+    if fmt in CONVERSATION_FORMATS:
+        return conversation_prompt_row(row, fmt, where, system_prompt)
+    system_prompt = R1_ZERO_SYSTEM_PROMPT if system_prompt is None else system_prompt
     if fmt == "gsm8k":
         for key in ("question", "answer"):
             if not isinstance(row.get(key), str) or not row[key].strip():
@@ -125,14 +152,13 @@ def load_prompt_rows(config: RecipeConfig, spec, key: str = "data.path", limit: 
                      skipped: SkipReport | None = None) -> list[dict[str, Any]]:
     d = config.data
     skipped = skipped if skipped is not None else SkipReport()
-    system_prompt = R1_ZERO_SYSTEM_PROMPT if d.system_prompt is None else d.system_prompt
     rules = ConversationRules(config.model)
     rows = []
     for record in _records(config, spec, key, skipped):
         if not isinstance(record.data, dict):
             raise DataError(f"{record.where}: GRPO data must be JSON records, not raw text.")
         try:
-            row = to_prompt_row(record.data, d.format, record.where, system_prompt, d.prompt_template)
+            row = to_prompt_row(record.data, d.format, record.where, d.system_prompt, d.prompt_template)
         except DataError as exc:
             if d.on_error == "skip":
                 skipped.add("invalid prompt row", str(exc))

@@ -125,10 +125,19 @@ def build_trainer(run: Run):
 
     check_batch(run)
     g = run.config.grpo
-    rewards = build_rewards(reward_specs(run), context={"max_completion_length": g.max_completion_length})
+    if g.passes == 2 and run.config.distributed.world_size > 1:
+        raise ConfigError("grpo.passes=2 (MGRPO) runs in one process; use grpo.passes=1 with distributed.world_size > 1.")
+    # The policy's tokenizer renders prompt + completion for rewards that read whole conversations (reward_model).
+    context = {"max_completion_length": g.max_completion_length, "policy_tokenizer": run.tokenizer}
+    rewards = build_rewards(reward_specs(run), context=context)
     data = build_grpo_data(run.config, run.tokenizer)
     run.data_report.update(data.report)
     run.data_report["rewards"] = dict(zip(rewards.names, rewards.weights))
     args = grpo_args(run, rewards.weights)
     keep_generation_cache(run.model)
+    if g.passes == 2:
+        from tifa_lite.methods.mgrpo import MGRPOTrainer
+
+        return compose_trainer(MGRPOTrainer, run, args, data.train, data.eval, reward_funcs=rewards.funcs,
+                               revision=g.revision)
     return compose_trainer(GRPOTrainer, run, args, data.train, data.eval, reward_funcs=rewards.funcs)

@@ -82,7 +82,10 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
     shape = shape or read_model_shape(config.model)
     t, method = config.train, config.train.method
     grpo = method == "grpo"
-    seq_len = config.grpo.max_prompt_length + config.grpo.max_completion_length if grpo else config.data.max_length
+    # MGRPO (grpo.passes=2) adds a revised group per prompt to each micro-batch, and its prompts carry the
+    # first answer: up to twice the rows, each up to one completion longer.
+    passes = config.grpo.passes if grpo else 1
+    seq_len = config.grpo.max_prompt_length + passes * config.grpo.max_completion_length if grpo else config.data.max_length
     attn = config.model.attn_implementation
     precision = planned_precision(config, gpu)
     return PlanInput(
@@ -97,7 +100,7 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
         lora_r=config.lora.r,
         lora_dropout=config.lora.dropout,
         lora_targets=_lora_targets(config.lora.target_modules),
-        batch=t.per_device_batch_size,
+        batch=t.per_device_batch_size * passes,
         seq_len=seq_len,
         gradient_checkpointing=t.gradient_checkpointing,
         optimizer=_optimizer(t.optim),

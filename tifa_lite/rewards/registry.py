@@ -5,7 +5,7 @@ A reward is named by
     ``soft_format``, ``strict_format``, ``int_answer``, ``correctness``), their lenient
     variants (``soft_format_lenient``, ``strict_format_lenient``, ``int_answer_numeric``,
     ``correctness_numeric``; see :mod:`tifa_lite.rewards.rule`), ``final_number``,
-    ``repetition``, ``length``,
+    ``repetition``, ``length``, ``reward_model``,
   - ``trl:<name>`` for TRL's own rewards (``trl:think_format_reward``,
     ``trl:get_repetition_penalty_reward`` …),
   - ``package.module:function`` or ``path/to/file.py:function`` for your own.
@@ -35,6 +35,7 @@ from typing import Any, Callable
 from tifa_lite.config.passthrough import coerce, keyword_parameters
 from tifa_lite.errors import ConfigError, TifaError
 from tifa_lite.rewards import rule
+from tifa_lite.rewards.reward_model import make_reward_model
 
 
 class RewardError(TifaError):
@@ -74,6 +75,7 @@ REGISTRY: dict[str, tuple[Callable, bool]] = {
     "final_number": (rule.final_number, False),
     "repetition": (_repetition, True),
     "length": (_length, True),
+    "reward_model": (make_reward_model, True),
 }
 
 # What GRPOTrainer hands every reward on each call, besides the data set's own columns.
