@@ -8,6 +8,7 @@ for p in "${PACKAGES[@]}"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# -n: never stop a test run to ask for a password.
+[ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
 $SUDO apt-get update -q
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"

@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh test,deepspeed,serve,web
+# System packages some tests drive: Chromium for the web page test, Go for rendering the
+# Ollama TEMPLATE with Go's own text/template. Idempotent; where apt cannot install them (no
+# root, no password-less sudo, no network) those tests report skipped with the reason.
+bash scripts/install_test_system_packages.sh || echo "system test packages not installed: their tests will skip" >&2
 VENV="${TIFA_LITE_VENV:-.venv}"
 [ -n "${VIRTUAL_ENV:-}" ] || . "$VENV/bin/activate"
 # Convert the embedded model once before the clock of any test starts.

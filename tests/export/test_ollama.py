@@ -64,7 +64,7 @@ def test_every_named_template_and_think_policy(tokenizer, name, strip):
 def test_go_text_template_itself_agrees(tokenizer):
     go = shutil.which("go")
     if go is None:
-        pytest.skip("Go is not installed (apt-get install -y golang-go; .ci/run does it): Go's own text/template not run")
+        pytest.skip("Go is not installed (apt-get install -y golang-go; scripts/test.sh does it): Go's own text/template not run")
     template = _template(modelfile_text(tokenizer, {}))
     for messages in CHECK_CONVERSATIONS:
         data = {"Template": template, "Messages": ollama_messages(messages)}

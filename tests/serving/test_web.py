@@ -48,7 +48,7 @@ def test_think_blocks_are_folded_into_a_reasoning_message():
 
 def _browser():
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        pytest.skip("Chromium is not installed (apt-get install -y chromium chromium-driver; .ci/run does it)")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium chromium-driver; scripts/test.sh does it)")
     webdriver = pytest.importorskip("selenium.webdriver", reason="the web extra is not installed: pip install -e '.[web]'")
     from selenium.webdriver.chrome.service import Service
 
