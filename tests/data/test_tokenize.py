@@ -134,12 +134,14 @@ def test_length_grouped_order_cuts_batches_of_neighbouring_lengths():
     ranges = sorted((min(b), max(b)) for b in batches)
     assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(ranges, ranges[1:]))
     padded = sum(len(b) * max(b) for b in batches)
-    ascending = sorted(lengths)
-    assert padded == sum(len(b) * max(b) for b in batches_of(list(range(43)), ascending, 8))
+    descending = sorted(lengths, reverse=True)
+    assert padded == sum(len(b) * max(b) for b in batches_of(list(range(43)), descending, 8))
+    assert max(batches[0]) == max(lengths) and max(batches[-1]) == sorted(lengths)[2]  # widest first, shortest last
 
 
 def test_length_grouped_order_is_fixed_by_the_seed_and_shuffles_batches():
     lengths = list(range(64, 0, -1))
     assert length_grouped_order(lengths, 4, seed=3) == length_grouped_order(lengths, 4, seed=3)
-    firsts = {tuple(length_grouped_order(lengths, 4, seed=s)[:4]) for s in range(5)}
-    assert len(firsts) > 1  # not always shortest-first: the batch order is random
+    orders = [length_grouped_order(lengths, 4, seed=s) for s in range(5)]
+    assert all(sorted(o[:4]) == [0, 1, 2, 3] for o in orders)  # the widest batch first, whatever the seed
+    assert len({tuple(o[4:8]) for o in orders}) > 1  # the batches after it come in random order

@@ -42,7 +42,7 @@ def test_kwargs_bind_to_plain_rewards():
 
 def test_kwargs_are_typed_by_the_reward_signature(tmp_path):
     """YAML's 2e-1 is a string; each reward's own annotations say what it becomes."""
-    f = build_rewards([{"name": "soft_format", "kwargs": {"score": "2e-1"}}]).funcs[0]
+    f = build_rewards([{"name": "soft_format_lenient", "kwargs": {"score": "2e-1"}}]).funcs[0]
     assert call(f, GOOD) == [0.2]
     user = tmp_path / "typed.py"
     user.write_text(

@@ -105,21 +105,25 @@ def pack_sequences(sequences: list[dict[str, list[int]]], max_length: int) -> li
 def length_grouped_order(lengths: list[int], batch_size: int, seed: int) -> list[int]:
     """Row order whose consecutive ``batch_size`` slices hold rows of nearly equal length.
 
-    Rows are sorted by length (ties in random order), cut into batches, and the batches are
-    shuffled; the one short batch, if any, goes last so that a sequential DataLoader cuts
-    exactly these batches. Why not transformers' ``group_by_length`` sampler: it sorts only
-    inside random mega-batches of ``min(rows // (4 × batch), 50)`` batches, so a data set of
-    a few dozen batches is sorted only within quarters of it, and one of under 8 batches not
-    at all (each mega-batch is one batch: on 48 rows it padded more than random batches).
-    A padded position is computed like a real one (TRL's fused LM head scores every position
-    where it has no Triton kernel, as on the CPU), so padding is throughput lost.
+    Rows are sorted longest first (ties in random order) and cut into batches; the widest
+    batch stays first, the others are shuffled, and the one short batch (the shortest rows),
+    if any, goes last so that a sequential DataLoader cuts exactly these batches. Widest first,
+    as transformers' own length sampler does: a batch that does not fit fails at step 1, not
+    hours into the run.
+    Why not transformers' ``group_by_length`` sampler: it sorts only inside random
+    mega-batches of ``min(rows // (4 × batch), 50)`` batches, so a data set of a few dozen
+    batches is sorted only within quarters of it, and one of under 8 batches not at all (each
+    mega-batch is one batch: on 48 rows it padded more than random batches). A padded
+    position is computed like a real one (TRL's fused LM head scores every position where it
+    has no Triton kernel, as on the CPU), so padding is throughput lost.
     """
     rng = random.Random(seed)
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], rng.random()))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     short = batches.pop() if batches and len(batches[-1]) < batch_size else None
-    rng.shuffle(batches)
-    return [i for batch in batches + ([short] if short else []) for i in batch]
+    widest, rest = batches[:1], batches[1:]
+    rng.shuffle(rest)
+    return [i for batch in widest + rest + ([short] if short else []) for i in batch]
 
 
 @dataclass

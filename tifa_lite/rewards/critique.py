@@ -63,6 +63,10 @@ CRITIQUES: dict[str, Critique] = {
     "soft_overlong_punishment": Critique("The reply is too long; say it in fewer words.", penalised),
     "reward_model": Critique("A judge of quality rated this reply below the others; make it better.", below_group_mean),
 }
+# The lenient variants fail for the same reasons as the write-up's exact rewards, only less often.
+CRITIQUES.update({f"{name}{suffix}": CRITIQUES[name] for name, suffix in (
+    ("soft_format", "_lenient"), ("strict_format", "_lenient"), ("int_answer", "_numeric"), ("correctness", "_numeric"),
+)})
 
 NOTHING_FAILED = "Check the answer and improve it where you can."
 
