@@ -35,7 +35,8 @@ def _mark(role: str, n: int) -> str:
 class TemplateStructure:
     # Text before the first message when the conversation opens with a system message
     # (BOS, if the template writes it) and when it does not (BOS + any default system block).
-    header_with_system: str
+    # None: the template refuses a system turn (ziya: the model was trained without one).
+    header_with_system: str | None
     header_without_system: str
     prefix: dict[str, str]
     suffix: dict[str, str]
@@ -45,6 +46,8 @@ class TemplateStructure:
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The conversation assembled from the parts (what the Jinja should have written)."""
         system_first = bool(messages) and messages[0]["role"] == "system"
+        if system_first and self.header_with_system is None:
+            raise TemplateShapeError("this chat template has no system turn")
         out = [self.header_with_system if system_first else self.header_without_system]
         for m in messages:
             out.append(self.prefix[m["role"]] + m["content"] + self.suffix[m["role"]])
@@ -74,10 +77,13 @@ def analyse(tokenizer) -> TemplateStructure:
             {"role": "user", "content": u2}, {"role": "assistant", "content": a2}]
     try:
         renders = [_render(tokenizer, conv[:k]) for k in range(1, len(conv) + 1)]
-        with_system = _render(tokenizer, [{"role": "system", "content": s}, conv[0]])
         prompt = _render(tokenizer, conv[:1], add_generation_prompt=True)
     except Exception as exc:  # a template may raise_exception() on a probe it dislikes
         raise TemplateShapeError(f"chat template failed on a plain user/assistant conversation: {exc}") from None
+    try:
+        with_system = _render(tokenizer, [{"role": "system", "content": s}, conv[0]])
+    except Exception:  # a template that refuses a system turn (ziya) raises; it simply has none
+        with_system = None
     for shorter, longer in zip(renders, renders[1:]):
         if not longer.startswith(shorter):
             raise TemplateShapeError("chat template rewrites earlier turns when a turn is added")
@@ -88,11 +94,22 @@ def analyse(tokenizer) -> TemplateStructure:
     prefix["assistant"], suffix["assistant"] = _split(renders[3][len(renders[2]):], a2, "assistant content")
     first_user = prefix["user"] + u1 + suffix["user"]
     if not renders[0].endswith(first_user):
-        raise TemplateShapeError("chat template wraps the first user turn differently from later ones")
+        # A separator written before every user turn but the first (ziya's "\n" between a
+        # reply's </s> and the next <human>:) closes the reply before it: the assistant's suffix
+        # whenever a turn follows, which is the only place a prompt ever has one.
+        sep = next((prefix["user"][:k] for k in range(1, len(prefix["user"]))
+                    if renders[0].endswith(prefix["user"][k:] + u1 + suffix["user"])), None)
+        if sep is None:
+            raise TemplateShapeError("chat template wraps the first user turn differently from later ones")
+        prefix["user"] = prefix["user"][len(sep):]
+        suffix["assistant"] += sep
+        first_user = prefix["user"] + u1 + suffix["user"]
     header_without_system = renders[0][: -len(first_user)]
-    if not with_system.endswith(first_user):
-        raise TemplateShapeError("chat template wraps a user turn after a system turn differently")
-    sys_open, sys_close = _split(with_system[: -len(first_user)], s, "system content")
+    sys_open, sys_close = None, ""
+    if with_system is not None:
+        if not with_system.endswith(first_user):
+            raise TemplateShapeError("chat template wraps a user turn after a system turn differently")
+        sys_open, sys_close = _split(with_system[: -len(first_user)], s, "system content")
     # The system turn's own prefix cannot be told apart from the header before it; they
     # always appear together (a system message comes first), so it is kept in the header.
     prefix["system"], suffix["system"] = "", sys_close
@@ -121,6 +138,8 @@ def check_regular(tokenizer, structure: TemplateStructure, conversations: list[l
     """Raise unless the parts re-assemble the Jinja output exactly, with and without a system turn."""
     samples = conversations or [SAMPLE_CONVERSATION, SAMPLE_CONVERSATION[1:]]
     for messages in samples:
+        if structure.header_with_system is None and messages and messages[0]["role"] == "system":
+            continue  # the template refuses this conversation itself
         expected = _render(tokenizer, messages, add_generation_prompt=True)
         got = structure.render(messages)
         if got != expected:

@@ -18,7 +18,7 @@ from tifa_lite.errors import ConfigError
 from tifa_lite.export.gguf import ExportError
 from tifa_lite.export.gotemplate import ollama_messages, render_go_template
 from tifa_lite.export.ollama import CHECK_CONVERSATIONS, export_ollama, modelfile_text
-from tifa_lite.templates import NAMED_TEMPLATES, apply_think_policy, render_named_template
+from tifa_lite.templates import NAMED_TEMPLATES, NO_SYSTEM_TEMPLATES, apply_think_policy, render_named_template
 
 GO_RENDERER = Path(__file__).parent / "go" / "render_ollama_template.go"
 TWO_TURNS = CHECK_CONVERSATIONS[0]
@@ -58,7 +58,21 @@ def test_every_named_template_and_think_policy(tokenizer, name, strip):
     tok.chat_template = render_named_template(name, strip_think=strip)
     template = _template(modelfile_text(tok, {}, strip_think=strip))
     for messages in CHECK_CONVERSATIONS:
+        if name in NO_SYSTEM_TEMPLATES and messages[0]["role"] == "system":
+            # The Jinja refuses a system turn; the Modelfile drops it, rendering the rest the same.
+            with pytest.raises(Exception, match="no system turn"):
+                _jinja(tok, messages, strip)
+            got = render_go_template(template, {"Messages": ollama_messages(messages)})
+            assert got == _jinja(tok, messages[1:], strip)
+            continue
         assert render_go_template(template, {"Messages": ollama_messages(messages)}) == _jinja(tok, messages, strip)
+
+
+def test_a_template_without_a_system_turn_refuses_a_system_prompt(tokenizer):
+    tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+    tok.chat_template = render_named_template("ziya")
+    with pytest.raises(ExportError, match="no system turn.*without --system"):
+        modelfile_text(tok, {}, system="You are Tifa.")
 
 
 def test_go_text_template_itself_agrees(tokenizer):

@@ -33,7 +33,9 @@ def _lit(text: str) -> str:
 def go_template(structure: TemplateStructure, strip_think: bool, drop_bos: bool) -> str:
     """The Ollama TEMPLATE for ``structure``. ``drop_bos``: the runtime adds BOS itself
     (the GGUF says add_bos_token), so a BOS the Jinja writes is left out, never doubled."""
-    header_sys, header_nosys = structure.header_with_system, structure.header_without_system
+    header_nosys = structure.header_without_system
+    # A template without a system turn: a system message is dropped (the header is the same).
+    header_sys = header_nosys if structure.header_with_system is None else structure.header_with_system
     bos = structure.bos_token
     if drop_bos and bos:
         header_sys = header_sys.removeprefix(bos)
@@ -48,7 +50,8 @@ def go_template(structure: TemplateStructure, strip_think: bool, drop_bos: bool)
         "{{- range $i, $m := .Messages -}}",
         "{{- $last := eq (len (slice $.Messages $i)) 1 -}}",
         # A system message is only rendered first, where the template's header expects it.
-        '{{- if eq .Role "system" -}}{{- if eq $i 0 -}}{{- .Content -}}' + _lit(suf["system"]) + "{{- end -}}",
+        ('{{- if eq .Role "system" -}}{{- if eq $i 0 -}}{{- .Content -}}' + _lit(suf["system"]) + "{{- end -}}"
+         if structure.header_with_system is not None else '{{- if eq .Role "system" -}}'),
         '{{- else if eq .Role "user" -}}' + _lit(pre["user"]) + "{{- .Content -}}" + _lit(suf["user"]),
         '{{- else if eq .Role "assistant" -}}' + _lit(pre["assistant"])
         + "{{- if and .Thinking " + think_when + ' -}}{{- "<think>" -}}{{- .Thinking -}}{{- "</think>\\n" -}}{{- end -}}'
