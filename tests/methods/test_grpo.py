@@ -155,8 +155,8 @@ def test_trl_args_unknown_wrong_type_or_set_twice_name_the_recipe_key(tmp_path):
         cfg.grpo.trl_args = trl_args
         with pytest.raises(ConfigError, match=message):
             grpo_args(run_for(cfg, tmp_path), [1.0])
-    cfg.grpo.trl_args = {"generation_kwargs": {"top_k": 20}}  # dicts add to ours
-    assert grpo_args(run_for(cfg, tmp_path), [1.0]).generation_kwargs == {"use_cache": True, "top_k": 20}
+    cfg.grpo.trl_args = {"generation_kwargs": {"top_k": 20}}  # ours sets none (vLLM rejects transformers-only keys)
+    assert grpo_args(run_for(cfg, tmp_path), [1.0]).generation_kwargs == {"top_k": 20}
 
 
 def test_trl_post_init_errors_become_config_errors_naming_the_keys(tmp_path):
