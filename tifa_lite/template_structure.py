@@ -43,10 +43,14 @@ class TemplateStructure:
     generation_prompt: str
     bos_token: str | None
 
+    @property
+    def has_system(self) -> bool:
+        return self.header_with_system is not None
+
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """The conversation assembled from the parts (what the Jinja should have written)."""
         system_first = bool(messages) and messages[0]["role"] == "system"
-        if system_first and self.header_with_system is None:
+        if system_first and not self.has_system:
             raise TemplateShapeError("this chat template has no system turn")
         out = [self.header_with_system if system_first else self.header_without_system]
         for m in messages:
@@ -138,7 +142,7 @@ def check_regular(tokenizer, structure: TemplateStructure, conversations: list[l
     """Raise unless the parts re-assemble the Jinja output exactly, with and without a system turn."""
     samples = conversations or [SAMPLE_CONVERSATION, SAMPLE_CONVERSATION[1:]]
     for messages in samples:
-        if structure.header_with_system is None and messages and messages[0]["role"] == "system":
+        if not structure.has_system and messages and messages[0]["role"] == "system":
             continue  # the template refuses this conversation itself
         expected = _render(tokenizer, messages, add_generation_prompt=True)
         got = structure.render(messages)

@@ -35,7 +35,7 @@ def go_template(structure: TemplateStructure, strip_think: bool, drop_bos: bool)
     (the GGUF says add_bos_token), so a BOS the Jinja writes is left out, never doubled."""
     header_nosys = structure.header_without_system
     # A template without a system turn: a system message is dropped (the header is the same).
-    header_sys = header_nosys if structure.header_with_system is None else structure.header_with_system
+    header_sys = structure.header_with_system if structure.has_system else header_nosys
     bos = structure.bos_token
     if drop_bos and bos:
         header_sys = header_sys.removeprefix(bos)
@@ -51,7 +51,7 @@ def go_template(structure: TemplateStructure, strip_think: bool, drop_bos: bool)
         "{{- $last := eq (len (slice $.Messages $i)) 1 -}}",
         # A system message is only rendered first, where the template's header expects it.
         ('{{- if eq .Role "system" -}}{{- if eq $i 0 -}}{{- .Content -}}' + _lit(suf["system"]) + "{{- end -}}"
-         if structure.header_with_system is not None else '{{- if eq .Role "system" -}}'),
+         if structure.has_system else '{{- if eq .Role "system" -}}'),
         '{{- else if eq .Role "user" -}}' + _lit(pre["user"]) + "{{- .Content -}}" + _lit(suf["user"]),
         '{{- else if eq .Role "assistant" -}}' + _lit(pre["assistant"])
         + "{{- if and .Thinking " + think_when + ' -}}{{- "<think>" -}}{{- .Thinking -}}{{- "</think>\\n" -}}{{- end -}}'

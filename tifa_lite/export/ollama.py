@@ -73,13 +73,12 @@ def modelfile_text(
         check_regular(tokenizer, structure)
     except TemplateShapeError as exc:
         raise ExportError(f"cannot write an Ollama TEMPLATE: {exc}") from None
-    has_system = structure.header_with_system is not None
-    if system and not has_system:
-        raise ExportError("the chat template has no system turn (ziya: trained without one), so the Modelfile "
-                          "cannot carry a SYSTEM prompt: export without --system.")
+    if system and not structure.has_system:
+        raise ExportError("the chat template has no system turn (it refuses one), so the Modelfile cannot carry "
+                          "a SYSTEM prompt: export without --system.")
     template = go_template(structure, strip_think=strip_think, drop_bos=add_bos)
     for messages in CHECK_CONVERSATIONS:
-        if not has_system and messages[0]["role"] == "system":
+        if not structure.has_system and messages[0]["role"] == "system":
             continue  # the Jinja template itself refuses it
         expected = tokenizer.apply_chat_template(apply_think_policy(messages, strip_think), tokenize=False,
                                                  add_generation_prompt=True)
