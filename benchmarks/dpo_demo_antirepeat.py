@@ -41,7 +41,7 @@ def main() -> None:
 
     from tifa_lite.modeling.inference import load_inference_model
     from tifa_lite.pairs import GenerationSettings, anti_repetition, mean_repetition, read_prompts, write_pairs
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ def main() -> None:
     from tifa_lite.data.preference import pair_token_lengths, read_preference_pairs
     from tifa_lite.evaluation.preference import evaluate_preference
     from tifa_lite.pairs import write_pairs
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     out = (REPO / args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ SETTINGS = dict(r=16, alpha=32, batch=2, max_length=128, lr=5e-5, seed=42)
 
 
 def run_ours(pairs: str, steps: int, out: str) -> dict:
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     result = train(REPO / "recipes" / "dpo_qlora_hh.yaml", overrides={
         "model.name_or_path": "smollm2-135m-instruct", "lora.r": SETTINGS["r"], "lora.alpha": SETTINGS["alpha"],

@@ -88,8 +88,8 @@ def main() -> None:
     args = p.parse_args()
 
     from tifa_lite.modeling.inference import load_inference_model
-    from tifa_lite.outputs import read_metrics
-    from tifa_lite.runner import train
+    from tifa_lite.training.outputs import read_metrics
+    from tifa_lite.training.runner import train
 
     t0 = time.time()
     lm, tok, *_ = load_inference_model("smollm2-135m-instruct", precision="fp32")

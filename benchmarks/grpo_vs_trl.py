@@ -30,8 +30,8 @@ def settings(args) -> dict:
 
 
 def run_ours(s: dict, out: Path) -> list[float]:
-    from tifa_lite.outputs import read_metrics
-    from tifa_lite.runner import train
+    from tifa_lite.training.outputs import read_metrics
+    from tifa_lite.training.runner import train
 
     result = train({
         "model": {"name_or_path": "smollm2-135m-instruct"},

@@ -111,8 +111,8 @@ def main() -> None:
     args.rewards = "answer"
 
     from tifa_lite.modeling.inference import load_inference_model
-    from tifa_lite.outputs import read_metrics
-    from tifa_lite.runner import train
+    from tifa_lite.training.outputs import read_metrics
+    from tifa_lite.training.runner import train
 
     lm, tok, *_ = load_inference_model("smollm2-135m-instruct", precision="fp32")
     before = evaluate(lm, tok, args)

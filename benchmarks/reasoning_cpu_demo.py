@@ -56,7 +56,7 @@ def evaluate(model_dir: str, args) -> dict:
 
 
 def reward_windows(adapter_dir: Path, window: int) -> dict:
-    from tifa_lite.outputs import read_metrics
+    from tifa_lite.training.outputs import read_metrics
 
     steps = [m for m in read_metrics(adapter_dir / "metrics.jsonl") if m.get("reward") is not None]
     w = max(1, min(window, len(steps) // 2))
@@ -87,8 +87,8 @@ def main() -> None:
     p.add_argument("--save-completions", type=Path, help="write 12 held-out completions per model here (JSONL)")
     args = p.parse_args()
 
-    from tifa_lite.budgets import EMBEDDED
-    from tifa_lite.pipeline import run_pipeline
+    from tifa_lite.training.budgets import EMBEDDED
+    from tifa_lite.training.pipeline import run_pipeline
 
     models = {"base": EMBEDDED}
     result = run_pipeline(args.pipeline, args.overrides)

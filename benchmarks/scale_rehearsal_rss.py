@@ -8,7 +8,7 @@ rehearsal: one torchrun with 2 ranks, gloo, DeepSpeed's CPU accelerator, fp32.
 The model is a random Qwen2 of Qwen2.5-0.5B's shape (hidden 896, 24 layers, intermediate
 4864, 14/2 heads, vocab 151936, tied embeddings: 494 M parameters, 1.98 GB in fp32),
 written once as safetensors (fp32, or bf16 with --save-dtype) into a temp folder. Each rank runs the project's own load
-path, the calls ``tifa_lite.runner.run_config`` makes: ``prepare_distributed`` →
+path, the calls ``tifa_lite.training.runner.run_config`` makes: ``prepare_distributed`` →
 ``early_training_arguments`` → ``load_for_training_with_backend``. "before" leaves out
 ``early_training_arguments`` before the load, which is the load path as it was.
 

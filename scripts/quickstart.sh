@@ -7,4 +7,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install.sh
 VENV="${TIFA_LITE_VENV:-.venv}"
 [ -n "${VIRTUAL_ENV:-}" ] || . "$VENV/bin/activate"
-exec python -m tifa_lite.quickstart "$@"
+exec python -m tifa_lite.training.quickstart "$@"

@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 
 def train(recipe, profile=None, **overrides):
     """Run a recipe: ``train("recipes/sft_qlora_roleplay.yaml", **{"train.max_steps": 2})``."""
-    from tifa_lite.runner import train as _train
+    from tifa_lite.training.runner import train as _train
 
     return _train(recipe, profile=profile, **overrides)
 
@@ -27,7 +27,7 @@ def merge(adapter, output, **kwargs):
 
 def chat(model="smollm2-135m-instruct", adapter=None, **kwargs):
     """A chat session for notebooks: ``session = chat(adapter="outputs/run"); session.say("hi")``."""
-    from tifa_lite.chat_session import chat as _chat
+    from tifa_lite.conversation.session import chat as _chat
 
     return _chat(model, adapter, **kwargs)
 

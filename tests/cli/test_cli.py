@@ -40,3 +40,19 @@ def test_overrides_may_follow_options(capsys):
     assert main(["config", RECIPE, "--profile", "t4", "train.max_steps=3"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["train"]["max_steps"] == 3 and resolved["train"]["precision"] == "fp16"
+
+
+def test_output_is_the_one_spelling_and_out_a_hidden_alias(capsys):
+    from tifa_lite.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["pairs", "reference-vs-self", "--data", "d.jsonl"], ["data", "roleplay", "--texts", "t", "--character", "C"],
+                 ["export", "xtuner", "recipe.yaml"]):
+        assert parser.parse_args([*argv, "--output", "o"]).output == "o"
+        assert parser.parse_args([*argv, "--out", "o"]).output == "o"
+    import pytest
+
+    with pytest.raises(SystemExit):
+        parser.parse_args(["pairs", "reference-vs-self", "--help"])
+    usage = capsys.readouterr().out
+    assert "--output" in usage and "--out " not in usage and "--out\n" not in usage

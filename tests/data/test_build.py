@@ -34,7 +34,7 @@ def built_text(tmp_path, tokenizer, **model):
 
 
 def test_default_strips_earlier_reasoning_and_logs_it(tmp_path, tokenizer, caplog):
-    with caplog.at_level(logging.INFO, logger="tifa_lite.templates"):
+    with caplog.at_level(logging.INFO, logger="tifa_lite.conversation.templates"):
         text = built_text(tmp_path, tokenizer)
     assert "r1" not in text and "<|im_start|>assistant\na1<|im_end|>" in text
     assert "<think>\nr2\n</think>\na2" in text  # the trained answer keeps its reasoning

@@ -182,7 +182,7 @@ def test_multi_turn_prompt_history_loses_its_reasoning(tmp_path, caplog):
     turns = [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "<think>one and one</think>2"},
              {"role": "user", "content": "and 2+2?"}]
     f = write(tmp_path / "p.jsonl", [{"prompt": turns, "answer": "4"}])
-    with caplog.at_level(logging.INFO, logger="tifa_lite.templates"):
+    with caplog.at_level(logging.INFO, logger="tifa_lite.conversation.templates"):
         [row] = load_prompt_rows(config(path=str(f), system_prompt=""), str(f))
     assert row["prompt"][1] == {"role": "assistant", "content": "2"}
     assert "in 1 of 1 conversations" in caplog.text

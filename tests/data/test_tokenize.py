@@ -12,7 +12,7 @@ from tifa_lite.data.tokenize import (
     length_grouped_order,
     pack_sequences,
 )
-from tifa_lite.templates import apply_chat_template_choice
+from tifa_lite.conversation.templates import apply_chat_template_choice
 
 MESSAGES = [
     {"role": "system", "content": "Be brief."},

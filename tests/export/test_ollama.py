@@ -18,7 +18,7 @@ from tifa_lite.errors import ConfigError
 from tifa_lite.export.gguf import ExportError
 from tifa_lite.export.gotemplate import ollama_messages, render_go_template
 from tifa_lite.export.ollama import CHECK_CONVERSATIONS, export_ollama, modelfile_text
-from tifa_lite.templates import NAMED_TEMPLATES, NO_SYSTEM_TEMPLATES, apply_think_policy, render_named_template
+from tifa_lite.conversation.templates import NAMED_TEMPLATES, NO_SYSTEM_TEMPLATES, apply_think_policy, render_named_template
 
 GO_RENDERER = Path(__file__).parent / "go" / "render_ollama_template.go"
 TWO_TURNS = CHECK_CONVERSATIONS[0]

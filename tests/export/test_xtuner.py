@@ -216,9 +216,9 @@ def xtuner_render(template: dict, conversation: list[dict], eos: str) -> str:
 def test_prompt_template_renders_like_our_chat_template(tmp_path, tiny_model_dir, name):
     from transformers import AutoTokenizer
 
-    from tifa_lite.templates import apply_chat_template_choice, apply_think_policy, strips_think
+    from tifa_lite.conversation.templates import apply_chat_template_choice, apply_think_policy, strips_think
 
-    # Ziya has no system turn (the recipe's data is refused with one; see tests/test_templates.py).
+    # Ziya has no system turn (the recipe's data is refused with one; see tests/conversation/test_templates.py).
     chats = [c for c in CHATS if name != "ziya" or c["messages"][0]["role"] != "system"] + [{"messages": [
         {"role": "user", "content": "Think first."},
         {"role": "assistant", "content": "<think>hmm</think>Done."},

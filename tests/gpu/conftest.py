@@ -39,7 +39,7 @@ def support_run_sft(model_dir: Path, out: Path, treat_as_t4: bool) -> dict:
     from tifa_lite.hardware import NO_BF16_ENV, resolve_precision
     from tifa_lite.methods import sft
     from tifa_lite.modeling.dtypes import trainable_dtypes
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     watched: dict = {}
     real_compose = sft.compose_trainer

@@ -113,7 +113,7 @@ def sft_overrides(model_dir: Path, out: Path, steps: int | None = None, **extra:
 
 
 def losses(output_dir: Path, key: str = "loss") -> list[float]:
-    from tifa_lite.outputs import read_metrics
+    from tifa_lite.training.outputs import read_metrics
 
     return [m[key] for m in read_metrics(output_dir / "metrics.jsonl") if m.get(key) is not None]
 

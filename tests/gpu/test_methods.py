@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from tifa_lite.runner import train
+from tifa_lite.training.runner import train
 
 from . import support
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tifa_lite.config import load_recipe
-from tifa_lite.runner import train
+from tifa_lite.training.runner import train
 
 from . import support
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from tifa_lite.hardware import resolve_precision, torch_dtype
-from tifa_lite.runner import train
+from tifa_lite.training.runner import train
 
 from . import support
 

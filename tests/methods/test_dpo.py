@@ -102,7 +102,7 @@ def test_other_preference_methods_train_a_step(method, tiny_model_dir, sample_da
 @pytest.mark.slow
 def test_dpo_recipe_end_to_end_on_embedded_model(sample_data, tmp_path):
     from tifa_lite.evaluation.preference import evaluate_preference_files
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     result = train("recipes/dpo_qlora_hh.yaml", overrides={
         "model.name_or_path": "smollm2-135m-instruct", "data.max_length": 192, "data.overlength": "drop",

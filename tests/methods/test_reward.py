@@ -48,7 +48,7 @@ def test_reward_needs_a_classification_model(tiny_model_dir, sample_data, tmp_pa
 @pytest.mark.slow
 def test_reward_recipe_end_to_end_and_preference_eval(sample_data, tmp_path):
     from tifa_lite.evaluation.preference import evaluate_preference_files
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     result = train("recipes/reward_qlora_hh.yaml", overrides={
         "model.name_or_path": "smollm2-135m-instruct", "data.max_length": 192, "data.limit": 8,

@@ -29,7 +29,7 @@ def test_stored_notebooks_match_generator_and_have_no_outputs():
 
 def test_budget_overrides_and_environment(monkeypatch, tmp_path):
     from tifa_lite.errors import ConfigError
-    from tifa_lite.notebook import budget_overrides, environment, find_repo_root
+    from tifa_lite.training.notebook import budget_overrides, environment, find_repo_root
 
     tiny = budget_overrides("cpu-tiny", "grpo", output_dir="x")
     assert tiny["model.name_or_path"] == "smollm2-135m-instruct" and tiny["grpo.num_generations"] == 2

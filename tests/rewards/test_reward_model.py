@@ -18,7 +18,7 @@ PROMPT = [{"role": "system", "content": "You are Sheldon."}, {"role": "user", "c
 @pytest.fixture(scope="module")
 def reward_adapter(tiny_model_dir, sample_data, tmp_path_factory):
     """A real train.method=reward output (LoRA SEQ_CLS adapter + score head) from one step."""
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     out = tmp_path_factory.mktemp("rm") / "reward"
     train(REPO / "recipes" / "reward_qlora_hh.yaml", overrides={

@@ -17,7 +17,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="package")
 def tiny_session(tiny_model_dir):
-    from tifa_lite.chat_session import chat
+    from tifa_lite.conversation.session import chat
 
     # Greedy, so a reply can be compared across the API, the stream and the session itself.
     return chat(str(tiny_model_dir), preset="greedy", max_new_tokens=6)

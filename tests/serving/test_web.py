@@ -70,7 +70,7 @@ def test_page_in_headless_chromium_answers_a_message(embedded_model_dir):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tifa_lite.chat_session import chat
+    from tifa_lite.conversation.session import chat
     from tifa_lite.serving.web import launch
 
     driver, profile = _browser()

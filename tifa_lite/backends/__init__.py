@@ -13,7 +13,7 @@ from tifa_lite.hardware import Hardware
 def preload_backend(config: RecipeConfig, hardware: Hardware) -> str:
     """Choose the backend and, for unsloth, import it now: unsloth patches transformers and
     TRL when imported and warns that optimisations may be missing if they were imported
-    first. Call before anything imports transformers (in a run: before tifa_lite.outputs)."""
+    first. Call before anything imports transformers (in a run: before tifa_lite.training.outputs)."""
     name, _reason = select_backend(config, hardware)
     if name == "unsloth":
         import unsloth  # noqa: F401  (imported for its patches)

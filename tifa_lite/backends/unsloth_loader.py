@@ -77,7 +77,7 @@ def load_with_unsloth(config: RecipeConfig, precision: str, hardware: Hardware):
     """Returns ``(peft_model, tokenizer, None)``, like ``modeling.load_for_training``."""
     from unsloth import FastLanguageModel  # optional, CUDA-only: imported only when chosen
 
-    from tifa_lite.templates import apply_chat_template_choice
+    from tifa_lite.conversation.templates import apply_chat_template_choice
 
     resolved = resolve_model(config.model)
     model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(config, resolved, precision))

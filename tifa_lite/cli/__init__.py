@@ -34,6 +34,14 @@ def register_group(sub, name: str, help_text: str, subcommands: list[str]) -> No
         importlib.import_module(f"tifa_lite.cli.{name}_{subcommand}").register(group)
 
 
+def add_output_option(parser, help_text: str, required: bool = False) -> None:
+    """``--output PATH``, the one spelling every command uses; ``--out`` is still accepted
+    (hidden) for the commands that were first written with it."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument("--output", dest="output", help=help_text)
+    group.add_argument("--out", dest="output", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import tifa_lite
 

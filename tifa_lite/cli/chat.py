@@ -50,7 +50,7 @@ def system_prompt(args) -> str | None:
 
 
 def session_from_args(args):
-    from tifa_lite.chat_session import chat
+    from tifa_lite.conversation.session import chat
 
     return chat(
         args.model,

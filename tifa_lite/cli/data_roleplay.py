@@ -1,6 +1,8 @@
-"""`tifa-lite data roleplay --texts DIR_OR_FILES --character NAME --out FILE.jsonl`."""
+"""`tifa-lite data roleplay --texts DIR_OR_FILES --character NAME --output FILE.jsonl`."""
 
 from __future__ import annotations
+
+from tifa_lite.cli import add_output_option
 
 import json
 
@@ -21,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--max-turns", type=int, default=4, help="exchanges per multi-turn conversation (default 4)")
     p.add_argument("--keep-source", action="store_true", help="add a 'source' (file:line) field to each row")
     p.add_argument("--report", help="also write the stats report as JSON to this file")
-    p.add_argument("--out", required=True, help="output .jsonl")
+    add_output_option(p, "output .jsonl", required=True)
     p.set_defaults(handler=run)
 
 
@@ -45,7 +47,7 @@ def run(args) -> int:
     print(report.format())
     if not rows:
         raise DataError(f"no conversations for --character {args.character!r}; nothing written (see the report above).")
-    out = write_jsonl(rows, args.out, keep_source=args.keep_source)
+    out = write_jsonl(rows, args.output, keep_source=args.keep_source)
     if args.report:
         write_text(args.report, json.dumps(report.as_dict(), ensure_ascii=False, indent=2))
     print(f"wrote {len(rows)} conversations to {out}")

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tifa_lite.chat_session import ChatSession
+    from tifa_lite.conversation.session import ChatSession
     from tifa_lite.evaluation.roleplay import perplexity, read_conversations
     from tifa_lite.modeling.inference import load_inference_model
 

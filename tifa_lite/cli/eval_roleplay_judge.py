@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 
-from tifa_lite.budgets import EMBEDDED
+from tifa_lite.training.budgets import EMBEDDED
 
 
 def register(sub) -> None:

@@ -3,6 +3,8 @@ from a model's own generations, or measure how repetitive its samples are."""
 
 from __future__ import annotations
 
+from tifa_lite.cli import add_output_option
+
 import json
 
 
@@ -11,7 +13,7 @@ def _common(p, out: bool = True) -> None:
     p.add_argument("--adapter", default=None, help="LoRA adapter folder of a tifa_lite run (its base is read from it)")
     p.add_argument("--data", required=True, help="prompts: JSONL/JSON file, folder or glob")
     if out:
-        p.add_argument("--out", required=True, help="output JSONL (preference form, scores kept)")
+        add_output_option(p, "output JSONL (preference form, scores kept)", required=True)
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise")
@@ -78,14 +80,14 @@ def _build(args, outcomes, need_reference: bool = False) -> int:
 
     items = _prompts(args, need_reference)
     settings = {k: v for k, v in vars(args).items() if k not in ("handler", "verbose")}
-    with PairJournal(args.out, settings) as journal:
+    with PairJournal(args.output, settings) as journal:
         done = journal.done
         if any(item.where not in done for item in items):
             model, tokenizer = _model(args)
             for outcome in outcomes(model, tokenizer, items, done):
                 journal.record(outcome)
         report = journal.finish(items)
-    print(json.dumps({"out": str(args.out), "prompts": report.prompts, "pairs": report.pairs, "skipped": report.skipped}))
+    print(json.dumps({"out": str(args.output), "prompts": report.prompts, "pairs": report.pairs, "skipped": report.skipped}))
     return 0
 
 

@@ -13,7 +13,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tifa_lite.pipeline import load_pipeline, plan, run_pipeline
+    from tifa_lite.training.pipeline import load_pipeline, plan, run_pipeline
 
     if args.dry_run:
         spec, pipeline_dir = load_pipeline(args.pipeline, args.overrides)

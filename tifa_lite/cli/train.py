@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     result = train(args.recipe, profile=args.profile, overrides=args.overrides)
     print(f"done: {result.output_dir}")

@@ -30,7 +30,7 @@ class ModelConfig(Section):
     trust_remote_code: bool = False
     backend: Literal["auto", "transformers", "unsloth"] = "auto"
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2"] = "auto"
-    # None keeps the tokenizer's own template; a name picks one of tifa_lite.templates,
+    # None keeps the tokenizer's own template; a name picks one of tifa_lite.conversation.templates,
     # anything else is read as a path to a .jinja file.
     chat_template: str | None = None
     # auto/strip: <think>…</think> is removed from assistant turns before the last user turn

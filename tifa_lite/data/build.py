@@ -12,7 +12,7 @@ from tifa_lite.data.formats import detect_format, to_messages
 from tifa_lite.data.io import SkipReport, iter_records
 from tifa_lite.data.tokenize import encode_conversation, pack_sequences
 from tifa_lite.errors import DataError
-from tifa_lite.templates import ConversationRules
+from tifa_lite.conversation.templates import ConversationRules
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ R1-Zero system prompt by default; and conversations (``messages``, sharegpt, …
 role-play data kit's output), where the turns before the last assistant turn are the
 prompt (with the conversation's own system turn, no R1-Zero default) and that turn is
 kept as the ``reference`` column. Multi-turn prompts go through the recipe's ``<think>``
-history policy (:class:`tifa_lite.templates.ConversationRules`).
+history policy (:class:`tifa_lite.conversation.templates.ConversationRules`).
 
 TRL's GRPOConfig in this version has no ``max_prompt_length``, so prompts longer than
 ``grpo.max_prompt_length`` tokens are dropped here, counted in the data report.
@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.data.io import Record, SkipReport, is_local_spec, iter_records
 from tifa_lite.errors import DataError
-from tifa_lite.templates import ConversationRules
+from tifa_lite.conversation.templates import ConversationRules
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ Accepted input, per row:
   and no chat template is applied.
 
 Conversational prompts go through the recipe's ``<think>`` history policy
-(:class:`tifa_lite.templates.ConversationRules`); the answers are the turns being scored,
+(:class:`tifa_lite.conversation.templates.ConversationRules`); the answers are the turns being scored,
 so they keep their reasoning.
 
 A pair that is identical, has an empty side, or shares no prefix is a bad pair: with
@@ -33,7 +33,7 @@ from typing import Any, Iterable
 from tifa_lite.config.schema import ModelConfig
 from tifa_lite.data.io import SkipReport, iter_records
 from tifa_lite.errors import ConfigError, DataError
-from tifa_lite.templates import ConversationRules
+from tifa_lite.conversation.templates import ConversationRules
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What a training process does differently when it is one rank of many.
 
-``prepare_distributed(config)`` is called by :func:`tifa_lite.runner.run_config` before
+``prepare_distributed(config)`` is called by :func:`tifa_lite.training.runner.run_config` before
 the output folder is touched and before the model is loaded. For a single process it
 only applies the global-batch rule (a no-op for a plain recipe). Under a launcher it also
 checks that the launcher started as many processes as the config is written for, and
@@ -18,7 +18,7 @@ accelerate would) and telling the trainer to use it (``use_configured_state``) k
 one code path for the H100 run and its CPU rehearsal; only the backend string differs.
 
 Why the trainer's arguments are made once more before the model is loaded
-(:func:`early_training_arguments`): transformers decides whether ``from_pretrained``
+(:func:`tifa_lite.methods.common.early_training_arguments`): transformers decides whether ``from_pretrained``
 partitions parameters as they load (``deepspeed.zero.Init``) by asking a module-level
 weak reference to the live DeepSpeed config, which only ``TrainingArguments`` sets. A
 model loaded before any exists is materialised whole on every rank.
@@ -206,21 +206,6 @@ def training_arguments_kwargs(config: RecipeConfig) -> dict[str, Any]:
         kwargs["deepspeed"] = effective_deepspeed_config(config)
         kwargs["ddp_timeout"] = PROCESS_GROUP_TIMEOUT_S
     return kwargs
-
-
-def early_training_arguments(config: RecipeConfig, work_dir: Path, precision: str):
-    """For a DeepSpeed run: ``TrainingArguments`` with the keys the trainer will get, created
-    before the model is loaded so that ZeRO-3 partitions parameters as they load (see the
-    module docstring). Returns None otherwise. transformers keeps only a weak reference to
-    the DeepSpeed config: hold the returned object until the trainer exists."""
-    if not config.distributed.deepspeed:
-        return None
-    from transformers import TrainingArguments
-
-    from tifa_lite.methods.common import Run, training_kwargs
-
-    run = Run(config=config, work_dir=work_dir, model=None, tokenizer=None, peft_config=None, precision=precision)
-    return TrainingArguments(**training_kwargs(run))
 
 
 def load_report(model) -> str:

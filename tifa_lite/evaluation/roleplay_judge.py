@@ -58,7 +58,7 @@ def scenes_from(conversations: list[tuple[list[dict], str]]) -> list[Scene]:
 
 
 def generate_replies(session, scenes: list[Scene]) -> list[str]:
-    """``session``: a :class:`tifa_lite.chat_session.ChatSession`; each reply answers the
+    """``session``: a :class:`tifa_lite.conversation.session.ChatSession`; each reply answers the
     scene's last line with the earlier turns as history."""
     replies = []
     for scene in scenes:
@@ -154,7 +154,7 @@ class LocalJudge:
     """A local HF chat model (folder, embedded name, hub id, + adapter), greedy."""
 
     def __init__(self, model: str | None, adapter: str | None = None, max_new_tokens: int = 256, bits: int | None = None):
-        from tifa_lite.chat_session import chat
+        from tifa_lite.conversation.session import chat
 
         self.name = str(adapter or model)
         self.session = chat(model, adapter, bits=bits, do_sample=False, max_new_tokens=max_new_tokens, repetition_penalty=1.0)
@@ -259,7 +259,7 @@ def model_replies(model: str | None, adapter: str | None, scenes: list[Scene], *
     so the judge does not have to share memory with it."""
     import gc
 
-    from tifa_lite.chat_session import chat
+    from tifa_lite.conversation.session import chat
 
     session = chat(model, adapter, bits=bits, seed=seed, do_sample=False, max_new_tokens=max_new_tokens)
     replies = generate_replies(session, scenes)

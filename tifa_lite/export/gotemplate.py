@@ -2,7 +2,7 @@
 interpreter of the constructs that template uses, to check it renders what the Jinja does.
 
 Why by hand: nothing on PyPI translates Jinja chat templates to Go templates or runs Go
-templates. The Go template is generated from :class:`~tifa_lite.template_structure.TemplateStructure`
+templates. The Go template is generated from :class:`~tifa_lite.conversation.template_structure.TemplateStructure`
 (per-role prefix/suffix read off the Jinja), so it has a fixed shape: ``range`` over
 ``.Messages``, ``if``/``else if`` on the role, string constants, ``$last`` and the index of
 the last user turn. The interpreter covers exactly that shape (Go's own semantics for
@@ -13,7 +13,7 @@ Ollama's data model: ``.Messages`` holds every message (system included) with ``
 ``.Content`` and ``.Thinking`` (Ollama splits ``<think>…</think>`` out of a thinking model's
 reply into ``thinking``, and clients send it back that way). The ``<think>`` history policy
 is therefore written on ``.Thinking``: with ``strip`` it is rendered only for assistant turns
-after the last user turn, as :func:`tifa_lite.templates.apply_think_policy` does.
+after the last user turn, as :func:`tifa_lite.conversation.templates.apply_think_policy` does.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 import re
 from typing import Any
 
-from tifa_lite.template_structure import TemplateStructure
+from tifa_lite.conversation.template_structure import TemplateStructure
 
 
 def _lit(text: str) -> str:

@@ -71,7 +71,7 @@ def check_gguf_with_llama_cpp(model_dir: str | Path, gguf_file: str | Path, max_
         raise ConfigError(INSTALL_HINT) from None
     from transformers import AutoTokenizer
 
-    from tifa_lite.template_structure import end_of_turn_ids
+    from tifa_lite.conversation.template_structure import end_of_turn_ids
 
     model_dir, gguf_file = Path(model_dir), Path(gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))

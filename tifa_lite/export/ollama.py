@@ -3,7 +3,7 @@
 The Modelfile's ``TEMPLATE`` is the training chat template as a Go template
 (:mod:`tifa_lite.export.gotemplate`), with the ``<think>`` history policy on ``.Thinking``;
 ``PARAMETER stop`` names every token that ends a turn
-(:func:`tifa_lite.template_structure.end_of_turn_tokens`); the recipe's sampling
+(:func:`tifa_lite.conversation.template_structure.end_of_turn_tokens`); the recipe's sampling
 (``generation_config.json`` of the merged model, or ``--recipe``) becomes ``PARAMETER``s.
 
 Before anything is kept, the TEMPLATE is rendered on sample conversations (a system turn
@@ -65,8 +65,8 @@ def modelfile_text(
     """The Modelfile for ``tokenizer``'s chat template; raises if the TEMPLATE would render
     the check conversations differently from the Jinja template."""
     from tifa_lite.export.gotemplate import go_template, ollama_messages, render_go_template
-    from tifa_lite.template_structure import TemplateShapeError, analyse, check_regular, end_of_turn_tokens
-    from tifa_lite.templates import apply_think_policy
+    from tifa_lite.conversation.template_structure import TemplateShapeError, analyse, check_regular, end_of_turn_tokens
+    from tifa_lite.conversation.templates import apply_think_policy
 
     try:
         structure = analyse(tokenizer)
@@ -123,7 +123,7 @@ def export_ollama(
     import gguf
     from transformers import AutoTokenizer
 
-    from tifa_lite.chat_session import resolve_sampling
+    from tifa_lite.conversation.session import resolve_sampling
 
     model_dir = Path(model).expanduser().resolve()
     out = Path(output).expanduser().resolve()

@@ -24,7 +24,7 @@ from typing import Any
 from tifa_lite import atomic
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
-from tifa_lite.export.xtuner_render import XTUNER_VERSION, literal, render_config  # noqa: F401 (XTUNER_VERSION re-exported)
+from tifa_lite.export.xtuner_render import XTUNER_VERSION, PromptChoice, literal, render_config  # noqa: F401 (XTUNER_VERSION re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ CHATML = dict(
     SEP="\n",
     STOP_WORDS=["<|im_end|>"],
 )
-# Our named templates (tifa_lite.templates) in xtuner's form; the default system prompt is
+# Our named templates (tifa_lite.conversation.templates) in xtuner's form; the default system prompt is
 # not part of an xtuner template, so it is written into the exported data instead.
 TEMPLATES: dict[str, dict[str, Any]] = {
     "chatml": CHATML,
@@ -54,7 +54,7 @@ TEMPLATES: dict[str, dict[str, Any]] = {
         STOP_WORDS=["<｜end▁of▁sentence｜>"],
     ),
     # Ziya closes each answer with EOS: SUFFIX_AS_EOS=False makes xtuner append the EOS token.
-    # No SYSTEM: Ziya has no system turn (tifa_lite.templates refuses one). xtuner's SEP is
+    # No SYSTEM: Ziya has no system turn (tifa_lite.conversation.templates refuses one). xtuner's SEP is
     # never trained, like the newline our template puts before the next query.
     "ziya": dict(
         INSTRUCTION="<human>:{input}\n<bot>:",
@@ -65,13 +65,6 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     ),
 }
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
-
-
-@dataclass
-class PromptChoice:
-    expression: str  # Python source for ``prompt_template = …``
-    default_system: str | None = None
-    note: str = ""
 
 
 @dataclass
@@ -109,7 +102,7 @@ def export_xtuner(
 
 
 def choose_prompt_template(config: RecipeConfig, override: str | None = None) -> PromptChoice:
-    from tifa_lite.templates import QWEN_SYSTEM
+    from tifa_lite.conversation.templates import QWEN_SYSTEM
 
     if config.train.method == "cpt":
         return PromptChoice("None", note="cpt: raw text, no prompt template (xtuner's incremental pre-training form)")

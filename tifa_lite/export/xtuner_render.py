@@ -7,14 +7,21 @@ who knows xtuner's configs finds every knob where they expect it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from tifa_lite.config.schema import RecipeConfig
 
-if TYPE_CHECKING:
-    from tifa_lite.export.xtuner import PromptChoice
-
 XTUNER_VERSION = "0.1.23"
+
+
+@dataclass
+class PromptChoice:
+    """The ``prompt_template`` the config gets, chosen by :mod:`tifa_lite.export.xtuner`."""
+
+    expression: str  # Python source for ``prompt_template = …``
+    default_system: str | None = None
+    note: str = ""
 
 
 def literal(value: Any) -> str:
@@ -33,7 +40,7 @@ def _dtype(config: RecipeConfig) -> str:
 
 
 def render_config(
-    config: RecipeConfig, model_id: str, data_file: str, prompt: "PromptChoice", evaluation_inputs: list[str],
+    config: RecipeConfig, model_id: str, data_file: str, prompt: PromptChoice, evaluation_inputs: list[str],
     notes: list[str], recipe_name: str, system: str = "",
 ) -> str:
     m, q, lo, d, t = config.model, config.quant, config.lora, config.data, config.train

@@ -201,7 +201,7 @@ def _write_tokenizer(info: AdapterInfo, base: BaseModelRef, out: Path):
         kwargs = {"gguf_file": base.gguf_file} if base.gguf_file else {}
         tokenizer = AutoTokenizer.from_pretrained(str(base.path), **kwargs)
         if info.recipe_model is not None:
-            from tifa_lite.templates import apply_chat_template_choice
+            from tifa_lite.conversation.templates import apply_chat_template_choice
 
             apply_chat_template_choice(tokenizer, info.recipe_model)
         info.notes.append("tokenizer taken from the base (the adapter folder has none)")
@@ -217,7 +217,7 @@ def _write_generation_config(info: AdapterInfo, base: BaseModelRef, out: Path, t
     except OSError:
         gen = GenerationConfig()
     if info.sampling:
-        from tifa_lite.chat_session import generation_kwargs
+        from tifa_lite.conversation.session import generation_kwargs
 
         settings = generation_kwargs(dict(info.sampling))  # greedy (temperature 0) keeps no sampling-only key
         if not settings["do_sample"]:

@@ -1,5 +1,5 @@
 """Training methods. Each module exposes ``build_trainer(run: Run) -> transformers.Trainer``
-that composes one TRL trainer; :func:`tifa_lite.runner.train` does everything around it
+that composes one TRL trainer; :func:`tifa_lite.training.runner.train` does everything around it
 (config, model, output folder, resume, metrics, final save)."""
 
 from __future__ import annotations

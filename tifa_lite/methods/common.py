@@ -77,6 +77,19 @@ def training_kwargs(run: Run) -> dict[str, Any]:
     return kwargs
 
 
+def early_training_arguments(config: RecipeConfig, work_dir: Path, precision: str):
+    """For a DeepSpeed run: ``TrainingArguments`` with the keys the trainer will get, created
+    before the model is loaded so that ZeRO-3 partitions parameters as they load (see
+    :mod:`tifa_lite.distributed.runtime`). Returns None otherwise. transformers keeps only a weak reference to
+    the DeepSpeed config: hold the returned object until the trainer exists."""
+    if not config.distributed.deepspeed:
+        return None
+    from transformers import TrainingArguments
+
+    run = Run(config=config, work_dir=work_dir, model=None, tokenizer=None, peft_config=None, precision=precision)
+    return TrainingArguments(**training_kwargs(run))
+
+
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "swanlab": "swanlab", "mlflow": "mlflow"}
 
 

@@ -91,7 +91,7 @@ def _tokenizer(config, resolved, adapter_dir: Path | None, chat_template: str | 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if chat_template is not None:
-        from tifa_lite.templates import apply_chat_template_choice
+        from tifa_lite.conversation.templates import apply_chat_template_choice
 
         apply_chat_template_choice(tokenizer, config.model)
     return tokenizer

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def load_tokenizer(config: RecipeConfig, resolved: ResolvedModel | None = None):
     from transformers import AutoTokenizer
 
-    from tifa_lite.templates import apply_chat_template_choice
+    from tifa_lite.conversation.templates import apply_chat_template_choice
 
     resolved = resolved or resolve_model(config.model)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, **source_kwargs(config.model, resolved))

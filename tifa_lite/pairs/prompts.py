@@ -16,7 +16,7 @@ from tifa_lite.data.formats import detect_format, to_messages
 from tifa_lite.data.io import SkipReport, iter_records
 from tifa_lite.data.preference import PairError, normalize_pair
 from tifa_lite.errors import DataError
-from tifa_lite.templates import ConversationRules
+from tifa_lite.conversation.templates import ConversationRules
 
 REFERENCE_KEYS = ("reference", "response", "answer", "output", "completion")
 

@@ -9,7 +9,7 @@ sampling (``repetition_penalty``, ``top_k``, ``max_new_tokens``) is not what it 
 leaves ``<think>`` blocks in the history; and a request without ``messages`` fails inside
 it with a 500 (unknown fields get a 422). Adapting it would mean subclassing its internal
 ``ModelManager`` and handlers, which are not a public API. So: a small FastAPI app over
-:class:`~tifa_lite.chat_session.ChatSession`, which already renders and samples the way
+:class:`~tifa_lite.conversation.session.ChatSession`, which already renders and samples the way
 training and ``tifa-lite chat`` do.
 
 Requests are validated by a pydantic model; anything wrong is a 400 with OpenAI's error

@@ -3,7 +3,7 @@ editable beside the conversation, replies streamed, and ``<think>`` blocks folde
 
 Folding is Gradio's own (``Chatbot(reasoning_tags=...)``): a think block is shown as a
 collapsed "Reasoning" message above the answer. The page keeps the full replies; what goes
-back to the model goes through :meth:`~tifa_lite.chat_session.ChatSession.reply`, so the
+back to the model goes through :meth:`~tifa_lite.conversation.session.ChatSession.reply`, so the
 ``<think>`` history policy and the chat template are the ones training used.
 
 No telemetry and no web fonts: the page is served from this machine and needs no network.

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from tifa_lite.chat_session import SAMPLING_PRESETS, chat, generation_kwargs, resolve_sampling
+from tifa_lite.conversation.session import SAMPLING_PRESETS, chat, generation_kwargs, resolve_sampling
 from tifa_lite.cli import main
 from tifa_lite.errors import ConfigError
 
@@ -161,7 +161,7 @@ def test_package_chat_is_the_function_after_every_submodule_is_imported(tiny_mod
     import pkgutil
 
     import tifa_lite
-    from tifa_lite.chat_session import ChatSession
+    from tifa_lite.conversation.session import ChatSession
 
     for info in pkgutil.walk_packages(tifa_lite.__path__, "tifa_lite."):
         if not info.name.endswith("__main__"):  # running main() is not importing
@@ -173,7 +173,7 @@ def test_package_chat_is_the_function_after_every_submodule_is_imported(tiny_mod
 
 
 def test_reply_is_stateless_and_reports_tokens_and_finish(tiny_model_dir):
-    from tifa_lite.chat_session import chat
+    from tifa_lite.conversation.session import chat
 
     session = chat(str(tiny_model_dir), preset="greedy", max_new_tokens=4)
     messages = [{"role": "user", "content": "Hello"}]
@@ -186,7 +186,7 @@ def test_reply_is_stateless_and_reports_tokens_and_finish(tiny_model_dir):
 
 
 def test_reply_cuts_at_a_stop_string(tiny_model_dir):
-    from tifa_lite.chat_session import chat
+    from tifa_lite.conversation.session import chat
 
     # Seeded sampling on the random tiny model: a reproducible reply with text in it (its greedy
     # reply is a special token, empty once decoded).

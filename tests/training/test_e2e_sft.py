@@ -7,7 +7,7 @@ from tifa_lite import train
 from tifa_lite.modeling.inference import load_inference_model
 from tifa_lite.evaluation.gsm8k import generate_greedy
 from tifa_lite.evaluation.roleplay import perplexity, read_conversations
-from tifa_lite.quickstart import HELDOUT, RECIPE, held_out_prompts, quickstart_overrides
+from tifa_lite.training.quickstart import HELDOUT, RECIPE, held_out_prompts, quickstart_overrides
 
 pytestmark = pytest.mark.slow
 

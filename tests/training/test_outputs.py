@@ -1,6 +1,6 @@
 """Run artifacts: the loss curve draws what metrics.jsonl holds, a single point included."""
 
-from tifa_lite.outputs import last_metrics, plot_loss
+from tifa_lite.training.outputs import last_metrics, plot_loss
 
 
 def test_curve_draws_train_and_eval_loss_even_from_one_point(tmp_path):

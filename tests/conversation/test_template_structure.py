@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from tifa_lite.template_structure import (
+from tifa_lite.conversation.template_structure import (
     SAMPLE_CONVERSATION,
     TemplateShapeError,
     analyse,
@@ -13,7 +13,7 @@ from tifa_lite.template_structure import (
     end_of_turn_ids,
     end_of_turn_tokens,
 )
-from tifa_lite.templates import NAMED_TEMPLATES, render_named_template
+from tifa_lite.conversation.templates import NAMED_TEMPLATES, render_named_template
 
 
 @pytest.fixture()

@@ -1,5 +1,5 @@
 """Helpers the notebooks share: where we run, and where the checkout is. Budgets
-(what a BUDGET adds to a recipe) live in :mod:`tifa_lite.budgets`."""
+(what a BUDGET adds to a recipe) live in :mod:`tifa_lite.training.budgets`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from tifa_lite.budgets import BUDGETS, budget_overrides, default_budget
+from tifa_lite.training.budgets import BUDGETS, budget_overrides, default_budget
 
 __all__ = ["BUDGETS", "budget_overrides", "default_budget", "environment", "find_repo_root"]
 

@@ -7,7 +7,7 @@ from transformers import AutoTokenizer
 
 from tifa_lite.config.schema import ModelConfig
 from tifa_lite.errors import ConfigError, DataError
-from tifa_lite.templates import THINK_BLOCK_RE, ConversationRules, apply_chat_template_choice, apply_think_policy
+from tifa_lite.conversation.templates import THINK_BLOCK_RE, ConversationRules, apply_chat_template_choice, apply_think_policy
 
 CONVERSATION = [
     {"role": "system", "content": "S"},
@@ -150,7 +150,7 @@ def test_conversation_rules_count_what_they_strip_and_say_so(caplog):
     rules = ConversationRules(ModelConfig())
     assert rules(CONVERSATION, "f:1")[2]["content"] == "a1"
     assert rules(CONVERSATION[:2], "f:2") == CONVERSATION[:2]
-    with caplog.at_level(logging.INFO, logger="tifa_lite.templates"):
+    with caplog.at_level(logging.INFO, logger="tifa_lite.conversation.templates"):
         rules.log("data.path")
     assert (rules.stripped, rules.seen) == (1, 2)
     assert "removed <think>…</think> from earlier assistant turns in 1 of 2 conversations" in caplog.text

@@ -6,7 +6,7 @@ Output folder discipline: a run works in ``<output_dir>.partial`` and is renamed
 run never leaves a half-written output folder. Checkpoints live in the ``.partial``
 folder, so a killed run is resumed by running the same command again
 (``train.resume: auto``) — after checking that the checkpoint was made by the same
-recipe (:mod:`tifa_lite.resume`). A failure before the first checkpoint removes the
+recipe (:mod:`tifa_lite.training.resume`). A failure before the first checkpoint removes the
 ``.partial`` folder entirely. A finished run replacing an older one
 (``train.overwrite_output_dir``) is swapped in so that one of the two always exists.
 
@@ -26,7 +26,7 @@ from tifa_lite.atomic import swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
-from tifa_lite.resume import RESOLVED_CONFIG, check_same_run, checkpoint_step, keep_previous_config
+from tifa_lite.training.resume import RESOLVED_CONFIG, check_same_run, checkpoint_step, keep_previous_config
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,12 @@ def run_config(config: RecipeConfig) -> TrainResult:
     # Before the imports below: the first of them imports bitsandbytes, which warns on import.
     console.quiet_libraries()
     from tifa_lite.distributed.runtime import (
-        barrier, early_training_arguments, env_rank, env_world_size, is_main_process, load_report,
+        barrier, env_rank, env_world_size, is_main_process, load_report,
         prepare_distributed, weights_fingerprint,
     )
     from tifa_lite.methods import get_method
-    from tifa_lite.methods.common import Run
-    from tifa_lite.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
+    from tifa_lite.methods.common import Run, early_training_arguments
+    from tifa_lite.training.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
 
     # Under a launcher this brings up the process group, so that rank 0 can own the folder below.
     config = prepare_distributed(config)
@@ -176,7 +176,7 @@ def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | N
     later writes checkpoint shards into); the others wait at the barrier. Returns whether
     this run created the folder (so a failure before the first checkpoint may remove it)."""
     from tifa_lite.distributed.runtime import barrier, is_main_process
-    from tifa_lite.outputs import drop_metrics_after
+    from tifa_lite.training.outputs import drop_metrics_after
 
     created = config.train.resume == "never" or not work_dir.exists()
     if is_main_process():

@@ -9,7 +9,7 @@ import pytest
 from tifa_lite import train
 from tifa_lite.config.loader import RECIPES_DIR
 from tifa_lite.errors import ConfigError, DataError
-from tifa_lite.runner import partial_dir
+from tifa_lite.training.runner import partial_dir
 
 ROLEPLAY = RECIPES_DIR / "sft_qlora_roleplay.yaml"
 CPT = RECIPES_DIR / "cpt_qlora_novel.yaml"
@@ -193,10 +193,10 @@ def test_only_rank_0_touches_the_shared_staging_folder(tmp_path, monkeypatch):
     """Under a launcher: with train.resume=never rank 0 deletes the old staging folder and
     rewrites its files before it releases the others from the barrier; another rank never
     deletes or writes there (it may be writing checkpoint shards into it at any time)."""
-    from tifa_lite import runner
+    from tifa_lite.training import runner
     from tifa_lite.config import load_recipe
     from tifa_lite.distributed import runtime
-    from tifa_lite.outputs import MetricsRecorder
+    from tifa_lite.training.outputs import MetricsRecorder
 
     work = tmp_path / "run.partial"
     (work / "checkpoint-3").mkdir(parents=True)

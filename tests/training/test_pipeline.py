@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from tifa_lite.errors import ConfigError
-from tifa_lite.pipeline import load_pipeline, plan, run_pipeline
+from tifa_lite.training.pipeline import load_pipeline, plan, run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TIFA_PIPELINE = REPO / "recipes" / "pipelines" / "tifa_lite.yaml"
 
 
@@ -56,13 +56,13 @@ def test_plan_chains_merged_models(tmp_path):
 def test_prepare_and_placeholders(tmp_path):
     spec, folder = load_pipeline(
         write_pipeline(tmp_path),
-        ['two.prepare=[pairs, anti-repetition, --model, "{previous}", --out, "{stage_dir}/p.jsonl"]',
+        ['two.prepare=[pairs, anti-repetition, --model, "{previous}", --output, "{stage_dir}/p.jsonl"]',
          "two.data.path={stage_dir}/p.jsonl", "one.merge=true"],
     )
     _, two = plan(spec, folder)
     stage_dir = (tmp_path / "out" / "01_two").resolve()
     previous = (tmp_path / "out" / "00_one" / "merged").resolve()
-    assert two["prepare"] == ["pairs", "anti-repetition", "--model", str(previous), "--out", f"{stage_dir}/p.jsonl"]
+    assert two["prepare"] == ["pairs", "anti-repetition", "--model", str(previous), "--output", f"{stage_dir}/p.jsonl"]
     assert two["overrides"]["data.path"] == f"{stage_dir}/p.jsonl"
     assert "prepare" not in two["overrides"] and "merge" not in plan(spec, folder)[0]["overrides"]
 

@@ -1,7 +1,7 @@
 """Multi-stage training (the Tifa road: CPT → CoT SFT → GRPO → anti-repetition DPO).
 
 A pipeline file lists stages, each a recipe path plus overrides; every stage goes
-through :func:`tifa_lite.runner.train`. Each stage starts from the previous stage's
+through :func:`tifa_lite.training.runner.train`. Each stage starts from the previous stage's
 result **merged** into a 16-bit model (:func:`tifa_lite.merge`), which the next
 QLoRA stage quantises again on load — what LLaMA-Factory users do between stages.
 
@@ -73,7 +73,7 @@ class PipelineSpec(BaseModel):
     merge_dtype: str = "auto"
     # merge()'s self-check (merged vs base+adapter logits). Costs two extra model loads per stage.
     merge_check: bool = True
-    # A tifa_lite.budgets name (full, gpu-small, cpu-tiny): per-method overrides applied first.
+    # A tifa_lite.training.budgets name (full, gpu-small, cpu-tiny): per-method overrides applied first.
     budget: str | None = None
     # Applied to every stage before the stage's own overrides.
     overrides: dict[str, Any] = Field(default_factory=dict)
@@ -198,7 +198,7 @@ def plan(spec: PipelineSpec, pipeline_dir: Path) -> list[dict[str, Any]]:
         if previous is None and spec.model:
             overrides["model.name_or_path"] = spec.model
         if spec.budget:
-            from tifa_lite.budgets import budget_overrides
+            from tifa_lite.training.budgets import budget_overrides
             from tifa_lite.config.loader import read_yaml
 
             method = stage.overrides.get("train.method") or (read_yaml(recipe).get("train") or {}).get("method", "sft")
@@ -267,7 +267,7 @@ def run_pipeline(
     """Run (or resume) every stage in order. ``only``: stage names to run; earlier
     stages they depend on must already be complete."""
     from tifa_lite import merge
-    from tifa_lite.runner import train
+    from tifa_lite.training.runner import train
 
     spec, pipeline_dir = load_pipeline(path, overrides)
     steps = plan(spec, pipeline_dir)

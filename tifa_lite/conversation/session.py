@@ -8,7 +8,7 @@ Sampling, lowest to highest precedence: our defaults → the model folder's
 ``generation_config.json`` → the recipe's ``sampling:`` (``tifa_sampling.json`` or
 ``resolved_config.yaml`` beside an adapter, or ``recipe=``) → ``preset=`` → keyword
 arguments. The history sent back to the model has ``<think>…</think>`` removed from
-earlier answers (:func:`tifa_lite.templates.apply_think_policy`, the one function every
+earlier answers (:func:`tifa_lite.conversation.templates.apply_think_policy`, the one function every
 renderer of conversations calls); ``session.history`` keeps the full replies.
 """
 
@@ -53,7 +53,7 @@ class ChatSession:
     seed: int | None = None
 
     def messages_for_model(self, text: str | None = None) -> list[dict[str, str]]:
-        from tifa_lite.templates import apply_think_policy
+        from tifa_lite.conversation.templates import apply_think_policy
 
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + list(self.history)
         if text is not None:
@@ -73,7 +73,7 @@ class ChatSession:
 
     def prompt_ids(self, messages: list[dict[str, str]]):
         """The token ids the model sees for ``messages`` (think policy applied), ready to answer."""
-        from tifa_lite.templates import apply_think_policy
+        from tifa_lite.conversation.templates import apply_think_policy
 
         return self.tokenizer.apply_chat_template(
             apply_think_policy(messages, self.strip_think), add_generation_prompt=True,
@@ -86,8 +86,8 @@ class ChatSession:
         the OpenAI-compatible server and the web page share."""
         import torch
 
-        from tifa_lite.template_structure import end_of_turn_ids
-        from tifa_lite.templates import apply_think_policy
+        from tifa_lite.conversation.template_structure import end_of_turn_ids
+        from tifa_lite.conversation.templates import apply_think_policy
 
         inputs = {k: v.to(self.model.device) for k, v in self.prompt_ids(messages).items()}
         kwargs = generation_kwargs({**self.sampling, **sampling})
@@ -209,7 +209,7 @@ def chat(
     )
     resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)
     log.info("sampling: %s", resolved)
-    from tifa_lite.templates import think_policy_strips
+    from tifa_lite.conversation.templates import think_policy_strips
 
     strip = think_policy_strips(think_policy)
     return ChatSession(lm, tokenizer, resolved, system=system, strip_think=strip, seed=seed)

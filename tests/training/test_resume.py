@@ -18,9 +18,9 @@ from tifa_lite import train
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.loader import RECIPES_DIR
 from tifa_lite.errors import ConfigError
-from tifa_lite.outputs import drop_metrics_after, read_metrics
-from tifa_lite.resume import differing_keys
-from tifa_lite.runner import latest_checkpoint, partial_dir
+from tifa_lite.training.outputs import drop_metrics_after, read_metrics
+from tifa_lite.training.resume import differing_keys
+from tifa_lite.training.runner import latest_checkpoint, partial_dir
 
 ROLEPLAY = RECIPES_DIR / "sft_qlora_roleplay.yaml"
 
