@@ -80,7 +80,7 @@ def test_sampling_and_content_parts_are_accepted(live_server):
     _, url = live_server
     r = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
         "model": "anything", "max_tokens": 3, "temperature": 0.8, "top_p": 0.9, "top_k": 20,
-        "repetition_penalty": 1.1, "seed": 1, "presence_penalty": 0, "frequency_penalty": 0, "user": "u1",
+        "repetition_penalty": 1.1, "seed": 1, "presence_penalty": 0.7, "frequency_penalty": 0.7, "user": "u1",
         "messages": [{"role": "system", "content": "Be brief."},
                      {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
     })
@@ -102,9 +102,17 @@ BAD = [
     ({"messages": HELLO, "temperature": 5}, "temperature"),
     ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
     ({"messages": HELLO, "n": 2}, "n"),
-    ({"messages": HELLO, "frequency_penalty": 1.0}, "frequency_penalty"),
-    ({"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
-    ({"messages": HELLO, "tools": []}, "tools"),
+    ({"messages": HELLO, "logprobs": True}, "logprobs"),
+    ({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
+     "tool_choice"),
+    ({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+    ({"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format"),
+    ({"messages": HELLO, "frequency_penalty": 2.5}, "frequency_penalty"),
+    ({"messages": HELLO, "min_p": 1.5}, "min_p"),
+    ({"messages": HELLO, "logit_bias": {"50": 300}}, "logit_bias"),
+    ({"messages": HELLO, "logit_bias": {"hello": 1}}, "logit_bias"),
+    ({"messages": HELLO, "logit_bias": {"999999999": -100}}, "logit_bias"),  # outside the vocabulary
+    ({"messages": HELLO, "stop": [str(i) for i in range(17)]}, "stop"),
     ({"messages": [{"role": "user", "content": "word " * 400}]}, "messages"),  # over the 256-token context
     ({"messages": HELLO, "max_tokens": 10_000}, "messages"),
 ]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from tifa_lite.modeling.inference import load_inference_model
 
 log = logging.getLogger(__name__)
 
-SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens")
 
 # Tifa's published recommendation for role-play models.
 SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
@@ -39,7 +40,9 @@ class Reply:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end of turn or a stop string) or "length" (max_new_tokens reached)
+    # "stop" (end of turn or a stop string), "length" (max_new_tokens reached) or "cancelled"
+    # (``cancel`` was set: the client left, nobody reads the reply)
+    finish_reason: str
 
 
 @dataclass
@@ -51,6 +54,9 @@ class ChatSession:
     strip_think: bool = True
     history: list[dict[str, str]] = field(default_factory=list)
     seed: int | None = None
+    # One model, one set of weights: reply() holds it, so the server's worker and the web
+    # page's threads never run two generations at once.
+    generation_lock: Any = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def messages_for_model(self, text: str | None = None) -> list[dict[str, str]]:
         from tifa_lite.conversation.templates import apply_think_policy
@@ -81,11 +87,23 @@ class ChatSession:
         )
 
     def reply(self, messages: list[dict[str, str]], streamer: Any = None, stop: list[str] | None = None,
+              presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+              logit_bias: dict[str, float] | None = None, cancel: threading.Event | None = None,
               **sampling: Any) -> "Reply":
         """Answer a whole conversation without touching ``history``: the path the terminal chat,
-        the OpenAI-compatible server and the web page share."""
-        import torch
+        the OpenAI-compatible server and the web page share. ``presence_penalty``,
+        ``frequency_penalty`` and ``logit_bias`` follow OpenAI's definitions; setting ``cancel``
+        (another thread) ends the generation at the next token."""
+        with self.generation_lock:
+            return self._reply(messages, streamer, stop, presence_penalty, frequency_penalty, logit_bias, cancel,
+                               **sampling)
 
+    def _reply(self, messages, streamer, stop, presence_penalty, frequency_penalty, logit_bias, cancel,
+               **sampling: Any) -> "Reply":
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        from tifa_lite.conversation.logits import OpenAIPenalties, StopWhenSet, sequence_bias
         from tifa_lite.conversation.template_structure import end_of_turn_ids
         from tifa_lite.conversation.templates import apply_think_policy
 
@@ -98,12 +116,23 @@ class ChatSession:
             kwargs["streamer"] = streamer
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
+        prompt_len = inputs["input_ids"].shape[1]
+        if presence_penalty or frequency_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [OpenAIPenalties(prompt_len, presence_penalty, frequency_penalty)])
+        if logit_bias:
+            kwargs["sequence_bias"] = sequence_bias(logit_bias, self.vocab_size())
+        if cancel is not None:
+            if cancel.is_set():  # left before its turn came: never start
+                if streamer is not None:
+                    streamer.end()
+                return Reply(text="", prompt_tokens=prompt_len, completion_tokens=0, finish_reason="cancelled")
+            kwargs["stopping_criteria"] = StoppingCriteriaList([StopWhenSet(cancel)])
         seed = sampling.get("seed", self.seed)
         if seed is not None:
             torch.manual_seed(seed)
         with torch.no_grad():
             output = self.model.generate(**inputs, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
-        prompt_len = inputs["input_ids"].shape[1]
         new = output[0, prompt_len:]
         text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
         prompt = self.tokenizer.apply_chat_template(
@@ -119,8 +148,13 @@ class ChatSession:
         ended = len(new) > 0 and int(new[-1]) in set(kwargs["eos_token_id"])
         limit = kwargs.get("max_new_tokens")
         at_limit = limit is not None and len(new) >= limit and not (ended or hit_stop)
-        finish = "length" if at_limit else "stop"
+        finish = "cancelled" if cancel is not None and cancel.is_set() else "length" if at_limit else "stop"
         return Reply(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
+
+    def vocab_size(self) -> int:
+        """How many token ids the model scores (``logit_bias`` ids must be below it)."""
+        embeddings = self.model.get_output_embeddings()
+        return int(embeddings.weight.shape[0]) if embeddings is not None else len(self.tokenizer)
 
     def reset(self) -> None:
         self.history.clear()
@@ -134,7 +168,7 @@ def generation_kwargs(sampling: dict[str, Any]) -> dict[str, Any]:
     if out.get("temperature") == 0:
         out["do_sample"] = False
     if not out["do_sample"]:
-        for key in ("temperature", "top_p", "top_k"):
+        for key in ("temperature", "top_p", "top_k", "min_p"):
             out.pop(key, None)
     return out
 

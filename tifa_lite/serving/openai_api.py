@@ -12,11 +12,30 @@ it with a 500 (unknown fields get a 422). Adapting it would mean subclassing its
 :class:`~tifa_lite.conversation.session.ChatSession`, which already renders and samples the way
 training and ``tifa-lite chat`` do.
 
-Requests are validated by a pydantic model; anything wrong is a 400 with OpenAI's error
-shape (``{"error": {"message", "type", "param", "code"}}``), never a 500. Generations run
-one at a time on a single worker thread (one model, one set of weights), so concurrent
-requests queue instead of fighting over the cores; a failed generation answers that request
-with a 500 and the server goes on.
+Requests are shaped by what role-play front ends send (SillyTavern's chat-completion source,
+Open WebUI's OpenAI connection, the ``openai`` client), so the rule for a field is what it
+would do to the reply:
+
+* honoured: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repetition_penalty``,
+  ``presence_penalty``/``frequency_penalty`` (OpenAI's additive definition),
+  ``logit_bias``, ``seed``, ``stop``, ``max_tokens``/``max_completion_tokens`` (clamped to
+  the server's ``--max-tokens-cap``), ``stream_options.include_usage``; ``developer`` turns
+  are system turns; ``name`` is passed to a chat template that renders it, else written
+  before the content as ``name: content``;
+* accepted and ignored, logged once per field: what cannot change the reply here
+  (``logprobs: false``, ``tools`` with ``tool_choice`` auto/none, ``response_format``
+  ``text``, ``reasoning_effort``, ``user``, ``parallel_tool_calls`` and fields of other
+  vendors);
+* refused with a 400 naming the field: what would silently answer something else than
+  asked (``n > 1``, ``logprobs: true``, ``tool_choice`` required or a named function,
+  ``response_format`` ``json_object``/``json_schema``), and values out of range.
+
+Errors have OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), never a 500
+for a bad request. Generations run one at a time on a single worker thread (one model, one
+set of weights), so concurrent requests queue instead of fighting over the cores; parsing and
+tokenising run on their own thread, off the event loop. A client that disconnects sets its
+request's cancel event: a running generation stops at the next token, a queued one never
+starts. A failed generation answers that request with a 500 and the server goes on.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route's `request: Request`
@@ -24,17 +43,31 @@ with a 500 and the server goes on.
 import asyncio
 import json
 import logging
+import re
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+# Longer replies than this are not role-play turns; a client asking for 100k tokens would
+# hold the single worker for minutes.
+DEFAULT_MAX_TOKENS_CAP = 2048
+# A long role-play history is ~100 KB of JSON; 4 MiB leaves room and stops a runaway body.
+DEFAULT_MAX_BODY_BYTES = 4 * 2**20
+MAX_STOP_STRINGS = 16  # OpenAI allows 4; llama.cpp any number; SillyTavern may send a dozen
+
+# Fields that cannot change the reply here: accepted, logged once (what each one means is in
+# the module docstring). Anything else unknown is logged the same way.
+NO_EFFECT_FIELDS = ("logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+                    "reasoning_effort", "user", "store", "metadata", "service_tier", "modalities")
 
 
 class _Strict(BaseModel):
@@ -47,7 +80,8 @@ class TextPart(_Strict):
 
 
 class Message(_Strict):
-    role: Literal["system", "user", "assistant"]
+    # "developer" is OpenAI's current name for the system turn.
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = None
 
@@ -55,56 +89,98 @@ class Message(_Strict):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class StreamOptions(_Strict):
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # include_obfuscation and later additions change nothing here
     include_usage: bool = False
 
 
-class ChatRequest(_Strict):
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # other vendors' fields: ignored, logged once
+
     model: str | None = None
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    # Not in OpenAI's schema, but sent by role-play clients (SillyTavern) and in our recipes.
+    # Not in OpenAI's schema, but sent by role-play clients and in our recipes; 0 is "off".
     top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, gt=0.0)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int = 1
-    # OpenAI's penalties have no exact transformers counterpart; 0 (their default) is
-    # accepted so that clients which always send them work, anything else is refused.
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    user: str | None = None  # OpenAI's end-user id for abuse tracking: accepted, unused
+    n: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
 
     @field_validator("n")
     @classmethod
-    def _one_choice(cls, value: int) -> int:
-        if value != 1:
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value is not None and value != 1:
             raise ValueError("only n=1 is served (one reply per request)")
-        return value
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _zero_penalty(cls, value: float) -> float:
-        if value != 0:
-            raise ValueError("is not supported; use repetition_penalty (e.g. 1.1) instead")
         return value
 
     @field_validator("stop")
     @classmethod
     def _stops(cls, value):
         stops = [value] if isinstance(value, str) else value
-        if stops is not None and (len(stops) > 4 or any(not s for s in stops)):
-            raise ValueError("up to 4 non-empty stop strings")
-        return stops
+        stops = [s for s in stops or [] if s]  # front ends send "" or [] for "none"
+        if len(stops) > MAX_STOP_STRINGS:
+            raise ValueError(f"up to {MAX_STOP_STRINGS} stop strings")
+        return stops or None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, value: dict[str, float] | None):
+        for key, bias in (value or {}).items():
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"keys are token ids as strings; got {key!r}")
+            if not -100 <= bias <= 100:
+                raise ValueError(f"token {key}: bias {bias} is outside -100..100")
+        return value or None
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value: bool | None):
+        if value:
+            raise ValueError("log-probabilities are not returned by this server; send logprobs: false")
+        return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _no_forced_tools(cls, value, info: ValidationInfo):
+        forced = value == "required" or isinstance(value, dict)
+        if forced and info.data.get("tools"):
+            raise ValueError("this server does not call tools; a required tool call cannot be honoured "
+                             "(send tool_choice: \"auto\" or no tools)")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value):
+        if value is not None and value.get("type", "text") != "text":
+            raise ValueError(f"type {value.get('type')!r} is not served (no constrained decoding here); "
+                             "only {\"type\": \"text\"}")
+        return value
+
+    def ignored_fields(self) -> list[str]:
+        """The fields sent that change nothing here (for the log)."""
+        sent = self.model_fields_set | set(self.model_extra or {})
+        return sorted(k for k in sent if k in NO_EFFECT_FIELDS or k in (self.model_extra or {}))
 
     def sampling(self) -> dict[str, Any]:
         out = {
-            "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+            "temperature": self.temperature, "top_p": self.top_p,
+            "top_k": self.top_k or None, "min_p": self.min_p or None,  # 0 means "off" in every front end
             "repetition_penalty": self.repetition_penalty,
             "max_new_tokens": self.max_completion_tokens or self.max_tokens,
         }
@@ -133,7 +209,7 @@ def parse_request(raw: bytes) -> ChatRequest:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or None
-        msg = first["msg"]
+        msg = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             msg = "unknown field"
         elif first["type"] == "missing":
@@ -141,20 +217,64 @@ def parse_request(raw: bytes) -> ChatRequest:
         raise BadRequest(f"{where}: {msg}", param=where) from None
 
 
+_NAME_IN_TEMPLATE = re.compile(r"""message\s*(\[\s*['"]name['"]\s*\]|\.name\b)""")
+
+
+def template_renders_names(template: str | None) -> bool:
+    """Whether a chat template reads a message's ``name`` (most ChatML ones do not)."""
+    return bool(template and _NAME_IN_TEMPLATE.search(template))
+
+
+@dataclass
+class Job:
+    """One accepted request, ready for the worker; ``cancel`` is set when its client leaves."""
+
+    messages: list[dict[str, str]]
+    stop: list[str] | None
+    kwargs: dict[str, Any]
+    prompt_tokens: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
 class ChatServer:
     """The state behind the routes: the session, its single generation worker and limits."""
 
-    def __init__(self, session, model_id: str, context_length: int | None = None, system: str | None = None):
+    def __init__(self, session, model_id: str, context_length: int | None = None, system: str | None = None,
+                 max_tokens_cap: int | None = DEFAULT_MAX_TOKENS_CAP, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         self.session = session
         self.model_id = model_id
         self.system = system
         config = getattr(session.model, "config", None)
         self.context_length = context_length or getattr(config, "max_position_embeddings", None)
+        self.max_tokens_cap = max_tokens_cap
+        self.max_body_bytes = max_body_bytes
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tifa-generate")
+        # Parsing and tokenising a long history is not free; off the event loop, one at a time.
+        self.preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tifa-prepare")
         self.created = int(time.time())
+        self.names_in_template = template_renders_names(getattr(session.tokenizer, "chat_template", None))
+        self._logged: set[str] = set()
+        self._lock = threading.Lock()
+        # never_started: queued requests of clients that left; cancelled: stopped mid-way.
+        self.counts = {"started": 0, "finished": 0, "cancelled": 0, "never_started": 0, "failed": 0}
+        self.running = 0
+
+    def log_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.info(message, *args)
 
     def conversation(self, request: ChatRequest) -> list[dict[str, str]]:
-        messages = [{"role": m.role, "content": m.text()} for m in request.messages]
+        messages = []
+        for m in request.messages:
+            role = "system" if m.role == "developer" else m.role
+            turn = {"role": role, "content": m.text()}
+            if m.name:
+                if self.names_in_template:
+                    turn["name"] = m.name
+                else:  # the template would drop it; group chats need to know who speaks
+                    turn["content"] = f"{m.name}: {turn['content']}"
+            messages.append(turn)
         if not any(m["role"] == "user" for m in messages):
             raise BadRequest("messages: at least one user message is needed", param="messages")
         if self.system and messages[0]["role"] != "system":
@@ -175,6 +295,57 @@ class ChatServer:
             )
         return prompt_tokens
 
+    def prepare(self, raw: bytes) -> tuple[ChatRequest, Job]:
+        """Parse, check and tokenise one request body (on the preparer thread)."""
+        request = parse_request(raw)
+        for name in request.ignored_fields():
+            self.log_once(f"ignored:{name}", "request field %r accepted and ignored: it cannot change the reply here", name)
+        messages = self.conversation(request)
+        sampling = request.sampling()
+        asked = sampling.get("max_new_tokens") or self.session.sampling.get("max_new_tokens")
+        if self.max_tokens_cap and asked and asked > self.max_tokens_cap:
+            self.log_once("cap", "max_tokens above --max-tokens-cap %d are lowered to it", self.max_tokens_cap)
+            sampling["max_new_tokens"] = self.max_tokens_cap
+        if request.logit_bias:
+            vocab = self.session.vocab_size()
+            outside = [k for k in request.logit_bias if not 0 <= int(k) < vocab]
+            if outside:
+                raise BadRequest(f"logit_bias: token id {outside[0]} is outside the vocabulary (0..{vocab - 1})",
+                                 param="logit_bias")
+        prompt_tokens = self.check_length(messages, sampling)
+        kwargs = dict(sampling, presence_penalty=request.presence_penalty or 0.0,
+                      frequency_penalty=request.frequency_penalty or 0.0, logit_bias=request.logit_bias)
+        if request.seed is not None:
+            kwargs["seed"] = request.seed
+        return request, Job(messages, request.stop, kwargs, prompt_tokens)
+
+    def generate(self, job: Job, streamer: Any = None):
+        """Run one job on the worker; None when its client left before its turn."""
+        with self._lock:
+            if job.cancel.is_set():
+                self.counts["never_started"] += 1
+                if streamer is not None:
+                    streamer.end()
+                return None
+            self.counts["started"] += 1
+            self.running += 1
+        try:
+            reply = self.session.reply(job.messages, streamer=streamer, stop=job.stop, cancel=job.cancel, **job.kwargs)
+        except Exception:
+            with self._lock:
+                self.counts["failed"] += 1
+            raise
+        finally:
+            with self._lock:
+                self.running -= 1
+        with self._lock:
+            self.counts["cancelled" if reply.finish_reason == "cancelled" else "finished"] += 1
+        return reply
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            return {"status": "ok", "running": self.running, **self.counts}
+
     def completion(self, request_id: str, reply) -> dict[str, Any]:
         return {
             "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": self.model_id,
@@ -193,11 +364,37 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with a 413 past ``limit`` bytes (declared or sent)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"the request body is {declared} bytes; this server takes up to {limit} "
+                         "(serve --max-body-bytes)", status=413)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"the request body is over {limit} bytes (serve --max-body-bytes)", status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _cancel_on_disconnect(request, cancel: threading.Event) -> None:
+    # The body is read: the next ASGI message on this request can only be the disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            cancel.set()
+            return
+
+
 def build_app(server: ChatServer):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import Response
 
     app = FastAPI(title="tifa-lite", docs_url=None, redoc_url=None)
 
@@ -217,39 +414,38 @@ def build_app(server: ChatServer):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok"}
+        return server.health()
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
-        try:
-            parsed = parse_request(await request.body())
-            messages = server.conversation(parsed)
-            sampling = parsed.sampling()
-            # Tokenising is milliseconds: done here, so a bad request is refused at once even
-            # while the worker is busy with a queue of generations.
-            server.check_length(messages, sampling)
-        except BadRequest as exc:
-            return JSONResponse(error_body(exc.message, exc.kind, exc.param), status_code=exc.status)
-        if parsed.seed is not None:
-            sampling["seed"] = parsed.seed
-        if parsed.stream:
-            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-            return StreamingResponse(_stream(server, request_id, messages, parsed.stop, sampling, include_usage),
-                                     media_type="text/event-stream")
         loop = asyncio.get_running_loop()
         try:
-            reply = await loop.run_in_executor(
-                server.worker, lambda: server.session.reply(messages, stop=parsed.stop, **sampling))
+            raw = await read_body(request, server.max_body_bytes)
+            parsed, job = await loop.run_in_executor(server.preparer, server.prepare, raw)
+        except ClientDisconnect:  # left while sending the body
+            return Response(status_code=499)
+        except BadRequest as exc:
+            return JSONResponse(error_body(exc.message, exc.kind, exc.param), status_code=exc.status)
+        if parsed.stream:
+            include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
+            return StreamingResponse(_stream(server, request_id, job, include_usage), media_type="text/event-stream")
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(request, job.cancel))
+        try:
+            reply = await loop.run_in_executor(server.worker, server.generate, job)
         except Exception as exc:  # one failed generation answers its own request only
             log.exception("generation failed")
             return JSONResponse(error_body(f"generation failed: {exc}", "server_error"), status_code=500)
+        finally:
+            watcher.cancel()
+        if reply is None or reply.finish_reason == "cancelled":  # nobody is listening
+            return JSONResponse(error_body("the client disconnected", "server_error"), status_code=499)
         return server.completion(request_id, reply)
 
     return app
 
 
-async def _stream(server: ChatServer, request_id: str, messages, stop, sampling, include_usage: bool):
+async def _stream(server: ChatServer, request_id: str, job: Job, include_usage: bool):
     from transformers import AsyncTextIteratorStreamer
 
     streamer = AsyncTextIteratorStreamer(server.session.tokenizer, skip_prompt=True, skip_special_tokens=True)
@@ -257,38 +453,45 @@ async def _stream(server: ChatServer, request_id: str, messages, stop, sampling,
 
     def generate():
         try:
-            return server.session.reply(messages, streamer=streamer, stop=stop, **sampling)
+            return server.generate(job, streamer)
         except Exception:
             streamer.end()  # wake the reader; the error is reported from the future below
             raise
 
     future = loop.run_in_executor(server.worker, generate)
-    yield server.chunk(request_id, {"role": "assistant", "content": ""})
-    sent = ""
-    async for piece in streamer:
-        # A stop string is cut from the final reply; hold back text that may be its start.
-        sent_candidate = sent + piece
-        safe = _safe_prefix(sent_candidate, stop)
-        if len(safe) > len(sent):
-            yield server.chunk(request_id, {"content": safe[len(sent):]})
-            sent = safe
+    stop = job.stop
     try:
-        reply = await future
-    except Exception as exc:
-        log.exception("generation failed")
-        yield f"data: {json.dumps(error_body(f'generation failed: {exc}', 'server_error'))}\n\n"
+        yield server.chunk(request_id, {"role": "assistant", "content": ""})
+        sent = ""
+        async for piece in streamer:
+            # A stop string is cut from the final reply; hold back text that may be its start.
+            sent_candidate = sent + piece
+            safe = _safe_prefix(sent_candidate, stop)
+            if len(safe) > len(sent):
+                yield server.chunk(request_id, {"content": safe[len(sent):]})
+                sent = safe
+        try:
+            reply = await future
+        except Exception as exc:
+            log.exception("generation failed")
+            yield f"data: {json.dumps(error_body(f'generation failed: {exc}', 'server_error'))}\n\n"
+            yield "data: [DONE]\n\n"
+            return
+        # The reply is the stripped, stop-cut text; send whatever of it the deltas have not.
+        text = reply.text
+        if text.startswith(sent.strip()) and len(text) > len(sent.strip()):
+            yield server.chunk(request_id, {"content": text[len(sent.strip()):]})
+        yield server.chunk(request_id, {}, reply.finish_reason)
+        if include_usage:
+            body = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": server.model_id, "choices": [],
+                    "usage": _usage(reply.prompt_tokens, reply.completion_tokens)}
+            yield f"data: {json.dumps(body)}\n\n"
         yield "data: [DONE]\n\n"
-        return
-    # The reply is the stripped, stop-cut text; send whatever of it the deltas have not.
-    text = reply.text
-    if text.startswith(sent.strip()) and len(text) > len(sent.strip()):
-        yield server.chunk(request_id, {"content": text[len(sent.strip()):]})
-    yield server.chunk(request_id, {}, reply.finish_reason)
-    if include_usage:
-        body = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": server.model_id, "choices": [], "usage": _usage(reply.prompt_tokens, reply.completion_tokens)}
-        yield f"data: {json.dumps(body)}\n\n"
-    yield "data: [DONE]\n\n"
+    finally:
+        # Starlette cancels this generator when the client disconnects (or it ran to the end):
+        # either way nobody reads further, so the generation stops or never starts.
+        job.cancel.set()
 
 
 def _safe_prefix(text: str, stop: list[str] | None) -> str:
