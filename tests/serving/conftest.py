@@ -23,14 +23,13 @@ def tiny_session(tiny_model_dir):
     return chat(str(tiny_model_dir), preset="greedy", max_new_tokens=6)
 
 
-@pytest.fixture(scope="package")
-def live_server(tiny_session):
+def _run(chat_server):
+    """Serve ``chat_server`` on a free 127.0.0.1 port in a thread; yields its URL."""
     pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
     import uvicorn
 
-    from tifa_lite.serving.openai_api import ChatServer, build_app
+    from tifa_lite.serving.openai_api import build_app
 
-    chat_server = ChatServer(tiny_session, "tiny", context_length=256)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(chat_server), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -40,6 +39,26 @@ def live_server(tiny_session):
         if time.monotonic() > deadline or not thread.is_alive():
             pytest.fail("the test server did not start on 127.0.0.1 within 30 s")
         time.sleep(0.05)
-    yield chat_server, f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="package")
+def live_server(tiny_session):
+    from tifa_lite.serving.openai_api import ChatServer
+
+    chat_server = ChatServer(tiny_session, "tiny", context_length=256)
+    for url in _run(chat_server):
+        yield chat_server, url
+
+
+@pytest.fixture(scope="package")
+def wide_server(tiny_session):
+    """The model's whole 2048-token context (front ends send long histories and max_tokens of
+    hundreds) with replies capped at 8 tokens, so the tests stay fast."""
+    from tifa_lite.serving.openai_api import ChatServer
+
+    chat_server = ChatServer(tiny_session, "tiny", max_tokens_cap=8)
+    for url in _run(chat_server):
+        yield chat_server, url

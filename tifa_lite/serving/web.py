@@ -16,21 +16,31 @@ import threading
 from typing import Any, Iterator
 
 THINK_TAGS = [("<think>", "</think>")]
+# The cancel event of each session's running reply: a page whose tab was closed mid-reply
+# leaves its generator un-iterated, so the next message stops that generation first.
+_RUNNING: dict[int, threading.Event] = {}
 
 
 def respond(session, text: str, history: list[dict[str, str]], system: str,
             sampling: dict[str, Any]) -> Iterator[list[dict[str, str]]]:
-    """The conversation after each streamed piece of the reply to ``text``."""
+    """The conversation after each streamed piece of the reply to ``text``. Closing the
+    generator (the page went away) stops the generation within a token; the session's lock
+    means two replies never run at once."""
     from transformers import TextIteratorStreamer
 
     history = [*history, {"role": "user", "content": text}]
     messages = ([{"role": "system", "content": system}] if system.strip() else []) + history
     streamer = TextIteratorStreamer(session.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
     result: dict[str, Any] = {}
+    cancel = threading.Event()
+    previous = _RUNNING.get(id(session))
+    if previous is not None:
+        previous.set()
+    _RUNNING[id(session)] = cancel
 
     def generate() -> None:
         try:
-            result["reply"] = session.reply(messages, streamer=streamer, **sampling)
+            result["reply"] = session.reply(messages, streamer=streamer, cancel=cancel, **sampling)
         except Exception as exc:  # shown in the page; the page stays up
             result["error"] = exc
             streamer.end()
@@ -38,10 +48,15 @@ def respond(session, text: str, history: list[dict[str, str]], system: str,
     worker = threading.Thread(target=generate, daemon=True)
     worker.start()
     partial = ""
-    for piece in streamer:
-        partial += piece
-        yield [*history, {"role": "assistant", "content": partial.lstrip()}]
-    worker.join()
+    try:
+        for piece in streamer:
+            partial += piece
+            yield [*history, {"role": "assistant", "content": partial.lstrip()}]
+        worker.join()
+    finally:
+        cancel.set()  # after the end a no-op; on close, the generation stops at its next token
+        if _RUNNING.get(id(session)) is cancel:
+            del _RUNNING[id(session)]
     if "error" in result:
         raise RuntimeError(f"generation failed: {result['error']}")
     yield [*history, {"role": "assistant", "content": result["reply"].text}]
