@@ -47,6 +47,7 @@ import re
 import threading
 import time
 import uuid
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -258,6 +259,7 @@ class ChatServer:
         # never_started: queued requests of clients that left; cancelled: stopped mid-way.
         self.counts = {"started": 0, "finished": 0, "cancelled": 0, "never_started": 0, "failed": 0}
         self.running = 0
+        self.cancelled_tokens: deque[int] = deque(maxlen=1000)  # how far stopped generations got
 
     def log_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._logged:
@@ -340,6 +342,8 @@ class ChatServer:
                 self.running -= 1
         with self._lock:
             self.counts["cancelled" if reply.finish_reason == "cancelled" else "finished"] += 1
+            if reply.finish_reason == "cancelled":
+                self.cancelled_tokens.append(reply.completion_tokens)
         return reply
 
     def health(self) -> dict[str, Any]:
