@@ -1,29 +1,71 @@
-"""`tifa-lite serve --model M [--adapter A] [--port 8000]`: an OpenAI-compatible API on 127.0.0.1."""
+"""`tifa-lite serve --model M [--adapter A] [--port 8000] [--engine transformers|llama.cpp|vllm]`:
+an OpenAI-compatible API on 127.0.0.1."""
 
 from __future__ import annotations
 
 
 def register(sub) -> None:
     from tifa_lite.cli.chat import add_session_arguments
-    from tifa_lite.serving.openai_api import DEFAULT_HOST, DEFAULT_PORT
+    from tifa_lite.serving.engines import ENGINES
+    from tifa_lite.serving.openai_api import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP, DEFAULT_PORT
 
     p = sub.add_parser("serve", help="serve a model or adapter as an OpenAI-compatible /v1/chat/completions (pip install 'tifa-lite[serve]')")
     add_session_arguments(p)
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--name", help="the model id clients see in /v1/models (default: the folder's name)")
+    p.add_argument("--engine", choices=ENGINES, default="transformers",
+                   help="transformers (default: one worker, any model or adapter), llama.cpp (a GGUF through "
+                        "llama-cpp-python's server) or vllm (`vllm serve` on a CUDA GPU, many users at once)")
+    p.add_argument("--max-tokens-cap", type=int, default=DEFAULT_MAX_TOKENS_CAP,
+                   help=f"a request's max_tokens above this is lowered to it (default {DEFAULT_MAX_TOKENS_CAP}; 0: none)")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                   help=f"larger request bodies get a 413 (default {DEFAULT_MAX_BODY_BYTES})")
+    p.add_argument("--gguf", help="--engine llama.cpp: the GGUF to serve (from `tifa-lite export gguf`; "
+                                  "default: the embedded model's own file)")
+    p.add_argument("--n-ctx", type=int, default=4096, help="--engine llama.cpp: context length")
     p.set_defaults(handler=run)
 
 
 def run(args) -> int:
     from pathlib import Path
 
+    name = args.name or Path(args.adapter or args.model).name
+    cap = args.max_tokens_cap or None
+    if args.engine != "transformers":
+        return _run_engine(args, name, cap)
     from tifa_lite.cli.chat import session_from_args
     from tifa_lite.serving.openai_api import ChatServer, serve
 
     session = session_from_args(args)
     # The session's system prompt is the default for requests that bring none.
     system, session.system = session.system, None
-    name = args.name or Path(args.adapter or args.model).name
-    serve(ChatServer(session, name, system=system), host=args.host, port=args.port)
+    serve(ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes),
+          host=args.host, port=args.port)
+    return 0
+
+
+def _run_engine(args, name: str, cap: int | None) -> int:
+    from tifa_lite.cli.chat import system_prompt
+    from tifa_lite.serving.engines import engine_spec
+
+    if args.engine == "vllm":
+        from tifa_lite.serving import vllm_engine
+
+        vllm_engine.check_can_run()  # before reading anything: a clear error on a machine without CUDA
+    spec = engine_spec(
+        args.model, args.adapter, name, chat_template=args.chat_template, keep_think=args.keep_think,
+        recipe=args.recipe, preset=args.preset, system=system_prompt(args), max_tokens_cap=cap,
+        max_body_bytes=args.max_body_bytes, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
+    )
+    if args.engine == "vllm":
+        return vllm_engine.serve(spec, args.host, args.port, bits=args.bits)
+    from tifa_lite.errors import ConfigError
+    from tifa_lite.serving import llamacpp_engine
+
+    if args.adapter:
+        raise ConfigError("--engine llama.cpp serves a GGUF, not an adapter: `tifa-lite merge` it, export the merged "
+                          "model with `tifa-lite export gguf`, then pass --gguf.")
+    llamacpp_engine.serve(spec, llamacpp_engine.gguf_for(args.model, args.gguf), args.host, args.port, args.n_ctx)
     return 0

@@ -226,6 +226,26 @@ def template_renders_names(template: str | None) -> bool:
     return bool(template and _NAME_IN_TEMPLATE.search(template))
 
 
+def conversation_turns(request: ChatRequest, names_in_template: bool, system: str | None) -> list[dict[str, str]]:
+    """The request's turns as the chat template takes them: ``developer`` is ``system``, a
+    ``name`` the template would drop is written before the content, and ``system`` (the
+    server's character card) comes first when the request brings no system turn of its own."""
+    messages = []
+    for m in request.messages:
+        turn = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.name:
+            if names_in_template:
+                turn["name"] = m.name
+            else:  # group chats need to know who speaks
+                turn["content"] = f"{m.name}: {turn['content']}"
+        messages.append(turn)
+    if not any(m["role"] == "user" for m in messages):
+        raise BadRequest("messages: at least one user message is needed", param="messages")
+    if system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
+
+
 @dataclass
 class Job:
     """One accepted request, ready for the worker; ``cancel`` is set when its client leaves."""
@@ -267,21 +287,7 @@ class ChatServer:
             log.info(message, *args)
 
     def conversation(self, request: ChatRequest) -> list[dict[str, str]]:
-        messages = []
-        for m in request.messages:
-            role = "system" if m.role == "developer" else m.role
-            turn = {"role": role, "content": m.text()}
-            if m.name:
-                if self.names_in_template:
-                    turn["name"] = m.name
-                else:  # the template would drop it; group chats need to know who speaks
-                    turn["content"] = f"{m.name}: {turn['content']}"
-            messages.append(turn)
-        if not any(m["role"] == "user" for m in messages):
-            raise BadRequest("messages: at least one user message is needed", param="messages")
-        if self.system and messages[0]["role"] != "system":
-            messages.insert(0, {"role": "system", "content": self.system})
-        return messages
+        return conversation_turns(request, self.names_in_template, self.system)
 
     def check_length(self, messages: list[dict[str, str]], sampling: dict[str, Any]) -> int:
         try:
