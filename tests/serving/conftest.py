@@ -26,12 +26,16 @@ def tiny_session(tiny_model_dir):
 def _run(chat_server):
     """Serve ``chat_server`` on a free 127.0.0.1 port in a thread; yields its URL."""
     pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
-    import uvicorn
-
     from tifa_lite.serving.openai_api import build_app
 
+    yield from _serve_asgi(build_app(chat_server))
+
+
+def _serve_asgi(app):
+    import uvicorn
+
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(chat_server), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -62,3 +66,14 @@ def wide_server(tiny_session):
     chat_server = ChatServer(tiny_session, "tiny", max_tokens_cap=8)
     for url in _run(chat_server):
         yield chat_server, url
+
+
+@pytest.fixture(scope="module")
+def llama_cpp_server(request):
+    """llama-cpp-python with its server extra, in the opt-in `llamacpp` group only."""
+    if "llamacpp" not in (request.config.getoption("-m") or ""):
+        pytest.skip("opt-in group: run `bash scripts/install_llama_cpp.sh` once, then `pytest -m llamacpp`")
+    from tifa_lite.serving.llamacpp_engine import SERVER_HINT
+
+    pytest.importorskip("llama_cpp", reason=SERVER_HINT)
+    return pytest.importorskip("llama_cpp.server.app", reason=SERVER_HINT)

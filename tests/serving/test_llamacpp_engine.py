@@ -1,0 +1,68 @@
+"""`serve --engine llama.cpp` for real (opt-in group `llamacpp`): the embedded model's GGUF in
+llama-cpp-python's server behind our request rules, answering the front-end fixtures, the
+issue's table, the openai client, and refusing what our server refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.serving.frontend_requests import FRONTEND_REQUESTS, HELLO, TABLE_ROWS_OK
+
+pytestmark = pytest.mark.llamacpp
+httpx = pytest.importorskip("httpx")
+
+
+@pytest.fixture(scope="module")
+def llamacpp_url(request):
+    request.getfixturevalue("llama_cpp_server")  # opt-in and installed, or skipped with the reason
+    from tests.serving.conftest import _serve_asgi
+    from tifa_lite.serving import llamacpp_engine
+    from tifa_lite.serving.engines import engine_spec
+
+    spec = engine_spec("smollm2-135m-instruct", None, "tifa", preset="greedy", max_tokens_cap=16,
+                       system="You are Tifa Lockhart, a friendly bartender in Midgar.")
+    app = llamacpp_engine.build_app(spec, llamacpp_engine.gguf_for("smollm2-135m-instruct", None), n_ctx=2048)
+    for url in _serve_asgi(app):
+        yield url
+
+
+def _answer(url: str, body: dict) -> tuple[int, str]:
+    if not body.get("stream"):
+        r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
+        return r.status_code, (r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else r.text)
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+        lines = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]", lines[-3:]
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    return r.status_code, "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+
+
+@pytest.mark.parametrize("name", sorted(FRONTEND_REQUESTS))
+def test_front_end_requests_are_answered_by_llama_cpp(llamacpp_url, name):
+    status, text = _answer(llamacpp_url, FRONTEND_REQUESTS[name])
+    assert status == 200 and text.strip(), text
+
+
+@pytest.mark.parametrize("row", sorted(TABLE_ROWS_OK))
+def test_table_rows_answer_200_in_llama_cpp(llamacpp_url, row):
+    status, text = _answer(llamacpp_url, {"messages": HELLO, "max_tokens": 4, **TABLE_ROWS_OK[row]})
+    assert status == 200, text
+
+
+def test_refusals_are_ours(llamacpp_url):
+    r = httpx.post(f"{llamacpp_url}/v1/chat/completions", json={"messages": HELLO, "n": 2}, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+
+
+def test_openai_client_and_greedy_defaults(llamacpp_url):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=f"{llamacpp_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    assert [m.id for m in client.models.list().data] == ["tifa"]
+    # no sampling sent: the recipe's (greedy here) applies, so two answers are the same
+    a = client.chat.completions.create(model="tifa", messages=HELLO)
+    b = client.chat.completions.create(model="tifa", messages=HELLO)
+    assert a.choices[0].message.content == b.choices[0].message.content and a.usage.completion_tokens <= 16
+    chunks = list(client.chat.completions.create(model="tifa", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == a.choices[0].message.content.strip()
