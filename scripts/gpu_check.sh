@@ -17,6 +17,8 @@ Runs the GPU check suite (tests/gpu, pytest marker `gpu`) on this machine's firs
   4. merge of the SFT adapter in fp16 and bf16, self-check passing on the GPU
   5. the planner's predicted peak vs torch.cuda.max_memory_allocated() (target +-15%)
   6. SFT throughput, tifa_lite vs a plain TRL SFTTrainer script, side by side
+  7. `serve --engine vllm`: vllm serve with the SFT adapter, our template and sampling,
+     answering a SillyTavern-shaped request (when vllm is installed)
 Nothing is downloaded: the model is a random Qwen2-shaped one and its tokenizer is
 trained on the repo's own data/ samples. Without CUDA every check is skipped with the reason.
 
