@@ -175,3 +175,15 @@ def test_frequency_penalty_changes_a_repetitive_greedy_reply(tiny_session):
     pen_ids = tiny_session.tokenizer.encode(penalised.text, add_special_tokens=False)
     # a random tiny model repeats itself; OpenAI's penalties make repeats rarer
     assert len(set(pen_ids)) / max(len(pen_ids), 1) > len(set(ids)) / max(len(ids), 1)
+
+
+def test_a_clients_temperature_samples_even_on_a_greedy_server(tiny_session):
+    from tifa_lite.serving.openai_api import ChatServer
+
+    server = ChatServer(tiny_session, "tiny")  # the fixture's session is greedy
+    _, job = server.prepare(json.dumps({"messages": HELLO, "temperature": 0.8, "min_p": 0.05}).encode())
+    assert job.kwargs["do_sample"] is True and job.kwargs["min_p"] == 0.05
+    _, job = server.prepare(json.dumps({"messages": HELLO, "temperature": 0}).encode())
+    assert job.kwargs["do_sample"] is False
+    _, job = server.prepare(json.dumps({"messages": HELLO}).encode())
+    assert "do_sample" not in job.kwargs  # the server's own default applies

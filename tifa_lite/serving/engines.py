@@ -98,7 +98,7 @@ def engine_body(raw: bytes, spec: EngineSpec, penalty_key: str = "repetition_pen
     messages = apply_think_policy(turns, spec.strip_think)
     asked = request.sampling()
     merged = {**spec.sampling, **asked}
-    greedy = merged.get("do_sample") is False and "temperature" not in asked
+    greedy = merged.get("do_sample") is False
     max_tokens = merged.get("max_new_tokens")
     if spec.max_tokens_cap and (max_tokens is None or max_tokens > spec.max_tokens_cap):
         max_tokens = spec.max_tokens_cap

@@ -185,6 +185,8 @@ class ChatRequest(BaseModel):
             "repetition_penalty": self.repetition_penalty,
             "max_new_tokens": self.max_completion_tokens or self.max_tokens,
         }
+        if self.temperature is not None:  # a client's temperature wins over a greedy server default
+            out["do_sample"] = self.temperature > 0
         return {k: v for k, v in out.items() if v is not None}
 
 
