@@ -63,7 +63,9 @@ def register_template(spec: EngineSpec) -> None:
     formatter = llama_chat_format.Jinja2ChatFormatter(
         template=spec.chat_template, eos_token=spec.eos_token, bos_token=spec.bos_token,
         stop_token_ids=spec.stop_token_ids)
-    llama_chat_format.register_chat_completion_handler(chat_format_name(spec))(formatter.to_chat_handler())
+    # overwrite: a second app in the same process (tests, a restart) registers the name again
+    llama_chat_format.LlamaChatCompletionHandlerRegistry().register_chat_completion_handler(
+        chat_format_name(spec), formatter.to_chat_handler(), overwrite=True)
 
 
 def build_app(spec: EngineSpec, gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096,
