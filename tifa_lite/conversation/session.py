@@ -232,7 +232,7 @@ def chat(
     **sampling: Any,
 ) -> ChatSession:
     """A chat session with ``model`` (folder, embedded name, hub id) or, when None, the base
-    named by the adapter's run. ``sampling`` keys: temperature, top_p, top_k, repetition_penalty,
+    named by the adapter's run. ``sampling`` keys: temperature, top_p, top_k, min_p, repetition_penalty,
     max_new_tokens, do_sample. ``preset="tifa"`` is Tifa's recommended role-play sampling.
     ``think_policy``: "keep" sends earlier <think> blocks back; "auto"/"strip" remove them."""
     unknown = sorted(set(sampling) - set(SAMPLING_KEYS))

@@ -11,7 +11,7 @@ requests go through :class:`~tifa_lite.serving.engines.NormalisedRequests` first
 400s as our server, the recipe's sampling filled in, ``developer``/``name`` handled and
 ``<think>`` blocks stripped from the history. It stops a stream when the client disconnects
 (it checks after each chunk); ``interrupt_requests`` is off, so one client's request does
-not cut another's stream.
+not cut another's stream. It has no ``stream_options``: a stream ends without a usage chunk.
 """
 
 from __future__ import annotations
