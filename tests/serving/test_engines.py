@@ -186,3 +186,28 @@ def test_serve_engine_llamacpp_serves_the_embedded_gguf(monkeypatch):
                  "--system", "You are Tifa."]) == 0
     assert seen["gguf"].suffix == ".gguf" and (seen["host"], seen["port"], seen["n_ctx"]) == ("127.0.0.1", 8003, 4096)
     assert seen["spec"].model_id == "smollm2-135m-instruct" and seen["spec"].system == "You are Tifa."
+
+
+def test_middleware_hands_the_engine_the_connection_after_the_body(spec):
+    """llama.cpp's server watches `request.is_disconnected()` between chunks: after the
+    rewritten body, the middleware must pass the real connection's messages through."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    async def streaming(request):
+        body = await request.json()
+        gone = await request.is_disconnected()
+
+        async def chunks():
+            for word in ("data: a\n\n", f"data: {body['max_tokens']} {gone}\n\n", "data: [DONE]\n\n"):
+                yield word
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")
+
+    app = NormalisedRequests(Starlette(routes=[Route("/v1/chat/completions", streaming, methods=["POST"])]), spec)
+    with TestClient(app) as client, client.stream("POST", "/v1/chat/completions",
+                                                  json={"messages": HELLO, "stream": True}) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert lines == ["data: a", "data: 64 False", "data: [DONE]"]
