@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tifa_lite.atomic import replacing_file
+from tifa_lite.atomic import check_output_path, replacing_file
 from tifa_lite.errors import ConfigError, TifaError
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,7 @@ def export_gguf(
     if not (model_dir / "config.json").is_file():
         hint = " It is a LoRA adapter: run `tifa-lite merge` first." if (model_dir / "adapter_config.json").is_file() else ""
         raise ConfigError(f"--model {model_dir}: no config.json, not a model folder.{hint}")
-    output = Path(output).expanduser().resolve()
+    output = check_output_path(output, "--output", kind="file")
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another file or pass --overwrite.")
     with replacing_file(output) as tmp:

@@ -126,7 +126,9 @@ def export_ollama(
     from tifa_lite.conversation.session import resolve_sampling
 
     model_dir = Path(model).expanduser().resolve()
-    out = Path(output).expanduser().resolve()
+    from tifa_lite.atomic import check_output_path
+
+    out = check_output_path(output, "--output")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--output {out} exists and is not empty. Choose another folder or pass --overwrite.")
     if think_policy not in ("strip", "keep"):

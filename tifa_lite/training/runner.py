@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tifa_lite.atomic import swap_dir, write_text
+from tifa_lite.atomic import check_output_path, swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
@@ -76,7 +76,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
     from tifa_lite.backends import load_for_training_with_backend, preload_backend
     from tifa_lite.hardware import detect, resolve_precision
 
-    output_dir = Path(config.train.output_dir).expanduser().resolve()
+    output_dir = check_output_path(config.train.output_dir, "train.output_dir")
     if output_dir.exists() and any(output_dir.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
