@@ -95,6 +95,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
     )
     from tifa_lite.methods import get_method
     from tifa_lite.methods.common import Run, early_training_arguments
+    from tifa_lite.methods.precheck import check_before_load
     from tifa_lite.training.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
 
     # Under a launcher this brings up the process group, so that rank 0 can own the folder below.
@@ -104,6 +105,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
 
         config = apply_auto_fit(config, hardware)
     precision = resolve_precision(config.train.precision, hardware)
+    check_before_load(config)  # data errors in seconds, not after a minutes-long model load
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
     created = _prepare_work_dir(config, work_dir, resume_from)
