@@ -128,3 +128,34 @@ def test_kill_during_pairs_keeps_the_journal_and_the_next_run_finishes(tiny_mode
     else:  # a random tiny model may sample nothing usable: then nothing is written, and it says so
         assert again.code == 2 and "nothing written" in again.err, again.err
     assert leftovers(tmp_path) == []  # the journal goes once the output is written
+
+
+@pytest.mark.slow
+def test_kill_during_a_pipeline_merge_then_run_the_pipeline_again(tiny_model_dir, tmp_path):
+    import yaml
+
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"answer {i}"}]}) + "\n"
+                            for i in range(4)))
+    out = tmp_path / "pipe"
+    spec = {
+        "output_dir": str(out), "model": str(tiny_model_dir), "merge_dtype": "fp32", "merge_check": False,
+        "overrides": {"quant.bits": None, "train.max_steps": 1, "train.warmup_ratio": 0, "train.per_device_batch_size": 2,
+                      "train.global_batch_size": None, "train.gradient_accumulation_steps": 1,
+                      "train.gradient_checkpointing": False, "train.progress_bar": False, "train.auto_fit": False,
+                      "lora.r": 4, "lora.alpha": 8, "data.max_length": 64, "data.eval_ratio": 0,
+                      "data.system_prompt": None, "data.path": str(data)},
+        "stages": [{"name": "sft", "recipe": str(RECIPE)}],
+    }
+    pipeline = tmp_path / "pipeline.yaml"
+    pipeline.write_text(yaml.safe_dump(spec))
+    stage = out / "00_sft"
+    kill_when(["pipeline", pipeline], any_match(stage, ".merged.merging-*"))
+    assert (stage / "adapter" / "resolved_config.yaml").is_file() and not (stage / "merged").exists()
+
+    again = run_cli("pipeline", pipeline)
+    assert again.code == 0, again.err
+    assert "Traceback" not in again.err
+    assert (stage / "merged" / "merge_report.json").is_file()
+    assert leftovers(tmp_path) == []
