@@ -105,9 +105,9 @@ def run_config(config: RecipeConfig) -> TrainResult:
 
         config = apply_auto_fit(config, hardware)
     precision = resolve_precision(config.train.precision, hardware)
-    check_before_load(config)  # data errors in seconds, not after a minutes-long model load
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
+    check_before_load(config)  # data errors in seconds, not after a minutes-long model load
     created = _prepare_work_dir(config, work_dir, resume_from)
     try:
         # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
