@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tifa_lite.atomic import swap_dir, write_text
+from tifa_lite.atomic import check_output_path, swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
@@ -76,7 +76,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
     from tifa_lite.backends import load_for_training_with_backend, preload_backend
     from tifa_lite.runplan import PLAN_FILE, resolve_plan
 
-    output_dir = Path(config.train.output_dir).expanduser().resolve()
+    output_dir = check_output_path(config.train.output_dir, "train.output_dir")
     if output_dir.exists() and any(output_dir.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
@@ -96,6 +96,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
     )
     from tifa_lite.methods import get_method
     from tifa_lite.methods.common import Run, early_training_arguments
+    from tifa_lite.methods.precheck import check_before_load
     from tifa_lite.training.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
 
     # Under a launcher this brings up the process group, so that rank 0 can own the folder below.
@@ -108,6 +109,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
         console.stage("plan: %s", line)
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
+    check_before_load(config, plan)  # data errors in seconds, not after a minutes-long model load
     created = _prepare_work_dir(config, work_dir, resume_from, plan.to_json(), PLAN_FILE)
     try:
         # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
