@@ -50,7 +50,7 @@ def main(spec: dict) -> dict:
     baseline = current_rss_gib()
     from tifa_lite.config import load_recipe
     from tifa_lite.data.build import BuiltData
-    from tifa_lite.hardware import detect, resolve_precision
+    from tifa_lite.runplan import resolve_plan
     from tifa_lite.methods.common import Run
     from tifa_lite.methods.sft import trainer_for_data
     from tifa_lite.modeling import load_for_training
@@ -71,13 +71,12 @@ def main(spec: dict) -> dict:
         "data.max_length": spec["seq_len"],
     }
     config = load_recipe({}, overrides)
-    hardware = detect()
-    precision = resolve_precision(config.train.precision, hardware)
-    model, tokenizer, peft_config = load_for_training(config, precision, hardware)
+    plan = resolve_plan(config)
+    model, tokenizer, peft_config = load_for_training(config, plan)
     after_load = current_rss_gib()
     rows = rows_of_text(tokenizer, spec["seq_len"], spec["batch"] * spec["steps"], Path(spec["data_file"]))
     run = Run(config=config, work_dir=out / "run.partial", model=model, tokenizer=tokenizer,
-              peft_config=peft_config, precision=precision)
+              peft_config=peft_config, plan=plan)
     trainer = trainer_for_data(run, BuiltData(train=rows, eval=[]))
     start = time.time()
     trainer.train()
@@ -87,7 +86,7 @@ def main(spec: dict) -> dict:
         "after_load_rss_gib": after_load,
         "peak_rss_gib": maxrss_gib(),
         "train_seconds": round(time.time() - start, 1),
-        "precision": precision,
+        "precision": plan.precision,
     }
 
 

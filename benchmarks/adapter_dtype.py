@@ -6,7 +6,7 @@ GRPO run per adapter dtype, each in its own process (so peak RSS is its own).
 
 "bf16" is what TRL 1.16 does to every trainable weight of a quantised model; "fp32" is
 the alternative. Both go through tifa_lite's method code (``build_trainer`` →
-``compose_trainer``), with ``tifa_lite.hardware.adapter_dtype`` pinned to the variant.
+``compose_trainer``), with the run plan's adapter dtype pinned to the variant.
 Compute is fp32 (the CPU; no autocast), so what differs is only the dtype the adapter
 weights and their Adam states are stored and updated in: the effect this measures.
 
@@ -70,19 +70,23 @@ def heldout_metric(method: str, model, tokenizer) -> float:
 def run_variant(method: str, dtype_name: str, steps: int, lr: float | None, out: Path) -> dict:
     import torch
 
-    import tifa_lite.hardware as hardware
+    import dataclasses
+
     from tifa_lite.config import load_recipe
     from tifa_lite.methods import get_method
     from tifa_lite.methods.common import Run
     from tifa_lite.modeling import load_for_training
     from tifa_lite.modeling.dtypes import trainable_dtypes
 
+    from tifa_lite.runplan import resolve_plan
+
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    hardware.adapter_dtype = lambda precision: dtype  # the variant under test
     config = load_recipe(SFT_RECIPE if method == "sft" else GRPO_RECIPE, overrides(method, steps, lr, out))
-    cpu = hardware.Hardware(device="cpu", gpu_name=None, bf16=False, gpu_count=0, total_memory_gib=None)
-    model, tokenizer, peft_config = load_for_training(config, "fp32", cpu)
-    run = Run(config=config, work_dir=out, model=model, tokenizer=tokenizer, peft_config=peft_config, precision="fp32")
+    plan = resolve_plan(config)
+    # The variant under test: the plan's adapter dtype, which compose_trainer applies after TRL.
+    plan = dataclasses.replace(plan, numerics=dataclasses.replace(plan.numerics, adapter_dtype=dtype_name))
+    model, tokenizer, peft_config = load_for_training(config, plan)
+    run = Run(config=config, work_dir=out, model=model, tokenizer=tokenizer, peft_config=peft_config, plan=plan)
     trainer = get_method(method).build_trainer(run)
     peft_model = trainer.model
     adapters = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}

@@ -90,23 +90,24 @@ def worker(mode: str, model_dir: str, out_dir: str) -> None:
 
     from tifa_lite.backends import load_for_training_with_backend
     from tifa_lite.config import load_recipe
-    from tifa_lite.distributed.runtime import barrier, early_training_arguments, env_rank, prepare_distributed
-    from tifa_lite.hardware import detect, resolve_precision
+    from tifa_lite.distributed.runtime import barrier, env_rank, prepare_distributed
+    from tifa_lite.methods.common import early_training_arguments
+    from tifa_lite.runplan import resolve_plan
 
     config = load_recipe(RECIPE, [
         f"model.name_or_path={model_dir}", f"train.output_dir={out_dir}/run",
         "distributed.nnodes=1", "distributed.nproc_per_node=2",
     ], profile=["h100x16_zero3", "cpu_rehearsal"])
     config = prepare_distributed(config)
-    hardware = detect()
-    precision = resolve_precision(config.train.precision, hardware)
+    plan = resolve_plan(config)
+    precision = plan.precision
     work_dir = Path(out_dir) / "run.partial"
     barrier()
     result = {"mode": mode, "rank": env_rank(), "precision": precision, "before_load": pss()}
 
     sampler = PeakPss()
-    args = early_training_arguments(config, work_dir, precision) if mode == "after" else None
-    model, _tokenizer, _peft = load_for_training_with_backend(config, precision, hardware)
+    args = early_training_arguments(config, work_dir, plan) if mode == "after" else None
+    model, _tokenizer, _peft = load_for_training_with_backend(config, plan)
     result["peak_pss_load"] = sampler.stop()
     result["after_load"] = pss()
     result["held_after_load"], result["elements_total"] = held_elements(model)

@@ -17,7 +17,10 @@ Runs the GPU check suite (tests/gpu, pytest marker `gpu`) on this machine's firs
   4. merge of the SFT adapter in fp16 and bf16, self-check passing on the GPU
   5. the planner's predicted peak vs torch.cuda.max_memory_allocated() (target +-15%)
   6. SFT throughput, tifa_lite vs a plain TRL SFTTrainer script, side by side
-  7. `serve --engine vllm`: vllm serve with the SFT adapter, our template and sampling,
+  7. as a T4 (TIFA_LITE_NO_BF16=1): GRPO with transformers generation on the 4-bit base (fp16
+     heads fed by fp32 norms outside autocast), full-parameter SFT in fp16 (fp32 master weights
+     + loss scaler), and a 4-bit chat reply (the path chat/serve/eval/pairs share)
+  8. `serve --engine vllm`: vllm serve with the SFT adapter, our template and sampling,
      answering a SillyTavern-shaped request (when vllm is installed)
 Nothing is downloaded: the model is a random Qwen2-shaped one and its tokenizer is
 trained on the repo's own data/ samples. Without CUDA every check is skipped with the reason.
@@ -41,7 +44,10 @@ pyarrow, xxhash) but no trl, bitsandbytes, datasets or pydantic, e.g. the lent H
     typing-extensions==4.16.0
 
 (bitsandbytes is tagged manylinux_2_24 only; datasets 5.0.1 asks pyarrow >= 21, 5.1+ asks
->= 24.) .gitignore keeps .gpu-wheels out of git. Then, on the GPU box:
+>= 24.) .gitignore keeps .gpu-wheels out of git. For the vLLM colocate check add vLLM and its
+own pinned dependencies (`vllm==0.33.0`, then what `unzip -p vllm-*.whl '*/METADATA' | grep
+^Requires-Dist` lists and the box lacks): several hundred MiB, more than a 64 MiB carry, so
+on a box without an index that check stays skipped with its reason. On the GPU box:
 
   bash scripts/gpu_check.sh --wheels .gpu-wheels
 

@@ -75,3 +75,45 @@ def test_replacing_dir_failing_midway_keeps_the_old_contents(tmp_path, old_and_n
             (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.partial"]  # the fixture's, untouched
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    stale = tmp_path / f".pairs.jsonl.{dead_pid()}-0badc0de.partial"
+    stale.write_text("half a line")
+    atomic.write_text(tmp_path / "pairs.jsonl", "whole\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
+
+
+def test_temporary_names_follow_the_scheme_the_sweep_recognises(tmp_path):
+    seen = []
+    with replacing_dir(tmp_path / "merged", "merging") as staging:
+        seen.append(staging.name)
+    with atomic.replacing_file(tmp_path / "m.gguf") as tmp:
+        seen.append(tmp.name)
+    assert atomic._stale_pattern("merged").match(seen[0]) and atomic._stale_pattern("m.gguf").match(seen[1])
+    assert f"-{os.getpid()}-" in seen[0] and f".{os.getpid()}-" in seen[1]
+
+
+@pytest.mark.parametrize("kind, make, message", [
+    ("dir", lambda p: p.write_text("x"), "is an existing file, not a folder"),
+    ("file", lambda p: p.mkdir(), "is an existing folder, not a file"),
+])
+def test_check_output_path_refuses_the_wrong_kind(tmp_path, kind, make, message):
+    from tifa_lite.errors import ConfigError
+
+    make(tmp_path / "out")
+    with pytest.raises(ConfigError, match=f"--output={tmp_path / 'out'} {message}"):
+        atomic.check_output_path(tmp_path / "out", "--output", kind=kind)
+
+
+def test_check_output_path_accepts_a_new_nested_path(tmp_path):
+    assert atomic.check_output_path(tmp_path / "a" / "b" / "out", "k") == (tmp_path / "a" / "b" / "out").resolve()

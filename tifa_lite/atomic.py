@@ -1,18 +1,103 @@
 """Write-then-rename for every artifact a user later reads (merged models, GGUF files,
 converted data, pair files): an interrupted or failed write leaves the old file or no
-file, never a half-written one that training or llama.cpp would read without noticing."""
+file, never a half-written one that training or llama.cpp would read without noticing.
+
+Temporary names carry the writer's process id — ``.<name>.<label>-<pid>-<random>`` for a
+folder, ``.<name>.<pid>-<random>.partial`` for a file — so that a write killed outright
+(SIGKILL, power loss: no ``except`` runs) leaves a name the next write of the same output
+recognises: :func:`sweep_stale` removes the ones whose process is gone, and never those of
+a writer still running."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import secrets
 import shutil
-import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tifa_lite.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _umask() -> int:
+    # The only portable way to read it is to set it; set straight back.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_tag() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _stale_pattern(name: str) -> re.Pattern[str]:
+    """Every temporary name this module makes for ``name``: staging folders, files (and the
+    ``.gguf`` probe link beside one) and the old folder :func:`swap_dir` renames aside."""
+    return re.compile(rf"^\.{re.escape(name)}\.(?:[a-z]+-)?(\d+)-[0-9a-f]+(?:\.partial(?:\.gguf)?)?$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_stale(target: str | Path) -> list[Path]:
+    """Remove what killed writes of ``target`` left beside it; returns what was removed."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = _stale_pattern(target.name)
+    removed = []
+    for entry in target.parent.iterdir():
+        match = pattern.match(entry.name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    if removed:
+        log.warning("removed %d temporary file(s)/folder(s) an interrupted earlier write of %s left: %s",
+                    len(removed), target, ", ".join(p.name for p in removed))
+    return removed
+
+
+def check_output_path(path: str | Path, key: str, kind: str = "dir") -> Path:
+    """Refuse, before any work, an output that cannot be written: a file where a folder is
+    wanted (or the reverse), or a parent folder that is missing-and-uncreatable or read-only.
+    ``key`` is what the user typed it as (``train.output_dir``, ``--output``)."""
+    path = Path(path).expanduser().resolve()
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path} is an existing file, not a folder. Choose a folder path for {key} "
+                          "(or move the file away).")
+    if kind == "file" and path.is_dir():
+        raise ConfigError(f"{key}={path} is an existing folder, not a file. Choose a file path for {key}, "
+                          f"e.g. {path / 'model.gguf'}.")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{key}={path}: {ancestor} is a file, so no folder can be made under it. Choose another {key}.")
+    # The writes below happen in the output's parent (temporary siblings) or in a folder made there.
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path}: the folder {ancestor} is not writable (read-only or not yours). "
+                          f"Choose a {key} under a folder you can write to.")
+    return path
 
 
 @contextmanager
@@ -21,7 +106,10 @@ def replacing_dir(target: str | Path, label: str = "partial") -> Iterator[Path]:
     ends normally (replacing what was there) and is removed when the block raises."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{label}-", dir=target.parent))
+    sweep_stale(target)
+    staging = target.with_name(f".{target.name}.{label}-{_temp_tag()}")
+    # A plain mkdir, not mkdtemp: the folder becomes the user's output and gets their umask, not 0700.
+    staging.mkdir()
     try:
         yield staging
         swap_dir(staging, target)
@@ -39,7 +127,7 @@ def swap_dir(new: str | Path, target: str | Path) -> None:
     if not target.exists():
         os.replace(new, target)
         return
-    aside = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:12]}")
+    aside = target.with_name(f".{target.name}.old-{_temp_tag()}")
     os.replace(target, aside)
     try:
         os.replace(new, target)
@@ -54,9 +142,10 @@ def replacing_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target`` (same file system, so the rename is atomic)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    sweep_stale(target)
+    tmp = target.with_name(f".{target.name}.{_temp_tag()}.partial")
+    # Created with the user's umask (mkstemp would make it 0600, and the rename keeps that).
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
         os.replace(tmp, target)

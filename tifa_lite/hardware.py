@@ -6,6 +6,14 @@ the runtime (:func:`detect`, :func:`resolve_precision`), the planner's catalogue
 notebooks all read it. ``TIFA_LITE_NO_BF16=1`` makes it answer "no" on any GPU, i.e.
 treat the card as a T4: fp16 compute, no FlashAttention-2. That is how a T4 run is
 reproduced (and checked, ``tests/gpu``) on a newer card.
+
+``TIFA_LITE_REHEARSE=t4`` / ``a10`` is the same idea on the CPU: :func:`detect` reports the
+card (its name, compute capability and memory) while the tensors stay on the CPU, so every
+decision that follows — fp16 + a loss scaler on a T4, bf16 on an A10, the 4-bit compute
+dtype, the adapter and norm dtypes — is the card's, and runs for real in the card's dtypes
+(CPU autocast, ``torch.amp.GradScaler("cpu")``, bitsandbytes NF4 with a 16-bit compute
+dtype). Only the CUDA kernels differ: what stands in for them is listed in the run plan
+(:mod:`tifa_lite.runplan`).
 """
 
 from __future__ import annotations
@@ -21,17 +29,55 @@ if TYPE_CHECKING:  # torch is imported where it is used: the planner reads this 
 log = logging.getLogger(__name__)
 
 NO_BF16_ENV = "TIFA_LITE_NO_BF16"
+REHEARSE_ENV = "TIFA_LITE_REHEARSE"
 # bf16 tensor-core math (and FlashAttention-2) start with Ampere, compute capability 8.0.
 AMPERE = (8, 0)
 
 
 @dataclass(frozen=True)
+class RehearsedCard:
+    name: str  # as torch.cuda.get_device_name reports it
+    compute_capability: tuple[int, int]
+    memory_gib: float  # torch.cuda.get_device_properties().total_memory on Colab's / ModelScope's card
+
+
+# The cards the kit is sized for, as the CPU rehearses them (the planner's catalogue reads these too).
+REHEARSED_CARDS = {
+    "t4": RehearsedCard("Tesla T4", (7, 5), 14.74),
+    "a10": RehearsedCard("NVIDIA A10", (8, 6), 22.06),
+}
+
+
+@dataclass(frozen=True)
 class Hardware:
-    device: str  # "cuda" | "cpu"
+    device: str  # where the tensors live: "cuda" | "cpu"
     gpu_name: str | None
     bf16: bool
     gpu_count: int
     total_memory_gib: float | None
+    # "t4" | "a10" when the CPU rehearses that card (TIFA_LITE_REHEARSE): device stays "cpu",
+    # the rest describes the card.
+    rehearsal: str | None = None
+
+    @property
+    def card(self) -> str:
+        if self.rehearsal:
+            return f"{self.gpu_name} (rehearsed on the CPU)"
+        return self.gpu_name or "CPU"
+
+
+def rehearsal() -> str | None:
+    """``TIFA_LITE_REHEARSE``: None, or the card the CPU rehearses."""
+    from tifa_lite.errors import ConfigError
+
+    value = os.environ.get(REHEARSE_ENV, "").strip().lower()
+    if value in ("", "0", "off", "none"):
+        return None
+    if value not in REHEARSED_CARDS:
+        raise ConfigError(
+            f"{REHEARSE_ENV}={value!r}: the CPU rehearses {' or '.join(REHEARSED_CARDS)} (or unset it)."
+        )
+    return value
 
 
 def treated_as_t4() -> bool:
@@ -74,8 +120,15 @@ def adapter_dtype(precision: str) -> "torch.dtype":
 
 
 def detect() -> Hardware:
+    """This machine, or under ``TIFA_LITE_REHEARSE`` the card the CPU rehearses."""
     import torch
 
+    rehearsed = rehearsal()
+    if rehearsed:
+        card = REHEARSED_CARDS[rehearsed]
+        bf16 = tuple(card.compute_capability) >= AMPERE and not treated_as_t4()
+        return Hardware(device="cpu", gpu_name=card.name, bf16=bf16, gpu_count=1,
+                        total_memory_gib=card.memory_gib, rehearsal=rehearsed)
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         return Hardware(
@@ -92,20 +145,22 @@ def native_precision(hardware: Hardware | None = None) -> str:
     """What this machine computes in best: bf16 on a GPU that has it, fp16 on older GPUs
     (T4), fp32 on the CPU (what ``precision: auto`` and a merge's ``dtype: auto`` pick)."""
     hardware = hardware or detect()
-    if hardware.device == "cpu":
+    if hardware.device == "cpu" and not hardware.rehearsal:
         return "fp32"
     return "bf16" if hardware.bf16 else "fp16"
 
 
-def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
+def resolve_precision(requested: str, hardware: Hardware | None = None, quiet: bool = False) -> str:
     """auto → bf16 where the GPU has it, fp16 on older GPUs (T4), fp32 on the CPU.
 
     An explicit bf16 on a GPU without it is downgraded to fp16 with a warning rather
     than crashing half-way through the first step, which is what T4 users hit otherwise.
     """
     hardware = hardware or detect()
-    if hardware.device == "cpu":
-        if requested not in ("auto", "fp32"):
+    if hardware.device == "cpu" and not hardware.rehearsal:
+        if quiet:
+            pass
+        elif requested not in ("auto", "fp32"):
             log.warning("precision=%s requested on the CPU: training in fp32 instead.", requested)
         else:
             log.warning("No CUDA GPU found: training in fp32 on the CPU (slow; fine for tests and rehearsals).")
@@ -113,7 +168,8 @@ def resolve_precision(requested: str, hardware: Hardware | None = None) -> str:
     if requested == "auto":
         return native_precision(hardware)
     if requested == "bf16" and not hardware.bf16:
-        log.warning("%s has no bf16: switching precision to fp16.", hardware.gpu_name)
+        if not quiet:
+            log.warning("%s has no bf16: switching precision to fp16.", hardware.gpu_name)
         return "fp16"
     return requested
 

@@ -151,11 +151,17 @@ def test_cuda_capability_is_none_without_a_gpu():
 def test_preload_imports_unsloth_only_when_chosen(gpu_capability, unsloth_stand_in, monkeypatch):
     from tifa_lite.backends import preload_backend
 
-    assert preload_backend(recipe(model={"backend": "unsloth"}), T4) == "unsloth"  # the stand-in satisfies the import
+    from tifa_lite.runplan import resolve_plan
+
+    chosen = resolve_plan(recipe(model={"backend": "unsloth"}), hardware=T4).backend
+    assert chosen == "unsloth"
+    preload_backend(chosen)  # the stand-in satisfies the import
     monkeypatch.delitem(sys.modules, "unsloth")
     spy = ImportSpy()
     monkeypatch.setattr(sys, "meta_path", [spy, *sys.meta_path])
-    assert preload_backend(recipe(model={"backend": "unsloth"}), CPU) == "transformers"
-    assert preload_backend(recipe(), T4) == "transformers"
-    assert preload_backend(recipe(model={"backend": "transformers"}), T4) == "transformers"
+    for config, hardware in ((recipe(model={"backend": "unsloth"}), CPU), (recipe(), T4),
+                             (recipe(model={"backend": "transformers"}), T4)):
+        backend = resolve_plan(config, hardware=hardware).backend
+        assert backend == "transformers"
+        preload_backend(backend)
     assert spy.attempts == []

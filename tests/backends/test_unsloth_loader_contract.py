@@ -14,7 +14,12 @@ from tifa_lite.backends.unsloth_loader import linear_leaf_names
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.modeling.load import load_for_training
 
+from tifa_lite.hardware import Hardware
+from tifa_lite.runplan import resolve_plan
+
 from .conftest import CPU, T4
+
+A10 = Hardware(device="cuda", gpu_name="NVIDIA A10", bf16=True, gpu_count=1, total_memory_gib=22.06)
 
 PROJECTIONS = ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
 
@@ -33,7 +38,7 @@ def test_recipe_maps_onto_unsloths_keywords(tiny_model_dir, gpu_capability, unsl
         data={"max_length": 512},
         train={"gradient_checkpointing": True, "seed": 7},
     )
-    model, tokenizer, peft_config = load_for_training_with_backend(config, "fp16", T4)
+    model, tokenizer, peft_config = load_for_training_with_backend(config, resolve_plan(config, hardware=T4, precision="fp16"))
 
     (name1, loaded), (name2, lora) = unsloth_stand_in.calls
     assert (name1, name2) == ("from_pretrained", "get_peft_model")
@@ -58,7 +63,7 @@ def test_recipe_maps_onto_unsloths_keywords(tiny_model_dir, gpu_capability, unsl
 def test_16bit_lora_without_checkpointing(tiny_model_dir, gpu_capability, unsloth_stand_in):
     config = recipe(tiny_model_dir, quant={"bits": None}, train={"gradient_checkpointing": False},
                     lora={"target_modules": ["q_proj", "v_proj"], "modules_to_save": ["lm_head"]})
-    load_for_training_with_backend(config, "bf16", T4)
+    load_for_training_with_backend(config, resolve_plan(config, hardware=A10, precision="bf16"))
     (_, loaded), (_, lora) = unsloth_stand_in.calls
     assert loaded["load_in_4bit"] is False and loaded["dtype"] == torch.bfloat16
     assert lora["target_modules"] == ["q_proj", "v_proj"]
@@ -68,13 +73,13 @@ def test_16bit_lora_without_checkpointing(tiny_model_dir, gpu_capability, unslot
 
 def test_explicit_compute_dtype_is_what_unsloth_gets(tiny_model_dir, gpu_capability, unsloth_stand_in):
     config = recipe(tiny_model_dir, quant={"compute_dtype": "fp32"})
-    load_for_training_with_backend(config, "fp16", T4)
+    load_for_training_with_backend(config, resolve_plan(config, hardware=T4, precision="fp16"))
     assert unsloth_stand_in.calls[0][1]["dtype"] == torch.float32
 
 
 def test_fallback_loads_with_transformers(tiny_model_dir, gpu_capability, unsloth_absent):
     config = recipe(tiny_model_dir, model={"backend": "unsloth"}, quant={"bits": None})
-    model, _, peft_config = load_for_training_with_backend(config, "fp32", CPU)
+    model, _, peft_config = load_for_training_with_backend(config, resolve_plan(config, hardware=CPU, precision="fp32"))
     assert not isinstance(model, PeftModel)
     assert peft_config is not None and peft_config.r == config.lora.r
 
@@ -84,9 +89,9 @@ def test_same_lora_either_way(tiny_model_dir, gpu_capability, unsloth_stand_in):
     same number of trainable parameters."""
     config = recipe(tiny_model_dir, quant={"bits": None}, lora={"r": 4, "alpha": 8, "dropout": 0.1})
 
-    base, _, lora_config = load_for_training(config, "fp32", CPU)
+    base, _, lora_config = load_for_training(config)
     via_transformers = get_peft_model(base, lora_config)
-    via_unsloth, _, _ = load_for_training_with_backend(config, "fp32", T4)
+    via_unsloth, _, _ = load_for_training_with_backend(config, resolve_plan(config, hardware=T4, precision="fp32"))
 
     def summary(peft_model):
         cfg = peft_model.peft_config["default"]
@@ -124,9 +129,9 @@ def test_trl_trains_the_unsloth_model_without_rewrapping(tiny_model_dir, tmp_pat
         train={"max_steps": 1, "warmup_ratio": 0.0, "per_device_batch_size": 2, "save_steps": 100, "report_to": [],
                "progress_bar": False, "output_dir": str(tmp_path / "out")},
     )
-    model, tokenizer, peft_config = load_for_training_with_backend(config, "fp32", T4)
-    run = Run(config=config, work_dir=tmp_path / "work", model=model, tokenizer=tokenizer,
-              peft_config=peft_config, precision="fp32")
+    plan = resolve_plan(config, hardware=T4, precision="fp32")
+    model, tokenizer, peft_config = load_for_training_with_backend(config, plan)
+    run = Run(config=config, work_dir=tmp_path / "work", model=model, tokenizer=tokenizer, peft_config=peft_config, plan=plan)
     trainer = get_method("sft").build_trainer(run)
     assert trainer.model is model  # no second PeftModel around the first
     lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -80,3 +80,23 @@ def test_read_text_drops_the_bom(tmp_path):
     path = tmp_path / "p.txt"
     path.write_text("You are Sheldon.", encoding="utf-8-sig")
     assert read_text(path) == "You are Sheldon."
+
+
+@pytest.mark.parametrize("text, encoding, expected", [
+    ("你好！有什么可以帮你？", "gbk", "GB18030"),  # charset-normalizer alone: CP949
+    ("안녕하세요, 오늘 날씨가 정말 좋네요.", "cp949", "CP949"),
+    ("こんにちは、今日はいい天気ですね。", "cp932", "CP932"),
+    ("你好，請問今天天氣怎麼樣？", "big5", "BIG5"),
+])
+def test_guess_prefers_the_code_page_whose_script_the_bytes_read_as(text, encoding, expected):
+    from tifa_lite.data.encoding import guess_encoding
+
+    assert guess_encoding(json.dumps({"content": text}, ensure_ascii=False).encode(encoding)) == expected
+
+
+def test_script_share_counts_only_the_wide_characters():
+    from tifa_lite.data.encoding import script_share
+
+    assert script_share("abc 你好".encode("gb18030"), "gb18030", "chinese") == 1.0
+    assert script_share("abc".encode(), "gb18030", "chinese") == 0.0
+    assert script_share(b"\xff\xff", "cp949", "korean") == 0.0  # does not decode

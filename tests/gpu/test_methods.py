@@ -60,3 +60,45 @@ def test_grpo_two_steps_with_vllm_colocated(gpu_model_dir, tmp_path):
     values = support.losses(result.output_dir)
     _finite(values, 2)
     support.Results.add("grpo vllm colocate", steps=2, loss=[round(v, 4) for v in values])
+
+
+@pytest.fixture
+def as_t4(monkeypatch):
+    """The GPU treated as a T4 (TIFA_LITE_NO_BF16=1): fp16 compute, its loss scaler, fp32 norms."""
+    from tifa_lite.hardware import NO_BF16_ENV
+
+    monkeypatch.setenv(NO_BF16_ENV, "1")
+
+
+def test_grpo_as_a_t4_generates_on_the_4bit_base(gpu_model_dir, tmp_path, as_t4):
+    """GRPO's generation runs outside autocast: on a T4 with fp32 norms it crashed at step 1
+    until the 16-bit heads cast their input (tifa_lite.modeling.dtypes.cast_head_inputs)."""
+    result = _grpo(gpu_model_dir, tmp_path / "grpo_t4", 2, "off")
+    values = support.losses(result.output_dir)
+    _finite(values, 2)
+    support.Results.add("grpo as T4", steps=2, loss=[round(v, 4) for v in values])
+
+
+def test_full_parameter_fp16_as_a_t4(gpu_model_dir, tmp_path, as_t4):
+    """fp32 master weights under fp16 autocast with the loss scaler (fp16 weights cannot be unscaled)."""
+    import json
+
+    result = train(support.REPO / "recipes" / "sft_qlora_roleplay.yaml", **support.sft_overrides(
+        gpu_model_dir, tmp_path / "full_fp16", steps=3, **{"quant.bits": None, "lora.enabled": False,
+                                                           "train.learning_rate": 1e-5}))
+    numerics = json.loads((result.output_dir / "run_plan.json").read_text())["numerics"]
+    assert (numerics["weight_dtype"], numerics["autocast"], numerics["grad_scaler"]) == ("fp32", "fp16", True)
+    values = support.losses(result.output_dir)
+    _finite(values, 3)
+    support.Results.add("full-parameter fp16 as T4", steps=3, loss=[round(v, 4) for v in values])
+
+
+def test_inference_entry_points_as_a_t4(gpu_model_dir, tmp_path, as_t4):
+    """chat / serve / eval / pairs / the quickstart load through load_inference_model: 4-bit base,
+    fp16 heads, fp32 norms, generation outside autocast."""
+    from tifa_lite.conversation.session import chat
+
+    session = chat(str(gpu_model_dir), bits=4, do_sample=False, max_new_tokens=4)
+    reply = session.say("Hello")
+    assert isinstance(reply, str)
+    support.Results.add("chat 4-bit as T4", reply_chars=len(reply))

@@ -2,10 +2,11 @@ import pytest
 
 from tifa_lite.config import load_recipe
 from tifa_lite.methods.common import Run, make_config
+from tifa_lite.runplan import resolve_plan
 
 
 def run_for(config, tmp_path):
-    return Run(config=config, work_dir=tmp_path, model=None, tokenizer=None, peft_config=None, precision="fp32")
+    return Run(config=config, work_dir=tmp_path, model=None, tokenizer=None, peft_config=None, plan=resolve_plan(config))
 
 
 def test_warmup_ratio_reaches_the_trainer(tmp_path):
@@ -35,3 +36,15 @@ def test_trainer_config_errors_become_config_errors(tmp_path):
 def test_use_vllm_accepts_unquoted_yaml_switches():
     assert load_recipe({}, ["grpo.use_vllm=off"]).grpo.use_vllm == "off"
     assert load_recipe({}, ["grpo.use_vllm=on"]).grpo.use_vllm == "on"
+
+
+def test_ddp_with_lora_does_not_search_for_unused_parameters(tmp_path):
+    """transformers sets find_unused_parameters=True for a PeftModel (an extra autograd traversal
+    each step under DDP); every LoRA weight is used in each forward, so a LoRA run turns it off."""
+    from tifa_lite.methods.common import training_kwargs
+
+    ddp = load_recipe({}, ["distributed.nproc_per_node=2"])
+    assert training_kwargs(run_for(ddp, tmp_path))["ddp_find_unused_parameters"] is False
+    full = load_recipe({}, ["distributed.nproc_per_node=2", "quant.bits=null", "lora.enabled=false"])
+    assert "ddp_find_unused_parameters" not in training_kwargs(run_for(full, tmp_path))
+    assert "ddp_find_unused_parameters" not in training_kwargs(run_for(load_recipe({}), tmp_path))

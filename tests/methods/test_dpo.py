@@ -8,6 +8,7 @@ from tifa_lite.methods import get_method
 from tifa_lite.methods.common import Run
 from tifa_lite.methods.dpo import dpo_loss_types, method_kwargs, trl_classes
 from tifa_lite.modeling import load_for_training
+from tifa_lite.runplan import resolve_plan
 
 
 def make_run(model_dir, sample_data, tmp_path, method="dpo", **overrides):
@@ -23,9 +24,9 @@ def make_run(model_dir, sample_data, tmp_path, method="dpo", **overrides):
     }
     items.update(overrides)
     config = load_recipe("recipes/dpo_qlora_hh.yaml", items)
-    model, tokenizer, peft_config = load_for_training(config, "fp32")
+    model, tokenizer, peft_config = load_for_training(config)
     return Run(config=config, work_dir=tmp_path / "work", model=model, tokenizer=tokenizer,
-               peft_config=peft_config, precision="fp32")
+               peft_config=peft_config, plan=resolve_plan(config))
 
 
 def test_loss_types_come_from_installed_trl():
@@ -37,7 +38,7 @@ def test_loss_types_come_from_installed_trl():
 def test_method_kwargs(tmp_path):
     def kwargs(**o):
         config = load_recipe("recipes/dpo_qlora_hh.yaml", o)
-        return method_kwargs(Run(config, tmp_path, None, None, None, "fp32"))
+        return method_kwargs(Run(config, tmp_path, None, None, None, resolve_plan(config)))
 
     assert kwargs(**{"dpo.beta": 0.3})["beta"] == 0.3
     assert kwargs()["loss_type"] == ["sigmoid"]
@@ -56,7 +57,7 @@ def test_dpo_trl_args_are_typed_by_the_method_config_class(tmp_path):
 
     def args(**o):
         config = load_recipe("recipes/dpo_qlora_hh.yaml", o)
-        run = Run(config, tmp_path, None, None, None, "fp32")
+        run = Run(config, tmp_path, None, None, None, resolve_plan(config))
         config_cls, _ = trl_classes(config.train.method)
         return make_config(config_cls, run, extra=config.dpo.trl_args, extra_key="dpo.trl_args", **method_kwargs(run))
 

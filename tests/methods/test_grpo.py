@@ -11,61 +11,32 @@ import pytest
 from tifa_lite.config import load_recipe
 from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run
-from tifa_lite.methods.grpo import check_batch, grpo_args, reward_specs, select_vllm
+from tifa_lite.methods.grpo import check_batch, grpo_args, reward_specs
+from tifa_lite.runplan.generation import select_vllm
 from tifa_lite.rewards import R1_ZERO_REWARDS, RewardError
+from tifa_lite.runplan import resolve_plan
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_for(cfg, tmp_path=Path("/tmp/unused"), model=None, tokenizer=None, peft=None):
-    return Run(config=cfg, work_dir=tmp_path, model=model, tokenizer=tokenizer, peft_config=peft, precision="fp32")
-
-
-@pytest.mark.parametrize("mode, vllm, cuda, expected", [
-    ("auto", True, True, True),
-    ("auto", True, False, False),
-    ("auto", False, True, False),
-    ("auto", False, False, False),
-    ("off", True, True, False),
-    ("on", True, True, True),
-])
-def test_select_vllm(mode, vllm, cuda, expected):
-    assert select_vllm(mode, vllm_available=vllm, cuda_available=cuda) is expected
-
-
-@pytest.mark.parametrize("vllm, cuda, missing", [(False, True, "vllm package"), (True, False, "CUDA GPU")])
-def test_select_vllm_on_without_means_fails_clearly(vllm, cuda, missing):
-    with pytest.raises(ConfigError, match=missing):
-        select_vllm("on", vllm_available=vllm, cuda_available=cuda)
-
-
-def test_select_vllm_refuses_an_8bit_base_before_anything_loads():
-    with pytest.raises(ConfigError, match="quant.bits=8"):
-        select_vllm("on", vllm_available=True, cuda_available=True, quant_bits=8)
-    assert select_vllm("auto", vllm_available=True, cuda_available=True, quant_bits=8) is False
-    assert select_vllm("auto", vllm_available=True, cuda_available=True, quant_bits=4) is True
+def run_for(cfg, tmp_path=Path("/tmp/unused"), model=None, tokenizer=None, peft=None, hardware=None):
+    return Run(config=cfg, work_dir=tmp_path, model=model, tokenizer=tokenizer, peft_config=peft,
+               plan=resolve_plan(cfg, hardware=hardware))
 
 
 def test_vllm_colocate_gets_no_transformers_only_generation_kwargs(tmp_path, monkeypatch):
     """TRL merges generation_kwargs into vLLM's SamplingParams(**kwargs): use_cache there
     is a TypeError at the first generation."""
-    from tifa_lite.methods import grpo
+    from tifa_lite.hardware import Hardware
+    from tifa_lite.runplan import generation
 
-    monkeypatch.setattr(grpo, "vllm_importable", lambda: True)
-    monkeypatch.setattr(grpo, "cuda_present", lambda: True)
-    cfg = load_recipe(REPO / "recipes" / "grpo_qlora_t4.yaml")
-    args = grpo_args(run_for(cfg, tmp_path), [1.0] * 5)
+    monkeypatch.setattr(generation, "vllm_importable", lambda: True)
+    a10 = Hardware(device="cuda", gpu_name="NVIDIA A10", bf16=True, gpu_count=1, total_memory_gib=22.06)
+    # vLLM takes a 16-bit base only (a 4-bit one falls back: tests/runplan/test_generation.py).
+    cfg = load_recipe(REPO / "recipes" / "grpo_qlora_t4.yaml", ["quant.bits=null"])
+    args = grpo_args(run_for(cfg, tmp_path, hardware=a10), [1.0] * 5)
     assert args.use_vllm and args.vllm_mode == "colocate"
     assert not args.generation_kwargs
-
-
-def test_select_vllm_detects_this_machine():
-    import importlib.util
-
-    import torch
-
-    expected = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-    assert select_vllm("auto") is expected
 
 
 def test_check_batch():
@@ -197,7 +168,7 @@ def tiny_run(tmp_path, tiny_model_dir, data_path, rewards, **train):
                   "output_dir": str(tmp_path / "out"), "progress_bar": False, "save_steps": 1000, **train},
         "grpo": {"num_generations": 2, "max_completion_length": 8, "rewards": rewards},
     })
-    model, tokenizer, peft = load_for_training(cfg, "fp32")
+    model, tokenizer, peft = load_for_training(cfg)
     return run_for(cfg, tmp_path / "work", model, tokenizer, peft)
 
 
@@ -279,7 +250,7 @@ def test_batch_check_counts_every_rank():
 
     def run(*overrides):
         cfg = load_recipe({}, ["train.method=grpo", "grpo.num_generations=8", *overrides])
-        return Run(config=cfg, work_dir=None, model=None, tokenizer=None, peft_config=None, precision="fp32")
+        return Run(config=cfg, work_dir=None, model=None, tokenizer=None, peft_config=None, plan=resolve_plan(cfg))
 
     # 2 per rank × 16 ranks = 32 completions per step: four full groups of 8, as TRL counts them.
     check_batch(run("train.per_device_batch_size=2", "distributed.world_size=16",

@@ -9,6 +9,7 @@ from tifa_lite.methods.common import Run
 from tifa_lite.methods.dpo import method_kwargs
 from tifa_lite.methods.grpo import grpo_args
 from tifa_lite.methods.reference import reference_init_kwargs
+from tifa_lite.runplan import resolve_plan
 
 DPO = Path(__file__).resolve().parents[2] / "recipes" / "dpo_qlora_hh.yaml"
 FULL = ["quant.bits=null", "lora.enabled=false"]
@@ -17,7 +18,7 @@ PINNED = "0123456789abcdef0123456789abcdef01234567"
 
 def run_for(config, model=None) -> Run:
     return Run(config=config, work_dir=Path("/tmp/unused"), model=model, tokenizer=None, peft_config=None,
-               precision="fp32")
+               plan=resolve_plan(config))
 
 
 def test_lora_needs_no_second_model():

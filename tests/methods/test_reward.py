@@ -7,6 +7,7 @@ from tifa_lite.errors import ConfigError
 from tifa_lite.methods import get_method
 from tifa_lite.methods.common import Run
 from tifa_lite.modeling import load_for_training
+from tifa_lite.runplan import resolve_plan
 
 
 def make_run(model_dir, sample_data, tmp_path, **overrides):
@@ -19,9 +20,9 @@ def make_run(model_dir, sample_data, tmp_path, **overrides):
     }
     items.update(overrides)
     config = load_recipe("recipes/reward_qlora_hh.yaml", items)
-    model, tokenizer, peft_config = load_for_training(config, "fp32")
+    model, tokenizer, peft_config = load_for_training(config)
     return Run(config=config, work_dir=tmp_path / "work", model=model, tokenizer=tokenizer,
-               peft_config=peft_config, precision="fp32")
+               peft_config=peft_config, plan=resolve_plan(config))
 
 
 def test_reward_trainer_on_qlora_seq_cls_head(tiny_model_dir, sample_data, tmp_path):
@@ -39,7 +40,7 @@ def test_reward_trainer_on_qlora_seq_cls_head(tiny_model_dir, sample_data, tmp_p
 def test_reward_needs_a_classification_model(tiny_model_dir, sample_data, tmp_path):
     run = make_run(tiny_model_dir, sample_data, tmp_path)
     config = load_recipe("recipes/dpo_qlora_hh.yaml", {"model.name_or_path": str(tiny_model_dir), "quant.bits": None})
-    causal, _, _ = load_for_training(config, "fp32")
+    causal, _, _ = load_for_training(config)
     run.model = causal
     with pytest.raises(ConfigError, match="one-logit sequence-classification"):
         get_method("reward").build_trainer(run)

@@ -10,6 +10,7 @@ import pytest
 from tifa_lite.config import load_recipe
 from tifa_lite.errors import ConfigError
 from tifa_lite.rewards import build_rewards
+from tifa_lite.runplan import resolve_plan
 
 REPO = Path(__file__).resolve().parents[2]
 PROMPT = [{"role": "system", "content": "You are Sheldon."}, {"role": "user", "content": "Leonard: Penny is here."}]
@@ -97,7 +98,7 @@ def test_roleplay_recipe_trains_a_step_with_the_reward_model(reward_adapter, tin
     recipe = REPO / "recipes" / "grpo_roleplay_rm.yaml"
     shipped = load_recipe(recipe)
     assert [r.name for r in shipped.grpo.rewards] == ["reward_model", "repetition", "length"]
-    check_batch(Run(config=shipped, work_dir=tmp_path, model=None, tokenizer=None, peft_config=None, precision="fp32"))
+    check_batch(Run(config=shipped, work_dir=tmp_path, model=None, tokenizer=None, peft_config=None, plan=resolve_plan(shipped)))
 
     config = load_recipe(recipe, {
         "model.name_or_path": str(tiny_model_dir), "quant.bits": None, "lora.r": 4, "lora.alpha": 8,
@@ -108,9 +109,9 @@ def test_roleplay_recipe_trains_a_step_with_the_reward_model(reward_adapter, tin
         "grpo.rewards": [{"name": "reward_model", "kwargs": {"path": str(reward_adapter), "standardize": True}},
                          {"name": "repetition", "weight": 0.5}, {"name": "length", "weight": 0.5}],
     })
-    model, tokenizer, peft = load_for_training(config, "fp32")
+    model, tokenizer, peft = load_for_training(config)
     trainer = build_trainer(Run(config=config, work_dir=tmp_path / "work", model=model, tokenizer=tokenizer,
-                                peft_config=peft, precision="fp32"))
+                                peft_config=peft, plan=resolve_plan(config)))
     trainer.train()
     logged = next(h for h in trainer.state.log_history if "rewards/reward_model/mean" in h)
     assert logged["rewards/reward_model/std"] > 0  # standardised scores of different replies

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from tifa_lite.config.schema import RecipeConfig
-from tifa_lite.hardware import Hardware, torch_dtype
-from tifa_lite.modeling.resolve import ResolvedModel, resolve_model
+from tifa_lite.hardware import torch_dtype
+from tifa_lite.modeling.resolve import ResolvedModel
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,15 @@ def get_peft_model_kwargs(config: RecipeConfig, model) -> dict[str, Any]:
     )
 
 
-def load_with_unsloth(config: RecipeConfig, precision: str, hardware: Hardware):
-    """Returns ``(peft_model, tokenizer, None)``, like ``modeling.load_for_training``."""
+def load_with_unsloth(config: RecipeConfig, plan):
+    """Returns ``(peft_model, tokenizer, None)``, like ``modeling.load_for_training``; the
+    model source and precision are the run plan's."""
     from unsloth import FastLanguageModel  # optional, CUDA-only: imported only when chosen
 
     from tifa_lite.conversation.templates import apply_chat_template_choice
 
-    resolved = resolve_model(config.model)
-    model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(config, resolved, precision))
+    resolved = plan.model
+    model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(config, resolved, plan.precision))
     peft_kwargs = get_peft_model_kwargs(config, model)
     model = FastLanguageModel.get_peft_model(model, **peft_kwargs)
 
@@ -98,7 +99,7 @@ def load_with_unsloth(config: RecipeConfig, precision: str, hardware: Hardware):
     model.tifa_lite_backend = "unsloth"
     log.info(
         "backend: unsloth on %s (r=%d, targets=%s, checkpointing=%s)",
-        hardware.gpu_name, peft_kwargs["r"], ",".join(peft_kwargs["target_modules"]),
+        plan.hardware.gpu_name, peft_kwargs["r"], ",".join(peft_kwargs["target_modules"]),
         peft_kwargs["use_gradient_checkpointing"],
     )
     return model, tokenizer, None

@@ -28,10 +28,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from tifa_lite.atomic import write_text
+    from tifa_lite.atomic import check_output_path, write_text
     from tifa_lite.errors import DataError
     from tifa_lite.roleplay import convert, write_jsonl
 
+    check_output_path(args.output, "--output", kind="file")
     if args.context_lines < 0 or args.max_user_lines < 1 or args.max_turns < 1:
         raise DataError("--context-lines must be >= 0, --max-user-lines and --max-turns >= 1.")
     rows, report = convert(

@@ -76,8 +76,10 @@ def _settings(args, num_samples: int, do_sample: bool = True):
 def _build(args, outcomes, need_reference: bool = False) -> int:
     """Every outcome is journalled as it comes (a killed build resumes); the output is written
     at the end, atomically, and only if it holds a pair."""
+    from tifa_lite.atomic import check_output_path
     from tifa_lite.pairs.journal import PairJournal
 
+    check_output_path(args.output, "--output", kind="file")
     items = _prompts(args, need_reference)
     settings = {k: v for k, v in vars(args).items() if k not in ("handler", "verbose")}
     with PairJournal(args.output, settings) as journal:

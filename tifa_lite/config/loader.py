@@ -8,6 +8,7 @@ change keys; they never select code paths.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -112,20 +113,53 @@ def _first_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
+def format_validation_error(
+    exc: ValidationError, source: str, origins: Mapping[str, str] | None = None, tree: Mapping[str, Any] | None = None,
+) -> str:
+    """One line per problem; ``origins`` (dotted key → where it was set) adds, for a rule
+    between keys, one line per key naming the profile, override or recipe that set it."""
     lines = [f"{source}: invalid recipe"]
+    origins = origins or {}
     for err in exc.errors():
         loc = tuple(err.get("loc", ()))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
+        message = str((err.get("ctx") or {}).get("error") or err.get("msg"))
         if err.get("type") == "extra_forbidden":
             parent = _model_at(loc[:-1])
             options = list(parent.model_fields) if parent else []
             hint = _suggest(str(loc[-1]), options)
             valid = f" Valid keys here: {', '.join(options)}." if options else ""
             lines.append(f"  unknown key '{dotted}'{hint}.{valid}")
+        elif not loc:
+            # A rule between keys: its input is the whole config, which names nothing; the keys do.
+            lines.append(f"  {message}")
+            for key in dict.fromkeys(CONFLICT_KEY.findall(message)):
+                if key in origins:
+                    value = yaml.safe_dump(_get_dotted(tree or {}, key), default_flow_style=True).strip().removesuffix("...").strip()
+                    lines.append(f"  {key}={value}: set by {origins[key]}")
         else:
-            lines.append(f"  {dotted}: {err.get('msg')} (got {err.get('input')!r})")
+            origin = f", set by {origins[dotted]}" if dotted in origins else ""
+            lines.append(f"  {dotted}: {message} (got {err.get('input')!r}{origin})")
     return "\n".join(lines)
+
+
+CONFLICT_KEY = re.compile(r"\b([a-z_]+\.[a-z_0-9]+)=")
+
+
+def _get_dotted(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _leaf_keys(tree: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield from _leaf_keys(value, dotted + ".")
+        else:
+            yield dotted
 
 
 def load_recipe(
@@ -142,6 +176,7 @@ def load_recipe(
         path = Path(recipe)
         tree, source, recipe_dir = read_yaml(path), str(path), path.resolve().parent
 
+    origins = dict.fromkeys(_leaf_keys(tree), f"the recipe {source}")
     profiles = _as_list(tree.pop("profile", None)) + _as_list(profile)
     for name in profiles:
         profile_path = resolve_profile_path(name, recipe_dir)
@@ -150,16 +185,18 @@ def load_recipe(
         overlay.pop("description", None)
         _validate_partial(overlay, str(profile_path))
         tree = deep_merge(tree, overlay)
+        origins.update(dict.fromkeys(_leaf_keys(overlay), f"profile {name} ({profile_path})"))
 
     for key, value in override_items(overrides):
         set_dotted(tree, key, value)
+        origins[key] = f"the override {key}={value}"
     if profiles:
         tree["profile"] = profiles if len(profiles) > 1 else profiles[0]
 
     try:
         config = RecipeConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
+        raise ConfigError(format_validation_error(exc, source, origins, tree)) from None
     _resolve_relative_paths(config, recipe_dir)
     return config
 

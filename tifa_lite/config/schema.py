@@ -89,6 +89,7 @@ class TrainConfig(Section):
     method: Method = "sft"
     output_dir: str = "outputs/run"
     overwrite_output_dir: bool = False
+    # -1: unset, train for num_epochs. 0 is refused: transformers would read it as unset too.
     max_steps: int = -1
     num_epochs: float = 1.0
     per_device_batch_size: int = Field(4, ge=1)
@@ -121,6 +122,13 @@ class TrainConfig(Section):
     # Checkpoints serve resumption; a finished run drops them (under ZeRO they hold ~16 bytes
     # per parameter) unless kept on purpose.
     keep_checkpoints: bool = False
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_set_or_unset(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError("must be at least 1 (or -1, the default: train for train.num_epochs)")
+        return value
 
 
 class RewardSpec(Section):

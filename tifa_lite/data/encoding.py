@@ -4,7 +4,8 @@ file and line and, where it can, the encoding the file is probably in.
 A file is never decoded in a guessed encoding or with replacement characters: a wrong
 guess would train on mojibake without anyone noticing. The guess only goes into the
 error message; it comes from charset-normalizer (installed with ``requests`` anyway),
-which recognises the GBK/GB18030 exports of Chinese tools.
+corrected towards GB18030 when the bytes read as Chinese: on a short line it takes GBK
+for CP949, and ``iconv -f CP949`` would turn the Chinese into Korean-looking garbage.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ def describe_undecodable(raw: bytes, exc: UnicodeDecodeError, column: int, path:
     return f"{found}. Save it as UTF-8, or convert it: {convert.format('<its encoding>')}"
 
 
+# GB18030 is a superset of GB2312 and GBK, so one name converts every mainland export.
+CHINESE = "GB18030"
+CHINESE_FAMILY = ("gb2312", "gbk", "gb18030", "hz")
+# Each East Asian code page decodes the others' bytes too (into the wrong characters); the
+# reading that is made of its own script is the right one.
+SCRIPTS = {
+    "chinese": ((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0x3000, 0x303F), (0xFF00, 0xFFEF)),
+    "korean": ((0xAC00, 0xD7A3), (0x3130, 0x318F), (0x3000, 0x303F), (0xFF00, 0xFFEF)),
+    "japanese": ((0x3040, 0x30FF), (0x4E00, 0x9FFF), (0x3000, 0x303F), (0xFF00, 0xFFEF)),
+}
+SCRIPT_OF = {"cp949": "korean", "euc_kr": "korean", "johab": "korean", "iso2022_kr": "korean",
+             "cp932": "japanese", "shift_jis": "japanese", "euc_jp": "japanese", "iso2022_jp": "japanese"}
+
+
 def guess_encoding(raw: bytes) -> str | None:
     from charset_normalizer import from_bytes
 
@@ -57,5 +72,28 @@ def guess_encoding(raw: bytes) -> str | None:
     # Without a BOM or NUL bytes (handled above) a UTF-16/32 guess is charset-normalizer
     # misreading short Latin text; no guess is better than a wrong one.
     if best is None or best.encoding.startswith(("utf_8", "ascii", "utf_16", "utf_32")):
-        return None
+        return CHINESE if script_share(raw, "gb18030", "chinese") >= 0.9 else None
+    if best.encoding in CHINESE_FAMILY:
+        return CHINESE
+    # A short GBK line often scores as CP949 (Korean): prefer Chinese when the bytes read as
+    # Chinese text and not better as the guessed code page's own script.
+    script = SCRIPT_OF.get(best.encoding)
+    if script:
+        chinese = script_share(raw, "gb18030", "chinese")
+        if chinese >= 0.9 and chinese > script_share(raw, best.encoding, script):
+            return CHINESE
     return best.encoding.upper().replace("_", "-")
+
+
+def script_share(raw: bytes, encoding: str, script: str) -> float:
+    """The share of ``raw``'s non-ASCII characters, decoded as ``encoding``, that belong to
+    ``script``; 0 when the bytes do not decode."""
+    try:
+        text = raw.decode(encoding)
+    except (UnicodeDecodeError, LookupError):
+        return 0.0
+    wide = [ord(ch) for ch in text if ord(ch) > 0x7F]
+    if not wide:
+        return 0.0
+    ranges = SCRIPTS[script]
+    return sum(any(lo <= cp <= hi for lo, hi in ranges) for cp in wide) / len(wide)

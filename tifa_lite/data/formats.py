@@ -88,8 +88,30 @@ def _from_messages(messages: Any, where: str) -> list[dict[str, str]]:
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise DataError(f"{where}: message {index} must be an object with 'role' and 'content'.")
-        out.append({"role": message["role"], "content": message["content"]})
+        out.append({"role": message["role"], "content": _text_content(message["content"], where, index)})
     return out
+
+
+def _text_content(content: Any, where: str, index: int) -> Any:
+    """OpenAI's list-of-parts content (``[{"type": "text", "text": …}, …]``, common in
+    exported chats) → its text parts joined by newlines; an image or audio part is refused
+    by name, since a text model would silently train without it."""
+    if not isinstance(content, list):
+        return content
+    texts = []
+    for part_index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part, str):
+            texts.append(part)
+        else:
+            found = f"a {kind!r} part" if kind else f"{type(part).__name__} {part!r:.40}"
+            raise DataError(
+                f"{where}: message {index} content[{part_index}] is {found}; only text parts "
+                '({"type": "text", "text": ...}) can be trained on. Remove the part, or the record.'
+            )
+    return "\n".join(texts)
 
 
 def _from_sharegpt(row: dict[str, Any], where: str) -> list[dict[str, str]]:

@@ -145,14 +145,47 @@ def _iter_jsonl(path: Path, on_error: str, skipped: SkipReport) -> Iterator[Reco
                 if on_error == "skip":
                     skipped.add("malformed JSON", message)
                     continue
-                raise DataError(message + ". Fix the line, or set data.on_error=skip to skip bad lines.") from None
+                raise DataError(message + f". {_whole_file_hint(path, lineno, line)}"
+                                "Fix the line, or set data.on_error=skip to skip bad lines.") from None
             if not isinstance(row, dict):
-                message = f"{where}: expected a JSON object per line, got {type(row).__name__}"
+                message = f"{where}: expected a JSON object per line, got {_json_kind(row)}"
                 if on_error == "skip":
                     skipped.add("not an object", message)
                     continue
-                raise DataError(message + ".")
+                raise DataError(f"{message}. {_not_object_hint(path, lineno, row)}")
             yield Record(row, where)
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "a JSON array", str: "a JSON string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def _not_object_hint(path: Path, lineno: int, row: Any) -> str:
+    """What the file probably is, and how to make it one object per line."""
+    json_name = path.with_suffix(".json").name
+    if isinstance(row, list) and row and all(isinstance(r, dict) for r in row):
+        if lineno == 1:
+            return (f"The file looks like one JSON array of {len(row)} records saved as .jsonl. Rename it to "
+                    f"{json_name} (a .json file is read as an array of records), or write one object per line.")
+        return "This line holds an array of records: put each record on a line of its own."
+    if isinstance(row, str) and row.lstrip().startswith("{"):
+        return ("The line is a record that was JSON-encoded twice (an object inside a string). Write the object "
+                "itself on the line (json.dumps(record) once, not json.dumps(json.dumps(record))).")
+    return 'Each line of a .jsonl file must be one object, e.g. {"messages": [...]}.'
+
+
+def _whole_file_hint(path: Path, lineno: int, line: str) -> str:
+    """A pretty-printed JSON document or array spreads over lines; line by line it is malformed."""
+    if lineno == 1 and line.strip() in ("[", "{", "[{"):
+        try:
+            data = json.loads(read_text(path))
+        except (json.JSONDecodeError, DataError):
+            return ""
+        what = f"an array of {len(data)} records" if isinstance(data, list) else "one JSON object"
+        return (f"The file is {what} written over several lines, not JSON Lines. Rename it to "
+                f"{path.with_suffix('.json').name} (read as JSON), or write one object per line. ")
+    return ""
 
 
 def _iter_json(path: Path) -> Iterator[Record]:

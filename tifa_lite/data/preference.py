@@ -108,6 +108,19 @@ def split_shared_prefix(
     return prompt, chosen_tail, rejected_tail
 
 
+def _require_assistant_marker(name: str, text: str) -> None:
+    """Without the marker the whole string parses as one user turn, and the pair then fails
+    later as 'no shared prompt turns', which hides the real cause."""
+    if HH_ASSISTANT in text:
+        return
+    near = " It has 'Assistant:' without the blank line before it." if "Assistant:" in text else ""
+    raise PairError(
+        "not hh-rlhf",
+        f"{name} has no '\\n\\nAssistant:' marker (hh-rlhf strings start each answer with a blank line "
+        f"and 'Assistant:').{near} Add the marker, or give the pair as prompt/chosen/rejected keys",
+    )
+
+
 def _is_messages(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
 
@@ -133,6 +146,8 @@ def normalize_pair(row: dict[str, Any], fmt: str = "auto", system_prompt: str | 
         if isinstance(chosen, str) and isinstance(rejected, str):
             if fmt == "preference" and "\n\nHuman:" not in chosen:
                 raise PairError("no prompt", "plain-text chosen/rejected without a prompt key")
+            for name, side in (("chosen", chosen), ("rejected", rejected)):
+                _require_assistant_marker(name, side)
             chosen, rejected = parse_hh(chosen), parse_hh(rejected)
         elif not (_is_messages(chosen) and _is_messages(rejected)):
             raise PairError("bad types", "chosen/rejected must both be strings or both be message lists")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tifa_lite.atomic import replacing_file
+from tifa_lite.atomic import check_output_path, replacing_file
 from tifa_lite.errors import ConfigError, TifaError
 
 log = logging.getLogger(__name__)
@@ -322,11 +322,11 @@ def export_gguf(
     ``llama_cpp`` neither does a failed run in llama.cpp (:mod:`tifa_lite.export.llamacpp_check`)."""
     if outtype not in OUTTYPES:
         raise ConfigError(f"--outtype {outtype!r}: use one of {', '.join(OUTTYPES)}.")
+    output = check_output_path(output, "--output", kind="file")
     model_dir = Path(model).expanduser().resolve()
     if not (model_dir / "config.json").is_file():
         hint = " It is a LoRA adapter: run `tifa-lite merge` first." if (model_dir / "adapter_config.json").is_file() else ""
         raise ConfigError(f"--model {model_dir}: no config.json, not a model folder.{hint}")
-    output = Path(output).expanduser().resolve()
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another file or pass --overwrite.")
     with replacing_file(output) as tmp:

@@ -14,7 +14,6 @@ a difference is an error and leaves no folder behind.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +125,9 @@ def export_ollama(
     from tifa_lite.conversation.session import resolve_sampling
 
     model_dir = Path(model).expanduser().resolve()
-    out = Path(output).expanduser().resolve()
+    from tifa_lite.atomic import check_output_path, replacing_dir
+
+    out = check_output_path(output, "--output")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ConfigError(f"--output {out} exists and is not empty. Choose another folder or pass --overwrite.")
     if think_policy not in ("strip", "keep"):
@@ -138,10 +139,8 @@ def export_ollama(
         raise ConfigError(f"--model {model_dir}: the tokenizer has no chat template for the Modelfile's TEMPLATE.")
     sampling = resolve_sampling(model_dir, recipe=recipe)
 
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    # The one temporary-name scheme (tifa_lite.atomic): a killed export's folder is removed by the next.
+    with replacing_dir(out, "exporting") as staging:
         report = export_gguf(model_dir, staging / GGUF_NAME, outtype=outtype, check=check, llama_cpp=llama_cpp)
         field = gguf.GGUFReader(staging / GGUF_NAME).fields.get("tokenizer.ggml.add_bos_token")
         add_bos = bool(field.contents()) if field is not None else False
@@ -149,11 +148,5 @@ def export_ollama(
             tokenizer, sampling, strip_think=think_policy == "strip", add_bos=add_bos, system=system
         )
         (staging / "Modelfile").write_text(text, encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     report.update(output=str(out), gguf=str(out / GGUF_NAME), modelfile=str(out / "Modelfile"), sampling=sampling)
     return report

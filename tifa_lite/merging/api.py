@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from tifa_lite.atomic import replacing_dir
+from tifa_lite.atomic import check_output_path, replacing_dir
 from tifa_lite.errors import ConfigError
 from tifa_lite.hardware import torch_dtype as to_torch_dtype
 from tifa_lite.merging import stream
@@ -54,7 +54,7 @@ def merge(
     if dtype not in DTYPE_NAMES.values():
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(DTYPE_NAMES.values())} or auto.")
     torch_dtype = to_torch_dtype(dtype)
-    output = Path(output).expanduser().resolve()
+    output = check_output_path(output, "--output")
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")
     started = time.time()

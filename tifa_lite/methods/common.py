@@ -11,6 +11,7 @@ from typing import Any
 from tifa_lite.config.passthrough import coerce, dataclass_fields
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
+from tifa_lite.runplan import RunPlan
 
 
 @dataclass
@@ -24,10 +25,15 @@ class Run:
     # peft.LoraConfig for TRL to wrap the model with, or None (full fine-tuning, or
     # the model is already a PeftModel: a continued adapter or the unsloth backend).
     peft_config: Any
-    precision: str  # "bf16" | "fp16" | "fp32"
+    # Every hardware-dependent decision of this run, made once (tifa_lite.runplan).
+    plan: RunPlan
     callbacks: list = field(default_factory=list)
     # Filled by the method for the final report (e.g. {"train_rows": 96, "dropped_overlength": 2}).
     data_report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        return self.plan.precision
 
 
 def training_kwargs(run: Run) -> dict[str, Any]:
@@ -54,8 +60,8 @@ def training_kwargs(run: Run) -> dict[str, Any]:
         optim=t.optim,
         seed=t.seed,
         data_seed=t.seed,
-        bf16=run.precision == "bf16",
-        fp16=run.precision == "fp16",
+        bf16=run.plan.numerics.autocast == "bf16",
+        fp16=run.plan.numerics.autocast == "fp16",
         gradient_checkpointing=checkpointing,
         logging_steps=t.logging_steps,
         save_strategy="steps",
@@ -66,6 +72,14 @@ def training_kwargs(run: Run) -> dict[str, Any]:
         dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=False,
     )
+    if run.plan.device == "cpu" and run.plan.numerics.autocast:
+        # transformers refuses bf16 without a GPU unless told the run is on the CPU; the CPU
+        # rehearsal of an A10 trains in bf16 autocast there.
+        kwargs["use_cpu"] = True
+    if run.config.lora.enabled and run.config.distributed.world_size > 1:
+        # transformers sets find_unused_parameters=True for a PeftModel, which costs DDP a
+        # traversal of the autograd graph every step; every LoRA weight is used in each forward.
+        kwargs["ddp_find_unused_parameters"] = False
     if checkpointing:
         # Reentrant checkpointing breaks with frozen (LoRA) inputs; non-reentrant is the safe default.
         kwargs["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
@@ -77,7 +91,7 @@ def training_kwargs(run: Run) -> dict[str, Any]:
     return kwargs
 
 
-def early_training_arguments(config: RecipeConfig, work_dir: Path, precision: str):
+def early_training_arguments(config: RecipeConfig, work_dir: Path, plan: RunPlan):
     """For a DeepSpeed run: ``TrainingArguments`` with the keys the trainer will get, created
     before the model is loaded so that ZeRO-3 partitions parameters as they load (see
     :mod:`tifa_lite.distributed.runtime`). Returns None otherwise. transformers keeps only a weak reference to
@@ -86,7 +100,7 @@ def early_training_arguments(config: RecipeConfig, work_dir: Path, precision: st
         return None
     from transformers import TrainingArguments
 
-    run = Run(config=config, work_dir=work_dir, model=None, tokenizer=None, peft_config=None, precision=precision)
+    run = Run(config=config, work_dir=work_dir, model=None, tokenizer=None, peft_config=None, plan=plan)
     return TrainingArguments(**training_kwargs(run))
 
 
@@ -155,8 +169,10 @@ def _recipe_key(trl_name: str, section: str) -> str | None:
 def compose_trainer(trainer_cls: type, run: Run, args: Any, train_dataset: Any, eval_dataset: Any = None, **extra: Any):
     """A TRL trainer with what every method hands it the same way: the loaded model, the
     tokenizer as processing class, the LoRA config for TRL to wrap with, our callbacks; then
-    the adapter dtype we decide (:mod:`tifa_lite.modeling.dtypes`), not TRL's bf16."""
-    from tifa_lite.modeling.dtypes import settle_adapter_dtype
+    the plan's dtypes (:mod:`tifa_lite.modeling.dtypes`), not the ones TRL or PEFT set, and on
+    the CPU the loss scaler accelerate gives an fp16 run on CUDA."""
+    from tifa_lite.hardware import torch_dtype
+    from tifa_lite.modeling.dtypes import restore_frozen_dtypes, settle_adapter_dtype
 
     trainer = trainer_cls(
         model=run.model,
@@ -168,5 +184,21 @@ def compose_trainer(trainer_cls: type, run: Run, args: Any, train_dataset: Any, 
         callbacks=run.callbacks,
         **extra,
     )
-    settle_adapter_dtype(trainer.model, run.precision, deepspeed=bool(run.config.distributed.deepspeed))
+    n = run.plan.numerics
+    settle_adapter_dtype(trainer.model, n.adapter_dtype)
+    if run.config.quant.bits is not None:
+        restore_frozen_dtypes(trainer.model, torch_dtype(n.weight_dtype), n.norm_dtype and torch_dtype(n.norm_dtype))
+    if n.grad_scaler and run.plan.device == "cpu":
+        supply_cpu_loss_scaler(trainer.accelerator)
     return trainer
+
+
+def supply_cpu_loss_scaler(accelerator) -> None:
+    """What accelerate's ``Accelerator.__init__`` does for fp16 on CUDA, done for the CPU, where
+    it skips both (``device.type != "cpu"``): autocast around the prepared model's forward
+    (``native_amp``) and a dynamic loss scaler for backward, unscale-before-clip and step. The
+    optimizer is wrapped with the scaler in ``prepare``, inside ``train()``, after this."""
+    import torch
+
+    accelerator.native_amp = True
+    accelerator.scaler = torch.amp.GradScaler("cpu")

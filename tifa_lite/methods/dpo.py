@@ -20,6 +20,7 @@ from typing import Any
 from tifa_lite.data.preference import load_preference_splits, to_dataset
 from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run, compose_trainer, make_config
+from tifa_lite.methods.precheck import built_data
 from tifa_lite.methods.reference import reference_init_kwargs
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def method_kwargs(run: Run) -> dict[str, Any]:
 def build_trainer(run: Run):
     method = run.config.train.method
     config_cls, trainer_cls = trl_classes(method)
-    train_rows, eval_rows, report = load_preference_splits(run.config, run.tokenizer)
+    train_rows, eval_rows, report = built_data(run.config, run.tokenizer, load_preference_splits)
     run.data_report.update(report)
     args = make_config(config_cls, run, extra=run.config.dpo.trl_args, extra_key="dpo.trl_args", **method_kwargs(run))
     return compose_trainer(trainer_cls, run, args, to_dataset(train_rows), to_dataset(eval_rows) if eval_rows else None)

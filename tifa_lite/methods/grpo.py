@@ -1,14 +1,12 @@
 """``train.method: grpo``: TRL's GRPOTrainer with rewards from ``grpo.rewards``.
 
 Generation runs through transformers by default; vLLM (colocated, sharing the GPU at
-``grpo.vllm_gpu_memory_utilization``) only where it can work: the package is
-importable and a CUDA GPU is present. :func:`select_vllm` holds that decision so it
-is tested on machines that have neither.
+``grpo.vllm_gpu_memory_utilization``) only where the run plan says it can work
+(:func:`tifa_lite.runplan.generation.select_vllm`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from tifa_lite.errors import ConfigError
@@ -17,44 +15,6 @@ from tifa_lite.methods.reference import reference_init_kwargs
 from tifa_lite.rewards import R1_ZERO_REWARDS, build_rewards
 
 log = logging.getLogger(__name__)
-
-
-def vllm_importable() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
-def cuda_present() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def select_vllm(
-    mode: str, vllm_available: bool | None = None, cuda_available: bool | None = None, quant_bits: int | None = None,
-) -> bool:
-    """``grpo.use_vllm`` (auto | on | off) → whether TRL should generate with vLLM.
-
-    An 8-bit base is refused here, before anything loads: TRL's colocate weight sync
-    raises "vLLM does not support in-flight 8-bit quantization" at the first generation."""
-    if mode == "off":
-        return False
-    if quant_bits == 8:
-        if mode == "on":
-            raise ConfigError(
-                "grpo.use_vllm=on with quant.bits=8: TRL cannot hand an 8-bit (LLM.int8) model to vLLM. "
-                "Use quant.bits=4 (QLoRA) or null, or grpo.use_vllm=off."
-            )
-        log.info("GRPO generation: transformers (vLLM cannot take an 8-bit base, quant.bits=8)")
-        return False
-    vllm_available = vllm_importable() if vllm_available is None else vllm_available
-    cuda_available = cuda_present() if cuda_available is None else cuda_available
-    usable = vllm_available and cuda_available
-    if mode == "on" and not usable:
-        missing = "the vllm package (pip install 'tifa-lite[vllm]')" if not vllm_available else "a CUDA GPU"
-        raise ConfigError(f"grpo.use_vllm=on but this machine lacks {missing}. Use grpo.use_vllm=auto or off.")
-    if mode == "auto" and not usable:
-        log.info("GRPO generation: transformers (vLLM %s)", "has no CUDA GPU here" if vllm_available else "not installed")
-    return usable
 
 
 def keep_generation_cache(model) -> None:
@@ -96,7 +56,7 @@ def grpo_args(run: Run, reward_weights: list[float]):
     from trl import GRPOConfig
 
     g = run.config.grpo
-    use_vllm = select_vllm(g.use_vllm, quant_bits=run.config.quant.bits)
+    use_vllm = run.plan.vllm
     kwargs = dict(
         num_generations=g.num_generations,
         max_completion_length=g.max_completion_length,
@@ -128,7 +88,8 @@ def build_trainer(run: Run):
     if g.passes == 2 and run.config.distributed.world_size > 1:
         raise ConfigError("grpo.passes=2 (MGRPO) runs in one process; use grpo.passes=1 with distributed.world_size > 1.")
     # The policy's tokenizer renders prompt + completion for rewards that read whole conversations (reward_model).
-    context = {"max_completion_length": g.max_completion_length, "policy_tokenizer": run.tokenizer}
+    context = {"max_completion_length": g.max_completion_length, "policy_tokenizer": run.tokenizer,
+               "hardware": run.plan.hardware}
     rewards = build_rewards(reward_specs(run), context=context)
     data = build_grpo_data(run.config, run.tokenizer)
     run.data_report.update(data.report)

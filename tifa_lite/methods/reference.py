@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from tifa_lite.methods.common import Run
-from tifa_lite.modeling.resolve import resolve_model, source_kwargs
+from tifa_lite.modeling.resolve import source_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def reference_init_kwargs(run: Run) -> dict[str, Any] | None:
     """``model_init_kwargs`` for TRL's reference model, or None when no second model is built."""
     if run.config.lora.enabled or hasattr(run.model, "peft_config"):
         return None
-    resolved = resolve_model(run.config.model)
+    resolved = run.plan.model
     kwargs = source_kwargs(run.config.model, resolved)
     # TRL warns that model_init_kwargs are ignored because the policy is already loaded; it
     # still builds the reference with them, which is what they are for here.

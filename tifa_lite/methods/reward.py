@@ -12,6 +12,7 @@ from __future__ import annotations
 from tifa_lite.data.preference import load_preference_splits, to_dataset
 from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run, compose_trainer, make_config
+from tifa_lite.methods.precheck import built_data
 
 
 def build_trainer(run: Run):
@@ -22,7 +23,7 @@ def build_trainer(run: Run):
             "train.method=reward needs a one-logit sequence-classification model; this one was loaded as "
             f"{type(run.model).__name__}. Load it through tifa_lite.modeling with train.method=reward."
         )
-    train_rows, eval_rows, report = load_preference_splits(run.config, run.tokenizer)
+    train_rows, eval_rows, report = built_data(run.config, run.tokenizer, load_preference_splits)
     run.data_report.update(report)
     args = make_config(RewardConfig, run, max_length=run.config.data.max_length)
     # The score head is trainable in full: compose_trainer puts it in the adapter dtype with the LoRA weights.

@@ -11,10 +11,11 @@ from datasets import Dataset
 from tifa_lite.data.build import BuiltData, build_sft_data
 from tifa_lite.data.tokenize import PaddingCollator, length_grouped_order
 from tifa_lite.methods.common import Run, compose_trainer, make_config
+from tifa_lite.methods.precheck import built_data
 
 
 def build_trainer(run: Run):
-    return trainer_for_data(run, build_sft_data(run.config, run.tokenizer))
+    return trainer_for_data(run, built_data(run.config, run.tokenizer, build_sft_data))
 
 
 def trainer_for_data(run: Run, data: BuiltData):

@@ -1,7 +1,8 @@
 """What dtype each part of a model trains in, beyond the one it was loaded in.
 
-The decision (:func:`tifa_lite.hardware.adapter_dtype`) lives with the hardware; this
-module applies it: normalisation weights at load time under fp16 compute, and the
+The decisions live in the run plan (:mod:`tifa_lite.runplan.numerics`); this module applies
+them: normalisation weights at load time under fp16 compute (with the cast at the 16-bit
+head that this makes necessary outside autocast), frozen weights a trainer upcast, and the
 trainable weights after TRL built its trainer (TRL 1.16 casts every trainable
 parameter of a quantised model to bf16 in each trainer's ``__init__``; the optimizer
 is only built in ``train()``, so a cast here is what it optimises).
@@ -34,6 +35,49 @@ def keep_norms_fp32(model) -> int:
     return cast
 
 
+def _cast_input_to_weight(module, args):
+    weight = module.weight
+    if args and torch.is_tensor(args[0]) and args[0].is_floating_point() and args[0].dtype != weight.dtype:
+        return (args[0].to(weight.dtype), *args[1:])
+    return None
+
+
+def cast_head_inputs(model) -> int:
+    """With fp32 norms the hidden state leaving the last norm is fp32, while the LM head (never
+    quantised) or a classifier's score head is 16-bit. Inside autocast that meets no problem;
+    TRL's GRPO generation, ``PeftModel.generate`` and every inference load run outside autocast,
+    where ``F.linear`` refuses fp32 input with fp16 weights ("expected m1 and m2 to have the
+    same dtype"). So the heads cast their input to their own weight's dtype. Plain
+    ``nn.Linear`` modules only: bitsandbytes' layers cast their input themselves. Returns how
+    many heads got the cast."""
+    heads = [model.get_output_embeddings()] if hasattr(model, "get_output_embeddings") else []
+    heads.append(getattr(model, "score", None))
+    hooked = 0
+    for head in {id(h): h for h in heads if h is not None}.values():
+        if type(head) is torch.nn.Linear and head.weight.dtype in (torch.float16, torch.bfloat16):
+            head.register_forward_pre_hook(_cast_input_to_weight)
+            hooked += 1
+    return hooked
+
+
+def restore_frozen_dtypes(model, weight_dtype: torch.dtype, norm_dtype: torch.dtype | None) -> int:
+    """Put frozen, unquantised weights back in the plan's dtypes after a trainer upcast them.
+    TRL's CPO/ORPO trainers call PEFT's ``prepare_model_for_kbit_training``, which turns every
+    16-bit weight of a quantised model fp32: on a 7B the embeddings and LM head alone grow by
+    2.2 GB, which neither a T4 has nor the planner counts. Returns how many tensors were cast."""
+    cast = 0
+    for module in model.modules():
+        is_norm = type(module).__name__.endswith("Norm")
+        target = norm_dtype if (is_norm and norm_dtype is not None) else weight_dtype
+        for param in module.parameters(recurse=False):
+            if (param.requires_grad or not param.is_floating_point() or param.dtype == target
+                    or type(param).__name__ in ("Params4bit", "Int8Params")):
+                continue
+            param.data = param.data.to(target)
+            cast += 1
+    return cast
+
+
 def cast_trainable(model, dtype: torch.dtype) -> dict[str, int]:
     """Every trainable floating-point parameter to ``dtype`` (LoRA A/B, DoRA magnitudes,
     a reward model's score head, modules_to_save copies). Returns :func:`trainable_dtypes`."""
@@ -52,16 +96,16 @@ def trainable_dtypes(model) -> dict[str, int]:
     return dict(counts)
 
 
-def settle_adapter_dtype(model, precision: str, deepspeed: bool = False) -> dict[str, int] | None:
-    """Put a PEFT model's trainable weights in :func:`tifa_lite.hardware.adapter_dtype`, after
-    TRL's trainer ``__init__`` cast them. Left as they are (None returned): full fine-tuning
-    (the trainable weights are the model), DeepSpeed (it keeps its own fp32 master copy, and
-    ZeRO-3 needs one dtype across its persistent parameters), and unsloth's models (its
-    kernels choose their own adapter dtypes)."""
-    from tifa_lite.hardware import adapter_dtype
+def settle_adapter_dtype(model, adapter_dtype: str | None) -> dict[str, int] | None:
+    """Put a PEFT model's trainable weights in the plan's adapter dtype, after TRL's trainer
+    ``__init__`` cast them. Left as they are (None returned): no adapter dtype in the plan
+    (full fine-tuning: the trainable weights are the model; DeepSpeed: it keeps its own fp32
+    master copy, and ZeRO-3 needs one dtype across its persistent parameters), and unsloth's
+    models (its kernels choose their own adapter dtypes)."""
+    from tifa_lite.hardware import torch_dtype
 
-    if deepspeed or not hasattr(model, "peft_config") or getattr(model, "tifa_lite_backend", None) == "unsloth":
+    if adapter_dtype is None or not hasattr(model, "peft_config") or getattr(model, "tifa_lite_backend", None) == "unsloth":
         return None
-    counts = cast_trainable(model, adapter_dtype(precision))
-    log.info("trainable parameters by dtype (precision %s): %s", precision, counts)
+    counts = cast_trainable(model, torch_dtype(adapter_dtype))
+    log.info("trainable parameters by dtype: %s", counts)
     return counts

@@ -8,10 +8,13 @@ loads here (embedded name, GGUF, ModelScope id, 4-bit)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from tifa_lite.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def base_fields_from_adapter(adapter_dir: Path) -> dict[str, Any]:
@@ -33,15 +36,17 @@ def load_inference_model(
     bits: int | None = None,
     precision: str = "auto",
     reward_head: bool = False,
+    hardware=None,
 ):
     """(model, tokenizer, model_dir, adapter_dir, model_config), in eval mode.
 
     ``model`` may be None when the adapter's run names its base. ``reward_head`` loads a
-    one-logit sequence-classification model (a reward model or its SEQ_CLS adapter)."""
+    one-logit sequence-classification model (a reward model or its SEQ_CLS adapter).
+    ``hardware``: a training run's own (its plan's), for a model loaded inside that run."""
     from tifa_lite.config.schema import ModelConfig, RecipeConfig
     from tifa_lite.console import quiet_libraries
-    from tifa_lite.hardware import detect, resolve_precision
-    from tifa_lite.modeling import load_model, resolve_model
+    from tifa_lite.modeling.load import load_model
+    from tifa_lite.runplan import resolve_plan
 
     quiet_libraries()
 
@@ -62,10 +67,12 @@ def load_inference_model(
         model=ModelConfig(**model_fields), quant={"bits": bits}, lora={"enabled": bits is not None},
         train={"method": "reward" if reward_head else "sft"},
     )
-    hardware = detect()
-    resolved = resolve_model(config.model)
+    plan = resolve_plan(config, purpose="inference", precision=precision, hardware=hardware)
+    for line in plan.describe():
+        log.info("plan: %s", line)
+    resolved = plan.model
     tokenizer = _tokenizer(config, resolved, adapter_dir, chat_template)
-    lm = load_model(config, resolve_precision(precision, hardware), hardware, resolved)
+    lm = load_model(config, plan)
     lm.config.use_cache = True  # load_model turns the cache off for training
     if lm.config.pad_token_id is None:
         lm.config.pad_token_id = tokenizer.pad_token_id  # a classification head pools at the last non-pad token
@@ -74,7 +81,7 @@ def load_inference_model(
 
         lm = PeftModel.from_pretrained(lm, str(adapter_dir))
     lm.eval()
-    if hardware.device == "cuda" and bits is None:
+    if plan.device == "cuda" and bits is None:
         lm.to("cuda")
     return lm, tokenizer, Path(resolved.path), adapter_dir, config.model
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
-from tifa_lite.hardware import adapter_dtype_name
+from tifa_lite.hardware import Hardware, resolve_precision
+from tifa_lite.runplan.numerics import Numerics, resolve_numerics
 from tifa_lite.planner.hardware_catalog import GPU, gpu_by_name, gpu_from_detected
 from tifa_lite.planner.memory import ALL_LINEAR, Plan, PlanInput, estimate
 from tifa_lite.planner.shapes import ModelShape, read_model_shape
@@ -40,16 +41,22 @@ class Change:
         return f"{self.key}: {self.old!r} -> {self.new!r} ({self.why})"
 
 
-def planned_precision(config: RecipeConfig, gpu: GPU | None) -> str:
-    """The same rule as tifa_lite.hardware.resolve_precision, on a catalogue card."""
-    requested = config.train.precision
+def planned_numerics(config: RecipeConfig, gpu: GPU | None) -> Numerics:
+    """The run plan's own precision and dtype rules (:func:`tifa_lite.hardware.resolve_precision`,
+    :func:`tifa_lite.runplan.numerics.resolve_numerics`), applied to a catalogue card."""
     if gpu is None:
-        return "fp32"
-    if requested == "auto":
-        return "bf16" if gpu.bf16 else "fp16"
-    if requested == "bf16" and not gpu.bf16:
-        return "fp16"
-    return requested
+        hardware = Hardware(device="cpu", gpu_name=None, bf16=False, gpu_count=0, total_memory_gib=None)
+    else:
+        hardware = Hardware(device="cuda", gpu_name=gpu.label, bf16=gpu.bf16, gpu_count=1, total_memory_gib=gpu.memory_gib)
+    precision = resolve_precision(config.train.precision, hardware, quiet=True)
+    return resolve_numerics(
+        precision, quant_bits=config.quant.bits, quant_compute=config.quant.compute_dtype,
+        lora=config.lora.enabled, deepspeed=bool(config.distributed.deepspeed),
+    )
+
+
+def planned_precision(config: RecipeConfig, gpu: GPU | None) -> str:
+    return planned_numerics(config, gpu).precision
 
 
 def _lora_targets(target: str | list[str]) -> tuple[str, ...]:
@@ -69,7 +76,7 @@ def _optimizer(optim: str) -> str:
 def _use_vllm(config: RecipeConfig, gpu: GPU | None) -> bool:
     if gpu is None:
         return False
-    from tifa_lite.methods.grpo import select_vllm
+    from tifa_lite.runplan.generation import select_vllm
 
     # Planning for a card elsewhere: "on" means vLLM will be there; "auto" follows this machine's install.
     choice = config.grpo.use_vllm
@@ -87,13 +94,16 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
     passes = config.grpo.passes if grpo else 1
     seq_len = config.grpo.max_prompt_length + passes * config.grpo.max_completion_length if grpo else config.data.max_length
     attn = config.model.attn_implementation
-    precision = planned_precision(config, gpu)
+    numerics = planned_numerics(config, gpu)
+    precision = numerics.precision
     return PlanInput(
         shape=shape,
         device="cuda" if gpu else "cpu",
         precision=precision,
         # What compose_trainer sets after TRL; under DeepSpeed TRL's choice stays (None: the planner's rule for it).
-        lora_dtype=None if config.distributed.deepspeed else adapter_dtype_name(precision),
+        # Full-parameter without DeepSpeed keeps fp32 master weights under 16-bit autocast.
+        param_dtype=numerics.weight_dtype,
+        lora_dtype=numerics.adapter_dtype,
         quant_bits=config.quant.bits,
         double_quant=config.quant.double_quant,
         lora=config.lora.enabled,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tifa_lite.errors import ConfigError
+from tifa_lite.hardware import REHEARSED_CARDS
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,10 @@ class GPU:
 GPUS: dict[str, GPU] = {
     g.name: g
     for g in (
-        GPU("t4", "NVIDIA T4 16 GB (Colab/Kaggle free)", 14.74, False, False, (7, 5)),
-        GPU("a10", "NVIDIA A10 24 GB (ModelScope free notebook)", 22.06, True, True, (8, 6)),
+        GPU("t4", "NVIDIA T4 16 GB (Colab/Kaggle free)", REHEARSED_CARDS["t4"].memory_gib, False, False,
+            REHEARSED_CARDS["t4"].compute_capability),
+        GPU("a10", "NVIDIA A10 24 GB (ModelScope free notebook)", REHEARSED_CARDS["a10"].memory_gib, True, True,
+            REHEARSED_CARDS["a10"].compute_capability),
         GPU("l4", "NVIDIA L4 24 GB", 22.03, True, True, (8, 9)),
         GPU("rtx3090", "GeForce RTX 3090 24 GB", 23.69, True, True, (8, 6)),
         GPU("rtx4090", "GeForce RTX 4090 24 GB", 23.65, True, True, (8, 9)),

@@ -55,13 +55,14 @@ def _check_reward_output(path: Path) -> bool:
 
 class RewardModelReward:
     def __init__(self, path: str, policy_tokenizer: Any = None, batch_size: int = 8, standardize: bool = False,
-                 max_length: int = 1024, bits: int | None = None):
+                 max_length: int = 1024, bits: int | None = None, hardware: Any = None):
         from tifa_lite.modeling.inference import load_inference_model
 
         folder = Path(path).expanduser().resolve()
         is_adapter = _check_reward_output(folder)
         self.model, self.tokenizer, *_ = load_inference_model(
-            None if is_adapter else folder, folder if is_adapter else None, bits=bits, reward_head=True)
+            None if is_adapter else folder, folder if is_adapter else None, bits=bits, reward_head=True,
+            hardware=hardware)
         if getattr(self.model.config, "num_labels", None) != 1:
             raise ConfigError(f"grpo.rewards: reward_model path {folder} has {self.model.config.num_labels} labels, not 1.")
         self.policy_tokenizer = policy_tokenizer or self.tokenizer
@@ -88,6 +89,8 @@ class RewardModelReward:
 
 
 def make_reward_model(path: str, batch_size: int = 8, standardize: bool = False, max_length: int = 1024,
-                      bits: int | None = None, policy_tokenizer: Any = None, **_context) -> RewardModelReward:
-    """The registry's factory: loads the reward model once, when the rewards are built."""
-    return RewardModelReward(path, policy_tokenizer, batch_size, standardize, max_length, bits)
+                      bits: int | None = None, policy_tokenizer: Any = None, hardware: Any = None,
+                      **_context) -> RewardModelReward:
+    """The registry's factory: loads the reward model once, when the rewards are built, on the
+    run plan's hardware (``hardware`` from the training run's context)."""
+    return RewardModelReward(path, policy_tokenizer, batch_size, standardize, max_length, bits, hardware)

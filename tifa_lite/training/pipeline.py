@@ -271,7 +271,9 @@ def run_pipeline(
 
     spec, pipeline_dir = load_pipeline(path, overrides)
     steps = plan(spec, pipeline_dir)
-    output_dir = Path(spec.output_dir).expanduser().resolve()
+    from tifa_lite.atomic import check_output_path
+
+    output_dir = check_output_path(spec.output_dir, "output_dir")
     output_dir.mkdir(parents=True, exist_ok=True)
     dtype = merge_dtype(spec.merge_dtype)
     results: list[StageResult] = []

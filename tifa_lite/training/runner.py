@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tifa_lite.atomic import swap_dir, write_text
+from tifa_lite.atomic import check_output_path, swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
@@ -74,17 +74,18 @@ def train(
 
 def run_config(config: RecipeConfig) -> TrainResult:
     from tifa_lite.backends import load_for_training_with_backend, preload_backend
-    from tifa_lite.hardware import detect, resolve_precision
+    from tifa_lite.runplan import PLAN_FILE, resolve_plan
 
-    output_dir = Path(config.train.output_dir).expanduser().resolve()
+    output_dir = check_output_path(config.train.output_dir, "train.output_dir")
     if output_dir.exists() and any(output_dir.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
             "train.output_dir or set train.overwrite_output_dir=true."
         )
-    hardware = detect()
+    # Every hardware-dependent decision, once; everything below reads it.
+    plan = resolve_plan(config)
     # unsloth (when selected) must be imported before transformers to patch it.
-    backend = preload_backend(config, hardware)
+    preload_backend(plan.backend)
     from tifa_lite import console
 
     # Before the imports below: the first of them imports bitsandbytes, which warns on import.
@@ -95,6 +96,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
     )
     from tifa_lite.methods import get_method
     from tifa_lite.methods.common import Run, early_training_arguments
+    from tifa_lite.methods.precheck import check_before_load
     from tifa_lite.training.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
 
     # Under a launcher this brings up the process group, so that rank 0 can own the folder below.
@@ -102,22 +104,24 @@ def run_config(config: RecipeConfig) -> TrainResult:
     if config.train.auto_fit:
         from tifa_lite.planner import apply_auto_fit
 
-        config = apply_auto_fit(config, hardware)
-    precision = resolve_precision(config.train.precision, hardware)
+        config = apply_auto_fit(config, plan.hardware)
+    for line in plan.describe():
+        console.stage("plan: %s", line)
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
-    created = _prepare_work_dir(config, work_dir, resume_from)
+    check_before_load(config, plan)  # data errors in seconds, not after a minutes-long model load
+    created = _prepare_work_dir(config, work_dir, resume_from, plan.to_json(), PLAN_FILE)
     try:
         # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
-        early_args = early_training_arguments(config, work_dir, precision)
-        model, tokenizer, peft_config = load_for_training_with_backend(config, precision, hardware, backend=backend)
-        console.stage("model loaded: %s", console.describe_model(config, precision, backend))
+        early_args = early_training_arguments(config, work_dir, plan)
+        model, tokenizer, peft_config = load_for_training_with_backend(config, plan)
+        console.stage("model loaded: %s", console.describe_model(config, plan.precision, plan.backend))
         if env_world_size() is not None:
             log.info("rank %d after loading: %s", env_rank(), load_report(model))
         recorder = MetricsRecorder(work_dir / "metrics.jsonl", append=resume_from is not None)
         run = Run(
             config=config, work_dir=work_dir, model=model, tokenizer=tokenizer,
-            peft_config=peft_config, precision=precision, callbacks=[recorder],
+            peft_config=peft_config, plan=plan, callbacks=[recorder],
         )
         trainer = get_method(config.train.method).build_trainer(run)
         del early_args  # the trainer's own arguments now carry the DeepSpeed config
@@ -171,7 +175,8 @@ def _resume_point(config: RecipeConfig, work_dir: Path) -> str | None:
     return str(found)
 
 
-def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | None) -> bool:
+def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | None, plan_json: str,
+                      plan_file: str) -> bool:
     """Rank 0 alone deletes, renames and rewrites in the staging folder (which every rank
     later writes checkpoint shards into); the others wait at the barrier. Returns whether
     this run created the folder (so a failure before the first checkpoint may remove it)."""
@@ -191,6 +196,7 @@ def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | N
                 if dropped:
                     log.info("metrics.jsonl: %d row(s) after step %d dropped; they are logged again", dropped, step)
         write_text(work_dir / RESOLVED_CONFIG, dump_config(config))
+        write_text(work_dir / plan_file, plan_json)
     barrier()
     # A node that does not share rank 0's file system needs the folder too.
     work_dir.mkdir(parents=True, exist_ok=True)

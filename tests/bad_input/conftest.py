@@ -1,0 +1,148 @@
+"""The bad-input suite's tools: run the CLI in this process (fast) or as a real subprocess
+(kills, another user), and the checks every refusal must pass: exit code 2, the message
+names the file/line/key and the fix, no traceback, nothing half-written or hidden left."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tifa_lite.config.loader import RECIPES_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = RECIPES_DIR / "sft_qlora_roleplay.yaml"
+NOBODY = 65534
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*args)`` → :class:`Outcome` of ``tifa-lite ARGS`` run in this process; an
+    exception other than a TifaError escapes, as it would as a traceback."""
+    from tifa_lite.cli import main
+
+    def run(*args) -> Outcome:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Outcome(code, captured.out, captured.err)
+
+    return run
+
+
+def subprocess_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def run_cli(*args, as_user: int | None = None, timeout: float = 300) -> Outcome:
+    """``tifa-lite ARGS`` as a real process; ``as_user`` lowers it to that uid (root may write anywhere)."""
+    cmd = [sys.executable, "-m", "tifa_lite", *map(str, args)]
+    env = subprocess_env()
+    if as_user is not None:
+        cmd = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", *cmd]
+        env["HOME"] = env["HF_HOME"] = tempfile.gettempdir()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=tempfile.gettempdir())
+    return Outcome(done.returncode, done.stdout, done.stderr)
+
+
+def kill_when(args, ready, timeout: float = 240) -> Outcome:
+    """Start ``tifa-lite ARGS``, SIGKILL it as soon as ``ready()`` is true (polled every 10 ms)."""
+    proc = subprocess.Popen([sys.executable, "-m", "tifa_lite", *map(str, args)], env=subprocess_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                out, err = proc.communicate()
+                pytest.fail(f"the command ended (exit {proc.returncode}) before the kill point:\n{err[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the kill point was never reached")
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    return Outcome(proc.returncode, out, err)
+
+
+def assert_refused(outcome: Outcome, *names: str, code: int = 2) -> None:
+    """Exit ``code``, every one of ``names`` (file:line, key, fix) in stderr, no traceback."""
+    assert "Traceback" not in outcome.err, outcome.err
+    assert outcome.code == code, outcome.err
+    for name in names:
+        assert name in outcome.err, f"{name!r} not in: {outcome.err}"
+
+
+def leftovers(folder: Path) -> list[str]:
+    """What an interrupted or refused write may leave: hidden entries and *.partial, anywhere below."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.name.startswith(".") or p.name.endswith(".partial"))
+
+
+def any_match(folder: Path, pattern: str):
+    return lambda: any(folder.glob(pattern))
+
+
+@pytest.fixture
+def train_args(tiny_model_dir, tmp_path):
+    """``train_args(data, **overrides)``: a seconds-long SFT run on the tiny Llama."""
+
+    def make(data: Path | str | None = None, **overrides) -> list[str]:
+        items = {
+            "model.name_or_path": tiny_model_dir, "train.output_dir": tmp_path / "run",
+            "train.max_steps": 2, "train.per_device_batch_size": 2, "train.global_batch_size": None,
+            "train.gradient_accumulation_steps": 1, "train.warmup_ratio": 0, "train.auto_fit": False,
+            "train.gradient_checkpointing": False, "train.progress_bar": False, "data.max_length": 128,
+            "data.format": "auto", "data.eval_ratio": 0, "data.system_prompt": None,
+            "lora.r": 4, "lora.alpha": 8,
+        }
+        if data is not None:
+            items["data.path"] = data
+        items.update({k.replace("__", "."): v for k, v in overrides.items()})
+        return ["train", RECIPE, *(f"{k}={'null' if v is None else v}" for k, v in items.items())]
+
+    return make
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder another user can enter (pytest's tmp_path is 0700), removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="tifa-bad-input-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in folder.rglob("*"):
+        if path.is_dir():
+            path.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def read_only_user():
+    """The uid to run as so that a 0555 folder is really read-only: ours, unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    if shutil.which("setpriv") is None:
+        pytest.fail("running as root needs setpriv (util-linux) to test a read-only folder as another user")
+    return NOBODY
+
+
+def conversation(user: str = "Hi there", assistant: str = "Hello! How can I help?") -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}

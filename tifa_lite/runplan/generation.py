@@ -1,0 +1,58 @@
+"""Whether GRPO generates with vLLM: decided in the run plan, before anything loads, so a
+recipe that cannot work stops at once and the planner reserves vLLM's memory only where it
+will run. The inputs (package importable, CUDA present) are injectable so the rule is
+tested on machines that have neither."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from tifa_lite.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def vllm_importable() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def cuda_present() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def select_vllm(
+    mode: str, vllm_available: bool | None = None, cuda_available: bool | None = None, quant_bits: int | None = None,
+) -> bool:
+    """``grpo.use_vllm`` (auto | on | off) → whether TRL should generate with vLLM.
+
+    A quantised base is refused here, in the run plan, before anything loads. 8-bit: TRL's
+    colocate weight sync raises "vLLM does not support in-flight 8-bit quantization" at the
+    first generation. 4-bit: TRL 1.16 starts vLLM with bitsandbytes quantisation and at each
+    sync merges the adapter into the 4-bit layers (PEFT dequantises and re-quantises the
+    frozen base every time) and pushes the packed ``Params4bit`` data without its quant state
+    (TRL issue 4973, open), so vLLM generates from garbage weights."""
+    if mode == "off":
+        return False
+    if quant_bits in (4, 8):
+        kind = "an 8-bit (LLM.int8)" if quant_bits == 8 else "a 4-bit (QLoRA)"
+        why = ("TRL cannot hand an 8-bit model to vLLM" if quant_bits == 8 else
+               "TRL 1.16 syncs a 4-bit adapter model into vLLM without its quantisation state (TRL issue 4973)")
+        if mode == "on":
+            raise ConfigError(
+                f"grpo.use_vllm=on with quant.bits={quant_bits}: {why}. Use grpo.use_vllm=auto or off (transformers "
+                "generation), or quant.bits=null (LoRA on a 16-bit base) to generate with vLLM."
+            )
+        log.info("GRPO generation: transformers (vLLM cannot take %s base here: %s)", kind, why)
+        return False
+    vllm_available = vllm_importable() if vllm_available is None else vllm_available
+    cuda_available = cuda_present() if cuda_available is None else cuda_available
+    usable = vllm_available and cuda_available
+    if mode == "on" and not usable:
+        missing = "the vllm package (pip install 'tifa-lite[vllm]')" if not vllm_available else "a CUDA GPU"
+        raise ConfigError(f"grpo.use_vllm=on but this machine lacks {missing}. Use grpo.use_vllm=auto or off.")
+    if mode == "auto" and not usable:
+        log.info("GRPO generation: transformers (vLLM %s)", "has no CUDA GPU here" if vllm_available else "not installed")
+    return usable
