@@ -3,12 +3,12 @@ pure bf16 weights (what the kit did before the run plan) against fp32 master wei
 bf16 autocast (the plan's rule, :mod:`tifa_lite.runplan.numerics`). Each variant in its own
 process, so peak RSS is its own.
 
-    OMP_NUM_THREADS=2 python benchmarks/full_param_precision.py --steps 8
+    OMP_NUM_THREADS=2 python benchmarks/full_param_precision.py --steps 6
 
 Role-play SFT on the shipped sample with the embedded SmolLM2-135M, full-parameter, at the
 R1 reproduction recipe's learning rate (5e-6, constant, no warmup). Per variant: the share of
-weights that never moved, the held-out assistant-token loss before and after (32 role-play
-conversations), the training loss, and peak RSS.
+weights that never moved, the held-out assistant-token loss before and after (role-play
+conversations, 8 of them, 256 tokens), the training loss, and peak RSS.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ def run_variant(weights: str, steps: int, lr: float, out: Path) -> dict:
     os.environ["TIFA_LITE_REHEARSE"] = "a10"
     config = load_recipe(REPO / "recipes" / "sft_qlora_roleplay.yaml", {
         "model.name_or_path": "smollm2-135m-instruct", "quant.bits": None, "lora.enabled": False,
-        "train.output_dir": str(out), "train.max_steps": steps, "train.per_device_batch_size": 4,
+        "train.output_dir": str(out), "train.max_steps": steps, "train.per_device_batch_size": 2,
         "train.gradient_accumulation_steps": 1, "train.global_batch_size": None, "train.learning_rate": lr,
         "train.lr_scheduler": "constant", "train.warmup_ratio": 0.0, "train.logging_steps": 1,
         "train.save_steps": 10_000, "train.gradient_checkpointing": False, "train.progress_bar": False,
-        "train.seed": 0, "data.max_length": 384, "data.eval_ratio": 0.0,
+        "train.seed": 0, "data.max_length": 256, "data.eval_ratio": 0.0, "data.overlength": "truncate",
     })
     plan = resolve_plan(config)
     assert plan.numerics.weight_dtype == "fp32" and plan.numerics.autocast == "bf16"
@@ -55,12 +55,12 @@ def run_variant(weights: str, steps: int, lr: float, out: Path) -> dict:
     model, tokenizer, peft_config = load_for_training(config, plan)
     run = Run(config=config, work_dir=out, model=model, tokenizer=tokenizer, peft_config=peft_config, plan=plan)
     trainer = get_method("sft").build_trainer(run)
-    conversations = read_conversations(HELDOUT, limit=32)
+    conversations = read_conversations(HELDOUT, limit=8)
 
     def heldout() -> float:
         model.eval()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            value = perplexity(model, tokenizer, conversations, max_length=384).nll
+            value = perplexity(model, tokenizer, conversations, max_length=256).nll
         model.train()
         return value
 
@@ -83,7 +83,7 @@ def run_variant(weights: str, steps: int, lr: float, out: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--steps", type=int, default=6)
     p.add_argument("--lr", type=float, default=5e-6)
     p.add_argument("--out", type=Path, default=Path("/tmp/tifa_full_param_precision"))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
