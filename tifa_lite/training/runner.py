@@ -74,7 +74,7 @@ def train(
 
 def run_config(config: RecipeConfig) -> TrainResult:
     from tifa_lite.backends import load_for_training_with_backend, preload_backend
-    from tifa_lite.runplan import PLAN_FILE, resolve_plan
+    from tifa_lite.runplan import resolve_plan
 
     output_dir = check_output_path(config.train.output_dir, "train.output_dir")
     if output_dir.exists() and any(output_dir.iterdir()) and not config.train.overwrite_output_dir:
@@ -110,7 +110,7 @@ def run_config(config: RecipeConfig) -> TrainResult:
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
     check_before_load(config, plan)  # data errors in seconds, not after a minutes-long model load
-    created = _prepare_work_dir(config, work_dir, resume_from, plan.to_json(), PLAN_FILE)
+    created = _prepare_work_dir(config, work_dir, resume_from, plan)
     try:
         # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
         early_args = early_training_arguments(config, work_dir, plan)
@@ -175,8 +175,7 @@ def _resume_point(config: RecipeConfig, work_dir: Path) -> str | None:
     return str(found)
 
 
-def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | None, plan_json: str,
-                      plan_file: str) -> bool:
+def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | None, plan=None) -> bool:
     """Rank 0 alone deletes, renames and rewrites in the staging folder (which every rank
     later writes checkpoint shards into); the others wait at the barrier. Returns whether
     this run created the folder (so a failure before the first checkpoint may remove it)."""
@@ -196,7 +195,10 @@ def _prepare_work_dir(config: RecipeConfig, work_dir: Path, resume_from: str | N
                 if dropped:
                     log.info("metrics.jsonl: %d row(s) after step %d dropped; they are logged again", dropped, step)
         write_text(work_dir / RESOLVED_CONFIG, dump_config(config))
-        write_text(work_dir / plan_file, plan_json)
+        if plan is not None:
+            from tifa_lite.runplan import PLAN_FILE
+
+            write_text(work_dir / PLAN_FILE, plan.to_json())
     barrier()
     # A node that does not share rank 0's file system needs the folder too.
     work_dir.mkdir(parents=True, exist_ok=True)
