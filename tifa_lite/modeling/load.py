@@ -13,6 +13,7 @@ from tifa_lite.console import stage
 from tifa_lite.distributed.runtime import local_rank
 from tifa_lite.hardware import Hardware, detect, resolve_precision, supports_bf16, torch_dtype
 from tifa_lite.modeling.dtypes import keep_norms_fp32
+from tifa_lite.modeling.layer_loop import apply_layer_loop, check_trainable
 from tifa_lite.modeling.resolve import ResolvedModel, resolve_model, source_kwargs
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def load_model(config: RecipeConfig, precision: str, hardware: Hardware, resolve
             # cannot be moved after loading, so it must be quantised onto that GPU.
             kwargs["device_map"] = {"": local_rank()}
     model = auto_cls.from_pretrained(resolved.path, **kwargs)
+    apply_layer_loop(model, config.model.layer_loop)  # before PEFT attaches: it must see every pass
     model.config.use_cache = False
     # DeepSpeed ZeRO-3 gathers parameters into buffers of one dtype: mixed dtypes break it.
     if precision == "fp16" and config.lora.enabled and not config.distributed.deepspeed:
@@ -135,6 +137,7 @@ def load_for_training(config: RecipeConfig, precision: str | None = None, hardwa
     """Returns ``(model, tokenizer, peft_config)``; TRL's trainer attaches the adapter."""
     hardware = hardware or detect()
     precision = precision or resolve_precision(config.train.precision, hardware)
+    check_trainable(config)
     resolved = resolve_model(config.model)
     stage("model resolved: %s → %s", resolved.origin, resolved.path)
     tokenizer = load_tokenizer(config, resolved)
