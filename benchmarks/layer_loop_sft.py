@@ -12,7 +12,9 @@ Held-out metric: assistant-token perplexity on data/roleplay_sheldon_heldout.jso
 Load-independent figures: steps, layer-forwards (compute ∝ steps × layers computed), peak RSS,
 process CPU seconds (user+sys; they grow under contention too, so compare on a quiet machine).
 
-  nice -n 15 python benchmarks/layer_loop_sft.py --arm off --seed 1 --out benchmarks/results/raw/layer_loop_sft.jsonl
+  for arm in off per_pass shared off_compute; do for seed in 1 2; do
+    nice -n 15 python benchmarks/layer_loop_sft.py --arm $arm --seed $seed --steps 6 --batch 1 --max-length 256 \
+      --heldout-limit 10 --out benchmarks/results/raw/layer_loop_sft.jsonl; done; done
 """
 
 from __future__ import annotations
