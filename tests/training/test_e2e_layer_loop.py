@@ -17,7 +17,7 @@ from tifa_lite.training.runner import partial_dir
 pytestmark = pytest.mark.slow
 
 
-def test_looped_qlora_sft_trains_resumes_merges_and_exports(tmp_path, sample_data, capfd):
+def test_looped_qlora_sft_trains_resumes_merges_and_exports(tmp_path, sample_data):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "run"
@@ -36,9 +36,8 @@ def test_looped_qlora_sft_trains_resumes_merges_and_exports(tmp_path, sample_dat
     work = partial_dir(out)
     shutil.move(out, work)
     shutil.rmtree(work / "checkpoint-3")
-    capfd.readouterr()
     resumed = train("recipes/sft_qlora_roleplay.yaml", **overrides)
-    assert resumed.global_step == 3 and "resuming from" in capfd.readouterr().err
+    assert resumed.global_step == 3 and resumed.resumed_from == str(work / "checkpoint-2")
     adapter_keys = json.loads((out / "adapter_config.json").read_text())
     assert adapter_keys["peft_type"] == "LORA"
 
