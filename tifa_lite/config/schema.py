@@ -28,7 +28,7 @@ class LayerLoopConfig(Section):
     end: int = Field(ge=1)  # exclusive
     repeats: int = Field(2, ge=2)
     # true: every pass gets its own LoRA (Relaxed Recursive Transformers); false: one LoRA shared by
-    # all passes. The default follows benchmarks/results/layer_loop.md.
+    # all passes. Provisional default: benchmarks/results/layer_loop.md has the comparison still to run.
     lora_per_pass: bool = True
 
     @model_validator(mode="after")
