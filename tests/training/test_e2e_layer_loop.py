@@ -53,8 +53,11 @@ def test_looped_qlora_sft_trains_resumes_merges_and_exports(tmp_path, sample_dat
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
 
     def greedy(model, use_cache):
+        # repetition_penalty pinned: the merged folder's generation_config.json carries the recipe's 1.17
+        # (Tifa's sampling), the looped model's does not, and the comparison is of the models, not the settings
         out_ids = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
-                                 do_sample=False, use_cache=use_cache, pad_token_id=tokenizer.pad_token_id)
+                                 do_sample=False, use_cache=use_cache, pad_token_id=tokenizer.pad_token_id,
+                                 repetition_penalty=1.0)
         return out_ids[0, ids.shape[1]:].tolist()
 
     expected = greedy(looped, True)
