@@ -125,3 +125,37 @@ def test_hh_rlhf_raw_trains_on_the_raw_text_without_a_chat_template(tiny_model_d
     assert prompt.startswith("\n\nHuman: ") and prompt.endswith("\n\nAssistant:")
     assert "<|im_start|>" not in prompt
     assert math.isfinite(trainer.train().training_loss)
+
+
+def test_dpo_reference_of_a_looped_run_is_the_looped_base(tiny_model_dir, sample_data, tmp_path):
+    """model.layer_loop: the reference TRL computes (adapter off) is the looped base, i.e. an ordinary
+    model whose stack lists the span once per pass; not the unlooped base, not the policy."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    run = make_run(tiny_model_dir, sample_data, tmp_path, **{
+        "quant.bits": None, "model.layer_loop.start": 0, "model.layer_loop.end": 2, "model.layer_loop.repeats": 2})
+    trainer = get_method("dpo").build_trainer(run)
+    assert trainer.ref_model is None and len(trainer.model.get_base_model().model.layers) == 4
+    assert math.isfinite(trainer.train().training_loss)  # one step: the adapter is no longer zero
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    ref = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
+
+    def logps(model):
+        labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)[:, 1:]
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        per_token = logits.log_softmax(-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        return (per_token * (labels != -100)).sum(-1)
+
+    plain = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    unlooped = logps(plain)
+    layers = plain.model.layers
+    plain.model.layers = torch.nn.ModuleList([layers[0], layers[1], *__import__("copy").deepcopy([layers[0], layers[1]])])
+    for slot, layer in enumerate(plain.model.layers):
+        layer.self_attn.layer_idx = slot
+    plain.config.num_hidden_layers = 4
+    torch.testing.assert_close(ref, logps(plain), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ref, unlooped, atol=1e-3)
+    trainer.model.eval()
+    assert not torch.allclose(ref, logps(trainer.model), atol=1e-4)  # the policy has moved away from it

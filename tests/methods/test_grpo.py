@@ -257,3 +257,34 @@ def test_batch_check_counts_every_rank():
                     "distributed.nnodes=2", "distributed.nproc_per_node=8", "quant.bits=null", "lora.enabled=false"))
     with pytest.raises(ConfigError, match="world_size = 2 completions"):
         check_batch(run("train.per_device_batch_size=2"))
+
+
+def test_looped_model_generates_with_the_cache_and_trains(tmp_path, tiny_model_dir, sample_data):
+    """model.layer_loop (shared LoRA, so every later pass goes through the cache view): GRPO's rollouts
+    use the KV cache, one token a step, and a training step runs. (A random tiny model's rewards tie
+    within each group, so this step's advantages are zero: that it learns is the SFT/DPO tests' job.)"""
+    import torch
+
+    from tifa_lite.methods.grpo import build_trainer
+    from tifa_lite.modeling import load_for_training
+
+    cfg = load_recipe({
+        "model": {"name_or_path": str(tiny_model_dir), "layer_loop": {"start": 0, "end": 2, "repeats": 2, "lora_per_pass": False}},
+        "quant": {"bits": None}, "lora": {"r": 4, "alpha": 8},
+        "data": {"path": str(sample_data / "arithmetic" / "train.jsonl"), "limit": 4},
+        "train": {"method": "grpo", "max_steps": 1, "per_device_batch_size": 2, "learning_rate": 1e-2,
+                  "output_dir": str(tmp_path / "out"), "progress_bar": False, "save_steps": 1000},
+        "grpo": {"num_generations": 2, "max_completion_length": 8, "rewards": [{"name": "length"}, {"name": "xmlcount"}]},
+    })
+    model, tokenizer, peft = load_for_training(cfg)
+    trainer = build_trainer(run_for(cfg, tmp_path / "work", model, tokenizer, peft))
+    assert len(trainer.model.get_base_model().model.layers) == 4
+    lengths = []
+    trainer.model.get_base_model().model.register_forward_pre_hook(
+        lambda module, args, kwargs: None if torch.is_grad_enabled() else lengths.append(kwargs["input_ids"].shape[1]),
+        with_kwargs=True)
+    lora_b = [n for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    assert len(lora_b) == 2 * 7  # two distinct layers, seven linears each: one LoRA for both passes
+    trainer.train()
+    assert lengths[1:8] == [1] * 7
+    assert trainer.state.global_step == 1 and any("loss" in h for h in trainer.state.log_history)

@@ -90,6 +90,8 @@ def recipe_blocker(config: RecipeConfig) -> str | None:
     lo, q = config.lora, config.quant
     if not lo.enabled:
         return "lora.enabled=false (the unsloth path here is LoRA/QLoRA only)"
+    if config.model.layer_loop is not None:
+        return "model.layer_loop is set (the loop is built on the transformers model, tifa_lite.modeling.layer_loop)"
     if config.train.method == "reward":
         return "train.method=reward needs a sequence-classification head; unsloth's FastLanguageModel loads causal LMs"
     if config.distributed.deepspeed or config.distributed.world_size > 1:

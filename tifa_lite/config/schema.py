@@ -20,6 +20,27 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class LayerLoopConfig(Section):
+    """Layers ``start..end-1`` run ``repeats`` times in the forward pass (Tifa's looped layers;
+    :mod:`tifa_lite.modeling.layer_loop`). Checked against the model's depth when it loads."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=1)  # exclusive
+    repeats: int = Field(2, ge=2)
+    # true: every pass gets its own LoRA (Relaxed Recursive Transformers); false: one LoRA shared by
+    # all passes. Provisional default: benchmarks/results/layer_loop.md has the comparison still to run.
+    lora_per_pass: bool = True
+
+    @model_validator(mode="after")
+    def _span(self) -> "LayerLoopConfig":
+        if self.end <= self.start:
+            raise ValueError(
+                f"model.layer_loop: end={self.end} must be greater than start={self.start} (end is exclusive: "
+                "start: 10, end: 20 loops layers 10..19)."
+            )
+        return self
+
+
 class ModelConfig(Section):
     name_or_path: str = "smollm2-135m-instruct"
     # auto: embedded name → local folder/.gguf → hub id. modelscope goes through
@@ -36,6 +57,8 @@ class ModelConfig(Section):
     # auto/strip: <think>…</think> is removed from assistant turns before the last user turn
     # (SFT, DPO prompts, GRPO prompts, chat); keep: history is rendered as written.
     think_policy: ThinkPolicy = "auto"
+    # Run a span of layers more than once (null: every layer once).
+    layer_loop: LayerLoopConfig | None = None
 
 
 class QuantConfig(Section):

@@ -14,7 +14,7 @@ import torch
 from tifa_lite.atomic import check_output_path, replacing_dir
 from tifa_lite.errors import ConfigError
 from tifa_lite.hardware import torch_dtype as to_torch_dtype
-from tifa_lite.merging import stream
+from tifa_lite.merging import layer_loop, stream
 from tifa_lite.merging.adapter import (
     AdapterInfo,
     BaseModelRef,
@@ -47,6 +47,9 @@ def merge(
 
     Returns the report (also written to ``<output>/merge_report.json``). Raises
     :class:`MergeError` when the self-check fails; then no output folder is left."""
+    if layer_loop.looped(adapter) is not None:  # written out as an ordinary deeper model first
+        return layer_loop.merge_looped(merge, adapter, output, base=base, dtype=dtype, overwrite=overwrite,
+                                       max_shard_size=max_shard_size, check=check, tolerance=tolerance)
     if dtype == "auto":
         from tifa_lite.hardware import native_precision
 

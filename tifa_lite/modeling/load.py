@@ -12,6 +12,7 @@ from tifa_lite.console import stage
 from tifa_lite.distributed.runtime import local_rank
 from tifa_lite.hardware import torch_dtype
 from tifa_lite.modeling.dtypes import cast_head_inputs, keep_norms_fp32
+from tifa_lite.modeling.layer_loop import apply_layer_loop, check_trainable
 from tifa_lite.modeling.resolve import ResolvedModel, source_kwargs
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def load_model(config: RecipeConfig, plan: "RunPlan"):
             # cannot be moved after loading, so it must be quantised onto that GPU.
             kwargs["device_map"] = {"": local_rank()}
     model = auto_cls.from_pretrained(resolved.path, **kwargs)
+    apply_layer_loop(model, config.model.layer_loop)  # before PEFT attaches: it must see every pass
     model.config.use_cache = False
     if n.norm_dtype == "fp32":
         keep_norms_fp32(model)
@@ -110,6 +112,7 @@ def load_for_training(config: RecipeConfig, plan: "RunPlan | None" = None):
         from tifa_lite.runplan import resolve_plan
 
         plan = resolve_plan(config)
+    check_trainable(config)
     resolved = plan.model
     stage("model resolved: %s → %s", resolved.origin, resolved.path)
     tokenizer = load_tokenizer(config, resolved)

@@ -19,6 +19,7 @@ from tifa_lite.errors import ConfigError
 from tifa_lite.hardware import Hardware, resolve_precision
 from tifa_lite.runplan.numerics import Numerics, resolve_numerics
 from tifa_lite.planner.hardware_catalog import GPU, gpu_by_name, gpu_from_detected
+from tifa_lite.planner.layer_loop import extra_layers
 from tifa_lite.planner.memory import ALL_LINEAR, Plan, PlanInput, estimate
 from tifa_lite.planner.shapes import ModelShape, read_model_shape
 
@@ -127,6 +128,8 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
         use_vllm=grpo and _use_vllm(config, gpu),
         vllm_gpu_memory_utilization=config.grpo.vllm_gpu_memory_utilization,
         gpu_memory_gib=gpu.memory_gib if gpu else None,
+        loop_extra_layers=extra_layers(config.model.layer_loop),
+        loop_lora_per_pass=bool(config.model.layer_loop and config.model.layer_loop.lora_per_pass),
     )
 
 

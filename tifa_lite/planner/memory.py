@@ -71,6 +71,10 @@ class PlanInput:
     use_vllm: bool = False
     vllm_gpu_memory_utilization: float = 0.2
     gpu_memory_gib: float | None = None
+    # model.layer_loop (tifa_lite.planner.layer_loop): layers computed beyond the model's own, with
+    # the base weights shared; a LoRA per pass adds the span's adapter once per extra pass.
+    loop_extra_layers: int = 0
+    loop_lora_per_pass: bool = True
 
 
 @dataclass
@@ -244,8 +248,11 @@ def estimate(inp: PlanInput) -> Plan:
         t["checkpoint pages (mmap)"] = _b(s.total_params * DTYPE_BYTES[s.checkpoint_dtype])
         plan.notes["checkpoint pages (mmap)"] = "CPU: the file stays mapped"
 
+    computed = s.layers + inp.loop_extra_layers
     if inp.lora:
         n = lora_params(s, inp.lora_r, inp.lora_targets)
+        if inp.loop_lora_per_pass:
+            n = n * computed // s.layers
         state = optimizer_state_bytes_per_param(inp.optimizer, lora_bytes)
         t["LoRA params + grads"] = _b(n * 2 * lora_bytes)
         t["optimizer states"] = _b(n * state)
@@ -267,19 +274,20 @@ def estimate(inp: PlanInput) -> Plan:
     rows = inp.batch * (2 if inp.method in ("dpo", "orpo", "simpo") else 1)
     tokens = rows * inp.seq_len
     per_layer, backward_work = activation_bytes_per_token(inp, act, lora_bytes)
-    stored_ckpt = s.hidden * act * s.layers
+    stored_ckpt = s.hidden * act * computed
     # Stored for backward at the end of the forward: every layer's intermediates, or with
     # (non-reentrant) checkpointing only each decoder layer's input.
-    stored = stored_ckpt if inp.gradient_checkpointing else per_layer * s.layers
+    stored = stored_ckpt if inp.gradient_checkpointing else per_layer * computed
     # In backward a checkpointed layer is re-run, so its intermediates exist again, plus the
     # gradients of its widest intermediates.
     layer_work = (per_layer if inp.gradient_checkpointing else 0) + backward_work
-    plan.activation_bytes_per_token = per_layer * s.layers + backward_work
+    plan.activation_bytes_per_token = per_layer * computed + backward_work
     plan.activation_bytes_per_token_ckpt = stored_ckpt + per_layer + backward_work
     # A reward model is a sequence classifier: one score per row, no vocabulary logits.
     logits = 0.0 if inp.method == "reward" else logits_bytes(inp, tokens, act, param_bytes)
     plan.train_phase["activations"] = _b(tokens * stored)
-    plan.notes["activations"] = f"{tokens} tokens" + (", checkpointed" if inp.gradient_checkpointing else "")
+    plan.notes["activations"] = (f"{tokens} tokens" + (", checkpointed" if inp.gradient_checkpointing else "")
+                                 + (f", {computed} layers computed (looped)" if inp.loop_extra_layers else ""))
     plan.train_phase["logits"] = _b(logits)
     plan.notes["logits"] = {"full": "vocab x tokens, fp32 + grad", "chunked8": "chunked loss",
                             "trl_chunked": "TRL chunked LM head", "liger": "fused kernel"}[inp.logits]
@@ -310,7 +318,7 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
     # train-step transients rather than adding to them.
     rows = inp.generation_batch or inp.batch
     ctx = inp.max_prompt_length + inp.max_completion_length
-    plan.generation_phase["generation KV cache"] = _b(2 * s.layers * s.kv_dim * act * rows * ctx)
+    plan.generation_phase["generation KV cache"] = _b(2 * (s.layers + inp.loop_extra_layers) * s.kv_dim * act * rows * ctx)
     # Sampling keeps last-position logits in fp32 for the processors (rows x vocab, twice), and the
     # prefill runs one layer's MLP on all prompt tokens at once.
     plan.generation_phase["generation work"] = _b(
