@@ -4,7 +4,6 @@ to the original W, both measured against the trained model itself (4-bit base + 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,7 @@ import tifa_lite
 from tifa_lite.merging import MergeError
 from tifa_lite.merging.quantized_base import TrainedQuant, nf4_round_trip, quantized_linear_names
 
-from .conftest import train_adapter
-
-
-def _as_run(adapter: Path, base: Path, dest: Path, double_quant: bool = False) -> Path:
-    """The adapter folder with the run files our trainer writes beside it (the fixture's
-    adapters are trained with PEFT directly: NF4, fp32 compute, no double quant)."""
-    shutil.copytree(adapter, dest)
-    (dest / "resolved_config.yaml").write_text(
-        f"model:\n  name_or_path: {base}\nquant:\n  bits: 4\n  quant_type: nf4\n  double_quant: {str(double_quant).lower()}\n"
-        "  compute_dtype: auto\n", encoding="utf-8")
-    (dest / "run_summary.json").write_text(json.dumps({"precision": "fp32"}), encoding="utf-8")
-    return dest
+from .conftest import as_qlora_run, train_adapter
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +56,7 @@ def test_round_trip_is_exactly_what_bitsandbytes_holds_in_training(tiny_model_di
 def test_dequantized_merge_is_the_trained_model_and_original_is_not(arch, tiny_model_dir, tiny_qwen2_dir, tmp_path):
     base = tiny_model_dir if arch == "llama" else tiny_qwen2_dir
     adapter = train_adapter(base, tmp_path / "adapter", qlora=True)
-    run = _as_run(adapter, base, tmp_path / "run")
+    run = as_qlora_run(adapter, base, tmp_path / "run")
 
     auto = tifa_lite.merge(run, tmp_path / "deq", dtype="fp32")
     original = tifa_lite.merge(run, tmp_path / "orig", dtype="fp32", base_weights="original")
