@@ -97,6 +97,11 @@ def _sdist() -> Path:
 
 def convert(model_dir: Path, out_file: Path, outtype: str) -> None:
     """``convert_hf_to_gguf.py model_dir --outfile out_file --outtype outtype`` (f16/bf16/q8_0/auto)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sentencepiece") is None:
+        raise LlamaCppError("llama.cpp's convert_hf_to_gguf.py needs sentencepiece: pip install 'tifa-lite[gguf]' "
+                            "(or pip install sentencepiece), or use --converter builtin for f16/q8_0.")
     script = converter_dir() / "convert_hf_to_gguf.py"
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # its own gguf-py, not ours
     cmd = [sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
