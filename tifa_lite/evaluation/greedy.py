@@ -19,7 +19,6 @@ NEUTRAL = {
     "encoder_repetition_penalty": 1.0,
     "no_repeat_ngram_size": 0,
     "min_new_tokens": 0,
-    "min_length": 0,
 }
 
 
