@@ -5,8 +5,6 @@ refusal without libllama, the outtype choices); conversion itself is in the opt-
 from __future__ import annotations
 
 import builtins
-import json
-
 import pytest
 
 from tifa_lite.errors import ConfigError
@@ -77,21 +75,20 @@ def test_llama_cpp_converter_round_trips(llama_cpp_source, tiny_model_dir, tmp_p
 @pytest.mark.slow
 def test_k_quants_of_the_embedded_model_pass_the_parity_steps(llama_cpp, embedded_model_dir, tmp_path):
     """Every K-quant made by llama.cpp's quantiser, run in llama.cpp against the HF folder."""
-    from tifa_lite.export.parity import MAX_MEAN_KL, MIN_TOP1, Reference, gguf_row, merged_stop_ids, reference_from
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tifa_lite.conversation.template_structure import end_of_turn_ids
+    from tifa_lite.export.parity import MAX_MEAN_KL, MIN_TOP1, gguf_row, reference_from
 
     tok = AutoTokenizer.from_pretrained(embedded_model_dir)
     ids = [list(tok.apply_chat_template([{"role": "user", "content": "Hi! What is your name?"}],
                                         add_generation_prompt=True, return_dict=True)["input_ids"])]
     model = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32).eval()
-    ref: Reference = reference_from(model, ids, end_of_turn_ids(tok, tok.eos_token_id), 24)
+    ref = reference_from(model, ids, end_of_turn_ids(tok, tok.eos_token_id), 24)
     for outtype in ("q4_k_m", "q5_k_m", "q6_k"):
         out = tmp_path / f"{outtype}.gguf"
         export_gguf(embedded_model_dir, out, outtype=outtype, check=False)
         row = gguf_row(out, embedded_model_dir, ref, ref.replies, 24)
         assert row.runtime == "llama.cpp" and outtype in row.step
         assert row.metrics["mean_kl"] <= MAX_MEAN_KL[outtype] and row.metrics["top1_agreement"] >= MIN_TOP1[outtype], row.metrics
-        assert merged_stop_ids(embedded_model_dir)
