@@ -177,7 +177,7 @@ def test_cli(tiny_qwen2, tmp_path, capsys):
     from tifa_lite.cli import main
 
     out = tmp_path / "m.gguf"
-    assert main(["export", "gguf", "--model", str(tiny_qwen2), "--output", str(out), "--json"]) == 0
+    assert main(["export", "gguf", "--model", str(tiny_qwen2), "--output", str(out), "--converter", "builtin", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["round_trip"]["passed"] and out.is_file()
 
