@@ -49,7 +49,7 @@ def test_merged_folder_follows_the_umask(adapter, tmp_path):
 
 def test_kill_during_gguf_export_then_export_again(tiny_model_dir, tmp_path):
     out = tmp_path / "model.gguf"
-    args = ["export", "gguf", "--model", tiny_model_dir, "--output", out, "--no-check"]
+    args = ["export", "gguf", "--model", tiny_model_dir, "--output", out, "--no-check", "--converter", "builtin"]
     kill_when(args, any_match(tmp_path, ".model.gguf.*.partial"))
     assert not out.exists()
     assert leftovers(tmp_path), "the kill came after the export had finished"

@@ -83,7 +83,7 @@ def test_llama_f16_round_trip(tiny_llama, tmp_path):
     import gguf
 
     out = tmp_path / "model.gguf"
-    report = export_gguf(tiny_llama, out, outtype="f16")
+    report = export_gguf(tiny_llama, out, outtype="f16", converter="builtin")
     rt = report["round_trip"]
     assert rt["passed"] and rt["max_logit_diff"] < 0.05 and rt["tokenizer_mismatches"] == []
     assert rt["next_token_agreement"] == 1.0
@@ -107,7 +107,7 @@ def test_qwen2_q8_0_round_trip(tiny_qwen2, tmp_path):
     import gguf
 
     out = tmp_path / "model.gguf"
-    report = export_gguf(tiny_qwen2, out, outtype="q8_0")
+    report = export_gguf(tiny_qwen2, out, outtype="q8_0", converter="builtin")
     assert report["round_trip"]["passed"], report
     reader = gguf.GGUFReader(out)
     names = {t.name: t for t in reader.tensors}
@@ -122,7 +122,7 @@ def test_qwen3_and_mistral_round_trip(tiny_newer, tmp_path):
 
     folder, arch = tiny_newer
     out = tmp_path / "model.gguf"
-    report = export_gguf(folder, out, outtype="f16")
+    report = export_gguf(folder, out, outtype="f16", converter="builtin")
     rt = report["round_trip"]
     assert rt["passed"] and rt["max_logit_diff"] < 0.05 and rt["next_token_agreement"] == 1.0, rt
     reader = gguf.GGUFReader(out)
@@ -142,7 +142,7 @@ def test_gemma_is_refused_with_its_reason(tmp_path):
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
         with pytest.raises(ExportError, match="SentencePiece vocabulary.*convert_hf_to_gguf"):
-            export_gguf(folder, tmp_path / f"{model_type}.gguf", check=False)
+            export_gguf(folder, tmp_path / f"{model_type}.gguf", check=False, converter="builtin")
 
 
 def test_round_trip_catches_a_broken_layout_and_leaves_no_file(tiny_llama, tmp_path, monkeypatch):
@@ -150,7 +150,7 @@ def test_round_trip_catches_a_broken_layout_and_leaves_no_file(tiny_llama, tmp_p
     monkeypatch.setattr(gguf_export, "_permute", lambda w, n_head, n_head_kv: w)
     out = tmp_path / "model.gguf"
     with pytest.raises(ExportError, match="round trip failed"):
-        export_gguf(tiny_llama, out)
+        export_gguf(tiny_llama, out, converter="builtin")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -158,26 +158,26 @@ def test_refusals(tiny_llama, tmp_path):
     out = tmp_path / "exists.gguf"
     out.write_bytes(b"x")
     with pytest.raises(ConfigError, match="already exists"):
-        export_gguf(tiny_llama, out)
+        export_gguf(tiny_llama, out, converter="builtin")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="tifa-lite merge"):
-        export_gguf(adapter, tmp_path / "a.gguf")
+        export_gguf(adapter, tmp_path / "a.gguf", converter="builtin")
     other = tmp_path / "gpt2"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(ExportError, match="llama, mistral, qwen2, qwen3"):
-        export_gguf(other, tmp_path / "b.gguf", check=False)
+        export_gguf(other, tmp_path / "b.gguf", check=False, converter="builtin")
     with pytest.raises(ConfigError, match="outtype"):
-        export_gguf(tiny_llama, tmp_path / "c.gguf", outtype="q4_0")
+        export_gguf(tiny_llama, tmp_path / "c.gguf", outtype="q4_0", converter="builtin")
 
 
 def test_cli(tiny_qwen2, tmp_path, capsys):
     from tifa_lite.cli import main
 
     out = tmp_path / "m.gguf"
-    assert main(["export", "gguf", "--model", str(tiny_qwen2), "--output", str(out), "--json"]) == 0
+    assert main(["export", "gguf", "--model", str(tiny_qwen2), "--output", str(out), "--converter", "builtin", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["round_trip"]["passed"] and out.is_file()
 
@@ -186,6 +186,6 @@ def test_cli(tiny_qwen2, tmp_path, capsys):
 def test_real_smollm2_vocabulary_round_trip(tiny_model_dir, tmp_path):
     # The embedded SmolLM2 tokenizer (49k tokens, chat template) on the tiny Llama's weights:
     # the vocabulary path of a real export, without a 135M-parameter forward pass.
-    report = export_gguf(tiny_model_dir, tmp_path / "tiny.gguf", outtype="q8_0")
+    report = export_gguf(tiny_model_dir, tmp_path / "tiny.gguf", outtype="q8_0", converter="builtin")
     rt = report["round_trip"]
     assert rt["passed"] and rt["tokenizer_mismatches"] == [] and rt["next_token_agreement"] == 1.0

@@ -126,7 +126,7 @@ def test_export_failure_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ollama, "export_gguf", gguf_then_fail)
     with pytest.raises(ExportError, match="simulated"):
-        export_ollama(tiny_model_dir, tmp_path / "out", outtype="f16", check=False)
+        export_ollama(tiny_model_dir, tmp_path / "out", outtype="f16", check=False, converter="builtin")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -148,7 +148,7 @@ def test_cli_writes_the_folder_whole(tiny_model_dir, tmp_path, capsys):
     system = tmp_path / "card.txt"
     system.write_text("You are Tifa Lockhart.\n")
     out = tmp_path / "tifa-ollama"
-    assert main(["export", "ollama", "--model", str(tiny_model_dir), "--output", str(out), "--outtype", "f16",
+    assert main(["export", "ollama", "--model", str(tiny_model_dir), "--output", str(out), "--outtype", "f16", "--converter", "builtin",
                  "--no-check", "--system-file", str(system), "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert "ollama create" in lines[1]

@@ -3,6 +3,8 @@ a few optimizer steps at a high learning rate so every lora_B is non-zero."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,17 @@ def train_adapter(base_dir: Path, out: Path, *, qlora: bool = False, reward: boo
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def as_qlora_run(adapter: Path, base: Path, dest: Path, double_quant: bool = False) -> Path:
+    """The adapter folder with the run files our trainer writes beside it (the fixture's
+    adapters are trained with PEFT directly: NF4, fp32 compute, no double quant)."""
+    shutil.copytree(adapter, dest)
+    (dest / "resolved_config.yaml").write_text(
+        f"model:\n  name_or_path: {base}\nquant:\n  bits: 4\n  quant_type: nf4\n  double_quant: {str(double_quant).lower()}\n"
+        "  compute_dtype: auto\n", encoding="utf-8")
+    (dest / "run_summary.json").write_text(json.dumps({"precision": "fp32"}), encoding="utf-8")
+    return dest
 
 
 @pytest.fixture(scope="session")

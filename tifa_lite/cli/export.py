@@ -7,10 +7,11 @@ SUBCOMMANDS = [
     "xtuner",
     "gguf",
     "ollama",
+    "check",
 ]
 
 
 def register(sub) -> None:
     from tifa_lite.cli import register_group
 
-    register_group(sub, "export", "export a recipe or a trained model to another tool (gguf, ollama, xtuner)", SUBCOMMANDS)
+    register_group(sub, "export", "export a recipe or a trained model to another tool (gguf, ollama, xtuner) and check the chain (check)", SUBCOMMANDS)

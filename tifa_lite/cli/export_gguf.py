@@ -1,4 +1,4 @@
-"""`tifa-lite export gguf --model DIR --output FILE [--outtype f16|q8_0] [--check llama.cpp]`."""
+"""`tifa-lite export gguf --model DIR --output FILE [--outtype q4_k_m|q5_k_m|q6_k|q8_0|f16|bf16] [--converter llama.cpp|builtin] [--check llama.cpp]`."""
 
 from __future__ import annotations
 
@@ -6,10 +6,16 @@ import json
 
 
 def register(sub) -> None:
-    p = sub.add_parser("gguf", help="write a merged Llama/Mistral/Qwen2/Qwen3 model as GGUF (llama.cpp, Ollama), with a round-trip check")
+    from tifa_lite.export.llamacpp_convert import CONVERTERS, OUTTYPES
+
+    p = sub.add_parser("gguf", help="write a merged model as GGUF with llama.cpp's own converter and quantiser (llama.cpp, Ollama), with a round-trip check")
     p.add_argument("--model", required=True, help="model folder (e.g. the output of `tifa-lite merge`)")
     p.add_argument("--output", required=True, help="GGUF file to write")
-    p.add_argument("--outtype", default="f16", choices=["f16", "q8_0"])
+    p.add_argument("--outtype", default="f16", choices=list(OUTTYPES),
+                   help="q4_k_m/q5_k_m/q6_k: llama.cpp's quantiser (needs scripts/install_llama_cpp.sh); q8_0/f16/bf16: its converter alone")
+    p.add_argument("--converter", default="llama.cpp", choices=list(CONVERTERS),
+                   help="llama.cpp: its convert_hf_to_gguf.py from the pinned llama-cpp-python source (fetched by pip once); "
+                        "builtin: our writer, f16/q8_0 for Llama/Mistral/Qwen2/Qwen3 only, nothing fetched")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     p.add_argument("--tolerance", type=float, help="max logit difference GGUF vs HF (default per outtype)")
     p.add_argument("--no-check", action="store_true", help="skip the round-trip check through transformers")
@@ -23,7 +29,8 @@ def run(args) -> int:
     from tifa_lite.export.gguf import export_gguf
 
     report = export_gguf(args.model, args.output, outtype=args.outtype, overwrite=args.overwrite,
-                         check=not args.no_check, tolerance=args.tolerance, llama_cpp=args.check == "llama.cpp")
+                         check=not args.no_check, tolerance=args.tolerance, llama_cpp=args.check == "llama.cpp",
+                         converter=args.converter)
     line = f"wrote {report['output']} ({report['outtype']}, {report['bytes'] / 2**20:.1f} MiB)"
     rt = report.get("round_trip")
     if rt:

@@ -6,10 +6,14 @@ import json
 
 
 def register(sub) -> None:
+    from tifa_lite.export.llamacpp_convert import CONVERTERS, OUTTYPES
+
     p = sub.add_parser("ollama", help="write a merged model as an Ollama folder: model.gguf + Modelfile (template, stops, sampling)")
     p.add_argument("--model", required=True, help="merged model folder (the output of `tifa-lite merge`)")
     p.add_argument("--output", required=True, help="folder to write (model.gguf, Modelfile)")
-    p.add_argument("--outtype", default="q8_0", choices=["f16", "q8_0"])
+    p.add_argument("--quant", "--outtype", dest="outtype", default="q4_k_m", choices=list(OUTTYPES),
+                   help="GGUF type (default q4_k_m, made by llama.cpp's quantiser: needs scripts/install_llama_cpp.sh)")
+    p.add_argument("--converter", default="llama.cpp", choices=list(CONVERTERS), help="see `export gguf --help`")
     p.add_argument("--recipe", help="take the sampling PARAMETERs from this recipe (default: the model's generation_config.json)")
     p.add_argument("--system", help="a SYSTEM prompt for the Modelfile (the character card)")
     p.add_argument("--system-file", help="read the SYSTEM prompt from this file")
@@ -28,7 +32,7 @@ def run(args) -> int:
     report = export_ollama(
         args.model, args.output, outtype=args.outtype, recipe=args.recipe, system=system_prompt(args),
         think_policy="keep" if args.keep_think else "strip", overwrite=args.overwrite, check=not args.no_check,
-        llama_cpp=args.check == "llama.cpp",
+        llama_cpp=args.check == "llama.cpp", converter=args.converter,
     )
     print(f"wrote {report['modelfile']} and {report['gguf']} ({report['bytes'] / 2**20:.1f} MiB)")
     print(f"next: ollama create my-character -f {report['modelfile']} && ollama run my-character")

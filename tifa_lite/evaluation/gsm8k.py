@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from tifa_lite.evaluation.greedy import plain_greedy
 from tifa_lite.rewards.rule import extract_final_answer, normalize_number
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ def is_correct(prediction: str | None, reference: str) -> bool:
 @torch.no_grad()
 def generate_greedy(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 256,
                     batch_size: int = 8) -> list[str]:
-    """Left-padded batched greedy decoding of chat prompts."""
+    """Left-padded batched plain greedy decoding of chat prompts (no penalty a merged
+    folder's generation_config.json carries: :mod:`tifa_lite.evaluation.greedy`)."""
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only models must see the prompt end right before generation
@@ -38,8 +40,7 @@ def generate_greedy(model, tokenizer, prompts: list[list[dict]], max_new_tokens:
             texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in chunk]
             enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             generated = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, temperature=None, top_p=None, top_k=None,
-                pad_token_id=tokenizer.pad_token_id, use_cache=True,
+                **enc, **plain_greedy(max_new_tokens, pad_token_id=tokenizer.pad_token_id), use_cache=True,
             )
             new_tokens = generated[:, enc["input_ids"].shape[1]:]
             outputs.extend(tokenizer.batch_decode(new_tokens, skip_special_tokens=True))

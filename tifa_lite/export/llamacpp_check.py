@@ -42,10 +42,11 @@ def _hf_greedy(model_dir: Path, ids: list[int], stop_ids: list[int], max_new_tok
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tifa_lite.evaluation.greedy import plain_greedy
+
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     with torch.no_grad():
-        out = model.generate(torch.tensor([ids]), do_sample=False, max_new_tokens=max_new_tokens,
-                             eos_token_id=stop_ids, pad_token_id=stop_ids[0] if stop_ids else None)
+        out = model.generate(torch.tensor([ids]), **plain_greedy(max_new_tokens, eos_token_id=stop_ids or None))
     return out[0, len(ids):].tolist()
 
 

@@ -110,15 +110,18 @@ def export_ollama(
     model: str | Path,
     output: str | Path,
     *,
-    outtype: str = "q8_0",
+    outtype: str = "q4_k_m",
     recipe: str | Path | None = None,
     system: str | None = None,
     think_policy: str = "strip",
     overwrite: bool = False,
     check: bool = True,
     llama_cpp: bool = False,
+    converter: str = "llama.cpp",
 ) -> dict[str, Any]:
-    """Write ``output/model.gguf`` and ``output/Modelfile``; the folder appears whole or not at all."""
+    """Write ``output/model.gguf`` and ``output/Modelfile``; the folder appears whole or not at all.
+    The GGUF is Q4_K_M by default, what Ollama's own library serves (made by llama.cpp's
+    converter and quantiser, :func:`tifa_lite.export.gguf.export_gguf`)."""
     import gguf
     from transformers import AutoTokenizer
 
@@ -141,7 +144,8 @@ def export_ollama(
 
     # The one temporary-name scheme (tifa_lite.atomic): a killed export's folder is removed by the next.
     with replacing_dir(out, "exporting") as staging:
-        report = export_gguf(model_dir, staging / GGUF_NAME, outtype=outtype, check=check, llama_cpp=llama_cpp)
+        report = export_gguf(model_dir, staging / GGUF_NAME, outtype=outtype, check=check, llama_cpp=llama_cpp,
+                             converter=converter)
         field = gguf.GGUFReader(staging / GGUF_NAME).fields.get("tokenizer.ggml.add_bos_token")
         add_bos = bool(field.contents()) if field is not None else False
         text = modelfile_text(

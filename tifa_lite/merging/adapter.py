@@ -35,6 +35,8 @@ class AdapterInfo:
     other_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     recipe_model: Any = None  # tifa_lite ModelConfig from resolved_config.yaml, when present
     sampling: dict[str, Any] | None = None
+    recipe_quant: dict[str, Any] | None = None  # resolved_config.yaml ``quant``: how the base was held in training
+    precision: str | None = None  # run_summary.json: the precision the run resolved
     notes: list[str] = field(default_factory=list)
 
 
@@ -156,9 +158,13 @@ def _read_run_files(info: AdapterInfo) -> None:
         data = yaml.safe_load(run_config.read_text(encoding="utf-8")) or {}
         try:
             info.recipe_model = ModelConfig(**(data.get("model") or {}))
+            info.recipe_quant = dict(data.get("quant") or {})
             info.sampling = SamplingConfig(**(data.get("sampling") or {})).model_dump()
         except Exception as exc:  # an older/newer schema: fall back to adapter_config.json
             info.notes.append(f"{run_config.name} not readable with this version ({exc}); used adapter_config.json")
+    from tifa_lite.merging.quantized_base import read_precision
+
+    info.precision = read_precision(run_dir)
     sampling_file = run_dir / "tifa_sampling.json"
     if sampling_file.is_file():
         info.sampling = json.loads(sampling_file.read_text(encoding="utf-8"))

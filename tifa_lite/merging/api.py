@@ -24,6 +24,7 @@ from tifa_lite.merging.adapter import (
     read_adapter,
     resolve_base,
 )
+from tifa_lite.merging.quantized_base import choose_base_weights, nf4_round_trip, quantized_linear_names, trained_quant
 from tifa_lite.merging.selfcheck import DTYPE_NAMES, self_check
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,16 @@ def merge(
     max_shard_size: str | int = "1GB",
     check: bool = True,
     tolerance: float | None = None,
+    base_weights: str = "auto",
 ) -> dict[str, Any]:
     """Merge a LoRA/QLoRA adapter into its base reloaded in ``dtype`` (never 4-bit);
     ``dtype="auto"``: bf16 on a GPU that has it, fp16 on a T4, fp32 on the CPU. A reward
     (sequence-classification) adapter is merged with its score head into that class.
+
+    ``base_weights``: ``dequantized`` adds ΔW to dequant(NF4(W)), the base a QLoRA run
+    trained against (:mod:`tifa_lite.merging.quantized_base`); ``original`` to the 16-bit W;
+    ``auto`` (default) picks dequantized for a 4-bit run, as measured in
+    benchmarks/results/export.md, and original otherwise.
 
     Returns the report (also written to ``<output>/merge_report.json``). Raises
     :class:`MergeError` when the self-check fails; then no output folder is left."""
@@ -68,15 +75,18 @@ def merge(
     if not info.modules:
         raise MergeError(f"{info.path}: the adapter holds no LoRA weights; there is nothing to merge.")
     loader = ModelLoader.for_adapter(info)
+    quant = trained_quant(info)
+    merged_into = choose_base_weights(base_weights, quant, info)
+    base_transform = _dequantized_base(quant, base_ref, loader) if merged_into == "dequantized" else None
 
     with replacing_dir(output, "merging") as staging:
         fallback = stream.needs_full_model(info, base_ref, shards)
         weights = None
         if fallback:
             info.notes.append(f"merged with PEFT's full-model merge_and_unload because {fallback} (peak RAM ≈ model size)")
-            _full_model_merge(info, base_ref, staging, torch_dtype, max_shard_size, loader)
+            _full_model_merge(info, base_ref, staging, torch_dtype, max_shard_size, loader, base_transform)
         else:
-            weights = stream.stream_merge(shards, info, staging, torch_dtype, _parse_size(max_shard_size))
+            weights = stream.stream_merge(shards, info, staging, torch_dtype, _parse_size(max_shard_size), base_transform)
             _write_config(base_ref, staging, dtype)
         tokenizer = _write_tokenizer(info, base_ref, staging)
         if loader.head:
@@ -91,6 +101,8 @@ def merge(
             "base_origin": base_ref.origin,
             "output": str(output),
             "dtype": dtype,
+            "base_weights": merged_into,
+            "trained_quant": quant.describe() if quant else None,
             "method": "peft-merge_and_unload" if fallback else "streamed-per-layer-peft-merge",
             "lora": {
                 "r": info.peft_config.r,
@@ -107,6 +119,7 @@ def merge(
             report["self_check"] = self_check(
                 staging, base_ref.path, info.path, tokenizer, torch_dtype,
                 _param_bytes_fp32(staging), base_ref.gguf_file, tolerance, loader=loader,
+                trained=quant, merged_into=merged_into, base_transform=base_transform,
             )
         report["no_op"] = _is_no_op(report)
         if report["no_op"]:
@@ -120,8 +133,8 @@ def merge(
         if check and not report["self_check"]["passed"]:
             sc = report["self_check"]
             raise MergeError(
-                f"merge self-check failed: merged model vs base+adapter max logit difference "
-                f"{sc['max_logit_diff_vs_base_plus_adapter']:.4g} > tolerance {sc['tolerance']:g}. "
+                f"merge self-check failed: merged model vs {sc['reference']} max logit difference "
+                f"{sc['max_logit_diff_vs_reference']:.4g} > tolerance {sc['tolerance']:g}. "
                 "Nothing was written. The adapter may be corrupted (values that overflow "
                 f"{dtype}: try --dtype fp32) or not match this base."
             )
@@ -153,8 +166,19 @@ def _param_bytes_fp32(folder: Path) -> int:
     return total
 
 
+def _dequantized_base(quant, base: BaseModelRef, loader: ModelLoader) -> stream.BaseTransform:
+    """W → dequant(NF4(W)) for the Linears the run held in 4-bit; other tensors unchanged."""
+    names = quantized_linear_names(base.config, loader.auto_class)
+
+    def transform(key: str, tensor: torch.Tensor) -> torch.Tensor:
+        return nf4_round_trip(tensor, quant) if key in names else tensor
+
+    return transform
+
+
 def _full_model_merge(
     info: AdapterInfo, base: BaseModelRef, out: Path, dtype: torch.dtype, max_shard_size, loader: ModelLoader,
+    base_transform: stream.BaseTransform | None = None,
 ) -> None:
     from peft import PeftModel
 
@@ -162,6 +186,10 @@ def _full_model_merge(
     if base.gguf_file:
         kwargs["gguf_file"] = base.gguf_file
     model = loader.auto_class.from_pretrained(str(base.path), **kwargs)
+    if base_transform is not None:
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.data = base_transform(name, param.data)
     peft_model = PeftModel.from_pretrained(model, str(info.path))
     try:
         merged = peft_model.merge_and_unload(safe_merge=True)

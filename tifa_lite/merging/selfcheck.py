@@ -61,11 +61,10 @@ def _logits(model, inputs: list[torch.Tensor], device: str) -> list[torch.Tensor
 
 @torch.no_grad()
 def _greedy(model, inputs: list[torch.Tensor], device: str, tokens: int) -> list[list[int]]:
-    # Plain greedy on both sides, named explicitly: generate() fills unset fields from the
-    # model's generation_config.json, and the merged one carries the recipe's sampling
-    # (a repetition_penalty would make the two sides differ).
-    eos = model.config.eos_token_id
-    plain = dict(max_new_tokens=tokens, do_sample=False, repetition_penalty=1.0, eos_token_id=eos, pad_token_id=eos)
+    # Plain greedy on both sides: the merged folder carries the recipe's sampling.
+    from tifa_lite.evaluation.greedy import plain_greedy
+
+    plain = plain_greedy(tokens, eos_token_id=model.config.eos_token_id)
     outs = []
     for ids in inputs:
         out = model.generate(input_ids=ids.to(device), attention_mask=torch.ones_like(ids).to(device), **plain)
@@ -123,7 +122,13 @@ def self_check(
     greedy_tokens: int = 12,
     loader: ModelLoader | None = None,
     plan: CheckPlacement | None = None,
+    trained=None,
+    merged_into: str = "original",
+    base_transform=None,
 ) -> dict[str, Any]:
+    """``merged_into="dequantized"``: the reference base is dequant(NF4(W)) (``base_transform``),
+    in the check's own precision. ``trained`` (a :class:`TrainedQuant`): also run the trained
+    model itself (4-bit base + adapter) and report how closely the merged model follows it."""
     from peft import PeftModel
 
     loader = loader or ModelLoader.causal_lm()
@@ -143,6 +148,10 @@ def self_check(
     if loader.head is not None:
         # The head is trained in full and lives in the adapter: without it the base scores with a random head.
         loader.load_head(base, adapter_dir)
+    if base_transform is not None:
+        with torch.no_grad():  # the base ΔW was added to: dequant(NF4(W)) where the run held 4-bit
+            for name, param in base.named_parameters():
+                param.data = base_transform(name, param.data).to(param.dtype)
     noise = None
     if compute != weights_dtype:
         exact_logits = _logits(base, inputs, device)
@@ -160,6 +169,10 @@ def self_check(
     ref_greedy = _greedy(ref, inputs, device, greedy_tokens) if greedy else []
     del ref, base
     _release()
+    vs_trained = None
+    if trained is not None:
+        vs_trained = _compare_with_trained(base_path, adapter_dir, trained, loader, plan, inputs, device,
+                                           merged_logits, merged_greedy, greedy_tokens if greedy else 0)
 
     if tolerance is not None:
         tol = tolerance
@@ -178,7 +191,11 @@ def self_check(
         "peak_gpu_gib": round(plan.gpu_bytes / 2**30, 3),
         "compute_dtype": plan.compute,
         "compared": "logits" if greedy else f"scores of the {loader.head} head",
+        "merged_into": merged_into,
+        "reference": ("dequant(NF4(W)) + adapter" if base_transform is not None else "base+adapter") + f", {plan.compute}",
+        "max_logit_diff_vs_reference": max_diff,
         "max_logit_diff_vs_base_plus_adapter": max_diff,
+        "vs_trained": vs_trained,
         "tolerance": tol,
         "rounding_noise": noise,
         "passed": max_diff <= tol,
@@ -193,6 +210,24 @@ def self_check(
             "the self-check cannot tell this merge from the base"
         )
     return report
+
+
+def _compare_with_trained(base_path, adapter_dir, trained, loader, plan, inputs, device, merged_logits,
+                          merged_greedy, greedy_tokens) -> dict[str, Any]:
+    """The merged model against the model that was trained: the base in 4-bit exactly as the
+    run loaded it, plus the adapter unmerged."""
+    from tifa_lite.evaluation.agreement import first_divergence, logit_agreement
+    from tifa_lite.merging.quantized_base import load_trained
+
+    model = load_trained(base_path, adapter_dir, trained, loader, device_map=None if device == "cpu" else {"": 0})
+    logits = _logits(model, inputs, device)
+    out: dict[str, Any] = {"model": f"4-bit base ({trained.describe()}) + adapter", **logit_agreement(logits, merged_logits),
+                           "max_logit_diff": _max_diff(merged_logits, logits)}
+    if greedy_tokens:
+        out["greedy_first_divergence"] = first_divergence(_greedy(model, inputs, device, greedy_tokens), merged_greedy)
+    del model
+    _release()
+    return out
 
 
 def _release() -> None:

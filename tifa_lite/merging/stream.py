@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -124,7 +124,13 @@ class MergeStats:
         }
 
 
-def _iter_merged(shards: list[Path], info: AdapterInfo, dtype: torch.dtype, stats: MergeStats) -> Iterator[tuple[str, torch.Tensor]]:
+# (key, tensor) → the base tensor ΔW is added to; ``merge --base-weights dequantized``
+# passes dequant(NF4(W)) for the Linears the run held in 4-bit (merging/quantized_base.py).
+BaseTransform = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+def _iter_merged(shards: list[Path], info: AdapterInfo, dtype: torch.dtype, stats: MergeStats,
+                 base_transform: BaseTransform | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     from safetensors import safe_open
 
     targets = {f"{module}.weight": module for module in info.modules}
@@ -132,6 +138,8 @@ def _iter_merged(shards: list[Path], info: AdapterInfo, dtype: torch.dtype, stat
         with safe_open(str(shard), framework="pt") as f:
             for key in f.keys():
                 tensor = f.get_tensor(key)
+                if base_transform is not None:
+                    tensor = base_transform(key, tensor)
                 module = targets.get(key)
                 if module is not None:
                     merged = merge_weight(tensor, info.modules[module], info.peft_config, module).to(dtype)
@@ -143,10 +151,11 @@ def _iter_merged(shards: list[Path], info: AdapterInfo, dtype: torch.dtype, stat
                 del tensor
 
 
-def stream_merge(shards: list[Path], info: AdapterInfo, out_dir: Path, dtype: torch.dtype, max_shard_bytes: int) -> dict[str, Any]:
-    """Merge and write; returns the weight statistics."""
+def stream_merge(shards: list[Path], info: AdapterInfo, out_dir: Path, dtype: torch.dtype, max_shard_bytes: int,
+                 base_transform: BaseTransform | None = None) -> dict[str, Any]:
+    """Merge and write; returns the weight statistics (against the base ΔW was added to)."""
     stats = MergeStats()
-    write_sharded(_iter_merged(shards, info, dtype, stats), out_dir, max_shard_bytes)
+    write_sharded(_iter_merged(shards, info, dtype, stats, base_transform), out_dir, max_shard_bytes)
     return stats.report()
 
 
