@@ -67,7 +67,8 @@ def test_looped_qlora_sft_trains_resumes_merges_and_exports(tmp_path, sample_dat
 
     # the round trip reads the GGUF back with transformers and compares logits; llama.cpp itself
     # runs it where that group is installed (tests/export/test_llamacpp_check.py's fixture)
-    gguf = export_gguf(tmp_path / "merged", tmp_path / "looped.gguf", outtype="f16", llama_cpp=_has_llama_cpp())
+    gguf = export_gguf(tmp_path / "merged", tmp_path / "looped.gguf", outtype="f16", llama_cpp=_has_llama_cpp(),
+                       converter="llama.cpp" if _has_llama_cpp() else "builtin")
     assert gguf["round_trip"]["passed"]
     assert gguf.get("llama_cpp", {"passed": True})["passed"]
 
