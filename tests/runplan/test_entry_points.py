@@ -127,3 +127,44 @@ def test_merge_dtype_auto_self_checks(card, tmp_path):
     report = merge(sft, tmp_path / "merged", dtype="auto")
     assert report["dtype"] == {"t4": "fp16", "a10": "bf16"}[name]
     assert report["self_check"]["passed"]
+
+
+def test_serve_answers_one_request(card):
+    """The server's session loads through the same inference loader (4-bit base) and replies."""
+    pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
+    from fastapi.testclient import TestClient
+
+    from tifa_lite.conversation.session import chat
+    from tifa_lite.serving.openai_api import ChatServer, build_app
+
+    _, sft, _ = card
+    server = ChatServer(chat(None, str(sft), bits=4, do_sample=False, max_new_tokens=4), "rehearsed", context_length=256)
+    with TestClient(build_app(server)) as client:
+        response = client.post("/v1/chat/completions", json={
+            "model": "rehearsed", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4})
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_one_pipeline_stage(card, tiny_model_dir, tmp_path):
+    """A pipeline's QLoRA stage trains under the card's plan and merges with --dtype auto."""
+    import yaml
+
+    from tifa_lite.training.pipeline import run_pipeline
+
+    name, _, _ = card
+    recipe = tmp_path / "sft.yaml"
+    recipe.write_text((REPO / "recipes" / "sft_qlora_roleplay.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "out"), "model": str(tiny_model_dir),
+        "overrides": {**STEP, "data.path": str(DATA / "roleplay_sheldon_sample.jsonl")},
+        "stages": [{"name": "sft", "recipe": "sft.yaml", "merge": True}],
+    }, sort_keys=False))
+    result = run_pipeline(spec)
+    stage_dir = tmp_path / "out" / "00_sft"
+    plan = json.loads(next(stage_dir.rglob("run_plan.json")).read_text())
+    assert plan["hardware"]["rehearsal"] == name
+    merged = json.loads(next(stage_dir.rglob("merge_report.json")).read_text())
+    assert merged["dtype"] == {"t4": "fp16", "a10": "bf16"}[name] and merged["self_check"]["passed"]
+    assert result is not None

@@ -54,6 +54,9 @@ def merge(
 
     Returns the report (also written to ``<output>/merge_report.json``). Raises
     :class:`MergeError` when the self-check fails; then no output folder is left."""
+    output = check_output_path(output, "--output")
+    if output.exists() and not overwrite:
+        raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")
     if layer_loop.looped(adapter) is not None:  # written out as an ordinary deeper model first
         return layer_loop.merge_looped(merge, adapter, output, base=base, dtype=dtype, overwrite=overwrite,
                                        max_shard_size=max_shard_size, check=check, tolerance=tolerance)
@@ -64,9 +67,6 @@ def merge(
     if dtype not in DTYPE_NAMES.values():
         raise ConfigError(f"--dtype {dtype!r}: use one of {', '.join(DTYPE_NAMES.values())} or auto.")
     torch_dtype = to_torch_dtype(dtype)
-    output = check_output_path(output, "--output")
-    if output.exists() and not overwrite:
-        raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")
     started = time.time()
     info = read_adapter(adapter)
     base_ref = resolve_base(info, base)
