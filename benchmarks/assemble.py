@@ -4,7 +4,8 @@ or demonstration that produced it, with its command)."""
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["sft", "grpo", "reasoning", "dpo", "merge", "export", "planner", "precision", "roleplay", "roleplay_rl", "scale_rehearsal"]
+ORDER = ["sft", "grpo", "reasoning", "dpo", "merge", "export", "planner", "precision", "roleplay", "roleplay_rl", "layer_loop",
+         "scale_rehearsal"]
 
 HEADER = """# Benchmarks and demonstrations
 

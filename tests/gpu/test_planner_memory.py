@@ -47,8 +47,9 @@ def _overrides(case: str, model_dir, out, length: int) -> tuple[str, dict]:
 def _longest_prompt(config) -> int:
     from tifa_lite.data.gsm8k import load_prompt_rows, prompt_length
     from tifa_lite.modeling import load_tokenizer
+    from tifa_lite.modeling.resolve import resolve_model
 
-    tokenizer = load_tokenizer(config)
+    tokenizer = load_tokenizer(config, resolve_model(config.model))
     return max(prompt_length(tokenizer, row["prompt"]) for row in load_prompt_rows(config, config.data.path,
                                                                                  limit=config.data.limit))
 

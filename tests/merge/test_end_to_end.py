@@ -68,6 +68,11 @@ def test_sft_qlora_adapter_merged_generates_like_base_plus_adapter(embedded_mode
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     merged_out = _greedy(merged, tokenizer)
     del merged
-    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir, dtype=torch.float32)
-    reference = PeftModel.from_pretrained(base, str(run.output_dir)).eval()
+    # A QLoRA run merges into dequant(NF4(W)) by default: the reference is the model it trained,
+    # the 4-bit base plus the adapter (tifa_lite.merging.quantized_base).
+    assert report["base_weights"] == "dequantized"
+    from tifa_lite.merging.adapter import read_adapter
+    from tifa_lite.merging.quantized_base import load_trained, trained_quant
+
+    reference = load_trained(embedded_model_dir, run.output_dir, trained_quant(read_adapter(run.output_dir)))
     assert merged_out == _greedy(reference, tokenizer)

@@ -30,16 +30,17 @@ def looped_run(base_dir, out, per_pass: bool):
     is loaded through tifa_lite (so looped by the load hook) and trained a few steps."""
     from peft import get_peft_model
 
-    from tifa_lite.hardware import detect
     from tifa_lite.modeling import load_model, load_tokenizer
     from tifa_lite.modeling.load import lora_config
+    from tifa_lite.runplan import resolve_plan
 
     config = load_recipe({}, [f"model.name_or_path={base_dir}", "quant.bits=null", "lora.r=4", "lora.alpha=8",
                               "lora.dropout=0.0", "model.layer_loop.start=1", "model.layer_loop.end=2",
                               "model.layer_loop.repeats=2", f"model.layer_loop.lora_per_pass={str(per_pass).lower()}"])
-    tokenizer = load_tokenizer(config)
+    plan = resolve_plan(config)
+    tokenizer = load_tokenizer(config, plan.model)
     torch.manual_seed(0)
-    model = get_peft_model(load_model(config, "fp32", detect()), lora_config(config))
+    model = get_peft_model(load_model(config, plan), lora_config(config))
     batch = tokenizer(["The sea is wide and deep.", "Two plus two is four."], return_tensors="pt", padding=True)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-2)
     for _ in range(3):

@@ -46,7 +46,9 @@ def test_looped_qlora_sft_trains_resumes_merges_and_exports(tmp_path, sample_dat
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     assert plain.config.num_hidden_layers == 40 and len(plain.model.layers) == 40
 
-    looped, tokenizer, *_ = load_inference_model(None, out)  # full-precision base + adapter, looped
+    # The model the run trained: the 4-bit base, looped, plus the adapter. A QLoRA run merges into
+    # dequant(NF4(W)) by default (benchmarks/results/export.md), so this is what the merged model matches.
+    looped, tokenizer, *_ = load_inference_model(None, out, bits=4)
     assert len(looped.get_base_model().model.layers) == 40
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Sheldon, what is your spot?"}],
                                            add_generation_prompt=True, tokenize=False)

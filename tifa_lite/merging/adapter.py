@@ -162,12 +162,18 @@ def _read_run_files(info: AdapterInfo) -> None:
             info.sampling = SamplingConfig(**(data.get("sampling") or {})).model_dump()
         except Exception as exc:  # an older/newer schema: fall back to adapter_config.json
             info.notes.append(f"{run_config.name} not readable with this version ({exc}); used adapter_config.json")
-    from tifa_lite.merging.quantized_base import read_precision
-
     info.precision = read_precision(run_dir)
     sampling_file = run_dir / "tifa_sampling.json"
     if sampling_file.is_file():
         info.sampling = json.loads(sampling_file.read_text(encoding="utf-8"))
+
+
+def read_precision(run_dir: Path) -> str | None:
+    """The precision the run trained in (its run_summary.json), for a merge into what it trained."""
+    summary = run_dir / "run_summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text(encoding="utf-8")).get("precision")
+    return None
 
 
 @dataclass

@@ -11,7 +11,6 @@ output embedding and tied weights stay 16-bit)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,10 +118,3 @@ def load_trained(base_path: Path, adapter_dir: Path, quant: TrainedQuant, loader
     if loader.head is not None:
         loader.load_head(base, adapter_dir)
     return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-
-
-def read_precision(run_dir: Path) -> str | None:
-    summary = run_dir / "run_summary.json"
-    if summary.is_file():
-        return json.loads(summary.read_text(encoding="utf-8")).get("precision")
-    return None
