@@ -11,7 +11,7 @@ import pytest
 
 from tests.serving.frontend_requests import FRONTEND_REQUESTS, HELLO
 from tifa_lite.serving.engines import EngineSpec, NormalisedRequests, engine_body, engine_spec
-from tifa_lite.serving.openai_api import BadRequest
+from tifa_lite.serving.requests import BadRequest
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,8 @@ def test_developer_turn_is_a_system_turn(wide_server):
 
 
 def test_names_are_written_where_the_template_drops_them(tiny_session):
-    from tifa_lite.serving.openai_api import ChatRequest, ChatServer, template_renders_names
+    from tifa_lite.serving.openai_api import ChatServer
+    from tifa_lite.serving.requests import ChatRequest, template_renders_names
 
     server = ChatServer(tiny_session, "tiny")
     assert not server.names_in_template  # SmolLM2's ChatML template has no `name`

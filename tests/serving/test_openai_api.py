@@ -180,7 +180,8 @@ def test_fifty_concurrent_requests_all_answer_in_bounded_time(live_server):
 
 
 def test_server_default_system_prompt_applies_only_without_one(tiny_session):
-    from tifa_lite.serving.openai_api import ChatRequest, ChatServer
+    from tifa_lite.serving.openai_api import ChatServer
+    from tifa_lite.serving.requests import ChatRequest
 
     server = ChatServer(tiny_session, "tiny", system="You are Tifa.")
     plain = server.conversation(ChatRequest.model_validate({"messages": HELLO}))

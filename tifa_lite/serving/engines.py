@@ -91,7 +91,7 @@ def engine_body(raw: bytes, spec: EngineSpec, penalty_key: str = "repetition_pen
     answer. Every sampling key is explicit, so the engine's own defaults (llama.cpp's
     ``min_p`` 0.05, ``top_k`` 40, ``repeat_penalty`` 1.1) never apply in place of the recipe's."""
     from tifa_lite.conversation.templates import apply_think_policy
-    from tifa_lite.serving.openai_api import conversation_turns, parse_request, template_renders_names
+    from tifa_lite.serving.requests import conversation_turns, parse_request, template_renders_names
 
     request = parse_request(raw)
     turns = conversation_turns(request, template_renders_names(spec.chat_template), spec.system)
@@ -130,7 +130,7 @@ class NormalisedRequests:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/v1/chat/completions":
             return await self.app(scope, receive, send)
-        from tifa_lite.serving.openai_api import BadRequest, error_body
+        from tifa_lite.serving.requests import BadRequest, error_body
 
         chunks, size = [], 0
         while True:
