@@ -93,6 +93,18 @@ def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
 
 
+def test_files_derived_from_a_killed_writers_temporary_file_are_removed_too(tmp_path):
+    """export gguf's round-trip probe link and llama.cpp's 16-bit intermediate before a K-quant
+    sit beside the temporary file, named after it."""
+    tag = f"{dead_pid()}-0badc0de"
+    for suffix in (".partial", ".partial.gguf", ".partial.16bit.gguf"):
+        (tmp_path / f".m.gguf.{tag}{suffix}").write_text("half")
+    (tmp_path / ".m.gguf.notes").write_text("not ours")
+    with atomic.replacing_file(tmp_path / "m.gguf") as tmp:
+        tmp.write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.gguf.notes", "m.gguf"]
+
+
 def test_temporary_names_follow_the_scheme_the_sweep_recognises(tmp_path):
     seen = []
     with replacing_dir(tmp_path / "merged", "merging") as staging:

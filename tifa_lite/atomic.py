@@ -38,9 +38,10 @@ def _temp_tag() -> str:
 
 
 def _stale_pattern(name: str) -> re.Pattern[str]:
-    """Every temporary name this module makes for ``name``: staging folders, files (and the
-    ``.gguf`` probe link beside one) and the old folder :func:`swap_dir` renames aside."""
-    return re.compile(rf"^\.{re.escape(name)}\.(?:[a-z]+-)?(\d+)-[0-9a-f]+(?:\.partial(?:\.gguf)?)?$")
+    """Every temporary name this module makes for ``name``: staging folders, files, the old
+    folder :func:`swap_dir` renames aside, and what a writer derives from a temporary file's
+    name beside it (the ``.gguf`` probe link, llama.cpp's ``.16bit.gguf`` intermediate)."""
+    return re.compile(rf"^\.{re.escape(name)}\.(?:[a-z]+-)?(\d+)-[0-9a-f]+(?:\.partial(?:\.[0-9a-z]+)*)?$")
 
 
 def _alive(pid: int) -> bool:
