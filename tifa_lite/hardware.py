@@ -151,18 +151,18 @@ def native_precision(hardware: Hardware | None = None) -> str:
 
 
 def resolve_precision(requested: str, hardware: Hardware | None = None, quiet: bool = False) -> str:
-    """auto → bf16 where the GPU has it, fp16 on older GPUs (T4), fp32 on the CPU.
+    """auto → bf16 where the GPU has it, fp16 on older GPUs (T4), fp32 on the CPU (the rehearsed
+    card's answer under ``TIFA_LITE_REHEARSE``). ``quiet``: no warnings (the planner, which asks
+    about a catalogue card, not this run).
 
     An explicit bf16 on a GPU without it is downgraded to fp16 with a warning rather
     than crashing half-way through the first step, which is what T4 users hit otherwise.
     """
     hardware = hardware or detect()
     if hardware.device == "cpu" and not hardware.rehearsal:
-        if quiet:
-            pass
-        elif requested not in ("auto", "fp32"):
+        if not quiet and requested not in ("auto", "fp32"):
             log.warning("precision=%s requested on the CPU: training in fp32 instead.", requested)
-        else:
+        elif not quiet:
             log.warning("No CUDA GPU found: training in fp32 on the CPU (slow; fine for tests and rehearsals).")
         return "fp32"
     if requested == "auto":

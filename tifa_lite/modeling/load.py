@@ -43,7 +43,7 @@ def quantization_config(config: RecipeConfig, plan: "RunPlan"):
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     compute = plan.numerics.quant_compute_dtype
-    if compute != config.quant.compute_dtype and config.quant.compute_dtype not in ("auto", compute):
+    if config.quant.compute_dtype not in ("auto", compute):
         log.warning("quant.compute_dtype=%s on a card without it: computing in %s.", config.quant.compute_dtype, compute)
     compute_dtype = torch_dtype(compute)
     return BitsAndBytesConfig(

@@ -58,5 +58,5 @@ def resolve_numerics(
         quant_compute_dtype=compute,
         adapter_dtype=adapter_dtype_name(precision) if training and lora and not deepspeed else None,
         # ZeRO-3 gathers parameters into buffers of one dtype: mixed dtypes break it.
-        norm_dtype="fp32" if precision == "fp16" and lora and not deepspeed and weight != "fp32" else None,
+        norm_dtype="fp32" if precision == "fp16" and lora and not deepspeed else None,
     )
