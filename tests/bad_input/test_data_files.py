@@ -57,19 +57,15 @@ def test_gbk_chat_log_is_detected_as_gb18030_and_the_advice_converts_it(refused_
     assert [json.loads(line) for line in converted.splitlines()] == rows
 
 
-def test_korean_cp949_file_still_gets_cp949_advice(refused_train, tmp_path):
-    rows = [conversation("안녕하세요, 오늘 날씨가 정말 좋네요.", "네, 산책하기 좋은 날이에요.")]
-    path = tmp_path / "ko.jsonl"
-    path.write_bytes(jsonl(rows).encode("cp949"))
-    outcome = refused_train(path, f"{path}:1", "CP949")
-    assert [json.loads(line) for line in iconv_round_trip(suggested_command(outcome.err), tmp_path).splitlines()] == rows
-
-
-def test_big5_file_gets_advice_that_converts_it(refused_train, tmp_path):
-    rows = [conversation("你好，請問今天天氣怎麼樣？", "今天天氣晴朗，適合出門散步。")]
-    path = tmp_path / "tw.jsonl"
-    path.write_bytes(jsonl(rows).encode("big5"))
-    outcome = refused_train(path, f"{path}:1", "BIG5")
+@pytest.mark.parametrize("encoding, named, user, assistant", [
+    ("cp949", "CP949", "안녕하세요, 오늘 날씨가 정말 좋네요.", "네, 산책하기 좋은 날이에요."),  # Korean keeps its own
+    ("big5", "BIG5", "你好，請問今天天氣怎麼樣？", "今天天氣晴朗，適合出門散步。"),
+])
+def test_other_cjk_code_pages_get_advice_that_converts_them(refused_train, tmp_path, encoding, named, user, assistant):
+    rows = [conversation(user, assistant)]
+    path = tmp_path / f"{encoding}.jsonl"
+    path.write_bytes(jsonl(rows).encode(encoding))
+    outcome = refused_train(path, f"{path}:1", named)
     assert [json.loads(line) for line in iconv_round_trip(suggested_command(outcome.err), tmp_path).splitlines()] == rows
 
 

@@ -91,12 +91,16 @@ def test_a_live_writers_temporary_folder_is_left_alone(tmp_path):
                                                                  f".other.merging-{dead.pid}-00ff00ff"])
 
 
+def chat_data(path, rows: int):
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"answer {i}"}]}) + "\n"
+                            for i in range(rows)))
+    return path
+
+
 @pytest.mark.slow
 def test_kill_during_training_resumes_to_the_right_step(tiny_model_dir, tmp_path):
-    data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                                     {"role": "assistant", "content": f"answer {i}"}]}) + "\n"
-                            for i in range(8)))
+    data = chat_data(tmp_path / "chat.jsonl", 8)
     out = tmp_path / "run"
     args = ["train", RECIPE, f"model.name_or_path={tiny_model_dir}", f"data.path={data}", f"train.output_dir={out}",
             "train.max_steps=3", "train.save_steps=1", "train.per_device_batch_size=2", "train.global_batch_size=null",
@@ -134,10 +138,7 @@ def test_kill_during_pairs_keeps_the_journal_and_the_next_run_finishes(tiny_mode
 def test_kill_during_a_pipeline_merge_then_run_the_pipeline_again(tiny_model_dir, tmp_path):
     import yaml
 
-    data = tmp_path / "chat.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                                     {"role": "assistant", "content": f"answer {i}"}]}) + "\n"
-                            for i in range(4)))
+    data = chat_data(tmp_path / "chat.jsonl", 4)
     out = tmp_path / "pipe"
     spec = {
         "output_dir": str(out), "model": str(tiny_model_dir), "merge_dtype": "fp32", "merge_check": False,
