@@ -98,3 +98,17 @@ def test_looped_adapter_merges_into_a_deeper_plain_model(base_dir, tmp_path, per
     # the inference loader (chat/eval/serve) rebuilds the loop from the run folder alone
     reloaded = load_inference_model(None, tmp_path / "run")[0]
     assert len(reloaded.get_base_model().model.layers) == 4 and greedy(reloaded, True) == expected
+
+
+def test_looped_merge_passes_base_weights_through(base_dir, tmp_path):
+    """--base-weights reaches the merge of the expanded model: asking to merge this fp32 run into a
+    dequantised 4-bit base is refused as for an ordinary run (before, the flag was dropped and the
+    looped merge used auto), and nothing is written."""
+    from tifa_lite.merging.adapter import MergeError
+
+    looped_run(base_dir, tmp_path / "run", per_pass=True)
+    with pytest.raises(MergeError, match="--base-weights dequantized"):
+        merge(tmp_path / "run", tmp_path / "merged", dtype="fp32", base_weights="dequantized")
+    assert not (tmp_path / "merged").exists()
+    report = merge(tmp_path / "run", tmp_path / "merged", dtype="fp32", base_weights="original")
+    assert report["base_weights"] == "original" and report["layer_loop"]["merged_layers"] == 4

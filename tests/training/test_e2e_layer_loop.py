@@ -43,6 +43,7 @@ def test_looped_qlora_sft_trains_resumes_merges_and_exports(tmp_path, sample_dat
 
     report = merge(out, tmp_path / "merged", dtype="fp32")
     assert report["self_check"]["passed"] and report["layer_loop"]["merged_layers"] == 40
+    assert report["base_weights"] == "dequantized"  # a QLoRA run merges into what it trained against
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
     assert plain.config.num_hidden_layers == 40 and len(plain.model.layers) == 40
 

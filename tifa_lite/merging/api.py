@@ -59,7 +59,8 @@ def merge(
         raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")
     if layer_loop.looped(adapter) is not None:  # written out as an ordinary deeper model first
         return layer_loop.merge_looped(merge, adapter, output, base=base, dtype=dtype, overwrite=overwrite,
-                                       max_shard_size=max_shard_size, check=check, tolerance=tolerance)
+                                       max_shard_size=max_shard_size, check=check, tolerance=tolerance,
+                                       base_weights=base_weights)
     if dtype == "auto":
         from tifa_lite.hardware import native_precision
 
