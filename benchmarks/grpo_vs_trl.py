@@ -1,89 +1,155 @@
 """GRPO step time: tifa_lite's ``train()`` path vs a plain TRL GRPOTrainer script with the
-same model, LoRA, data, rewards and settings, measured side by side in one process,
-alternating (ours, TRL, ours, TRL, …) so drift in machine load hits both alike.
+same model, LoRA, data, rewards and settings. Each run is its own process (so its peak RSS is
+its own); runs alternate (ours, TRL, ours, TRL, …) so drift in machine load hits both alike.
 
-    python benchmarks/grpo_vs_trl.py --rounds 2 --steps 3
+    python benchmarks/grpo_vs_trl.py --data roleplay --rounds 2 --steps 3
+    python benchmarks/grpo_vs_trl.py --data arith --rounds 2 --steps 4
+    python benchmarks/grpo_vs_trl.py --data roleplay --arms ours,no_levers,prefill_only,pack_only,trl --rounds 1
 
-Step time is TRL's own ``step_time`` log (generation + reward + loss + optimizer step),
-averaged over each run's steps after the first (which pays one-off warm-up).
+Shapes:
+- ``roleplay`` (the Tifa/MGRPO shape): a character card + a multi-turn history built from the
+  role-play data kit's conversations (data/roleplay_sheldon_sample.jsonl: one card, the turns
+  of the following conversations as history) to about ``--prompt-tokens`` tokens, replies up
+  to 128 tokens, 8 generations, 1 prompt per step, beta 0.04 (the role-play recipe's), rewards
+  ``repetition`` + ``length``.
+- ``arith`` (the R1-Zero shape): data/arithmetic with the R1-Zero system prompt and the five
+  rule rewards, 2 prompts × 2 generations, 24-token completions, beta 0.
+
+Arms: ``ours`` (the defaults: ``grpo.prefill_once`` and ``grpo.pack_groups`` on),
+``no_levers`` (both off: TRL's own step through our path), ``prefill_only``, ``pack_only``,
+``trl`` (the plain script). Step time is TRL's own ``step_time`` log, each run's first step
+excluded (one-off warm-up). The split comes from TRL's profiling contexts, summed per step:
+generation (``transformers.generate``), rewards (``_calculate_rewards``), the other work of
+``_prepare_inputs`` (reference/old log-probs), and the rest of the step (loss forward,
+backward, optimiser).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+ARMS = {"ours": (True, True), "no_levers": (False, False), "prefill_only": (True, False), "pack_only": (False, True)}
+SHAPES = {
+    "roleplay": dict(batch=8, generations=8, max_completion=128, beta=0.04, rewards=["repetition", "length"]),
+    "arith": dict(batch=4, generations=2, max_completion=24, beta=0.0,
+                  rewards=["xmlcount", "soft_format", "strict_format", "int_answer", "correctness"]),
+}
 
-def settings(args) -> dict:
-    return dict(
-        data=str(args.data), rows=args.rows, steps=args.steps, batch=args.batch, generations=args.generations,
-        max_completion=args.max_completion, lr=1e-4, r=16, alpha=32, seed=0,
-    )
+
+def roleplay_prompts(rows: int, prompt_tokens: int, tokenizer) -> list[dict]:
+    """Card + history conversations of about ``prompt_tokens`` tokens, ending on the
+    character's reply (the prompt is everything before it)."""
+    source = [json.loads(line) for line in (REPO / "data" / "roleplay_sheldon_sample.jsonl").read_text(encoding="utf-8").splitlines()]
+    out, cursor = [], 0
+    for _ in range(rows):
+        card = source[cursor % len(source)]["messages"][0]
+        messages = [card]
+        while True:
+            turns = [m for m in source[cursor % len(source)]["messages"] if m["role"] != "system"]
+            cursor += 1
+            messages += turns
+            text = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+            if len(tokenizer(text, add_special_tokens=False)["input_ids"]) >= prompt_tokens:
+                break
+        out.append({"messages": messages})
+    return out
 
 
-def run_ours(s: dict, out: Path) -> list[float]:
+def write_data(args, workdir: Path) -> Path:
+    if args.data == "arith":
+        return REPO / "data" / "arithmetic" / "train.jsonl"
+    from transformers import AutoTokenizer
+
+    from tifa_lite.modeling.embedded import embedded_checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_checkpoint("smollm2-135m-instruct"))
+    path = workdir / "roleplay_prompts.jsonl"
+    rows = roleplay_prompts(args.rows, args.prompt_tokens, tokenizer)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def reward_specs(s: dict) -> list[dict]:
+    return [{"name": n} for n in s["rewards"]]
+
+
+def run_ours(s: dict, out: Path, prefill: bool, pack: bool) -> list[float]:
     from tifa_lite.training.outputs import read_metrics
     from tifa_lite.training.runner import train
 
+    data = {"path": s["data"], "limit": s["rows"], "shuffle": False}
+    data.update({"format": "messages"} if s["shape"] == "roleplay" else {"format": "gsm8k"})
     result = train({
         "model": {"name_or_path": "smollm2-135m-instruct"},
         "quant": {"bits": None},
         "lora": {"enabled": True, "r": s["r"], "alpha": s["alpha"], "dropout": 0.0},
-        "data": {"path": s["data"], "format": "gsm8k", "limit": s["rows"], "shuffle": False},
+        "data": data,
         "train": {"method": "grpo", "output_dir": str(out), "max_steps": s["steps"], "per_device_batch_size": s["batch"],
                   "learning_rate": s["lr"], "lr_scheduler": "constant", "warmup_ratio": 0.0, "logging_steps": 1,
                   "save_steps": 10_000, "progress_bar": False, "seed": s["seed"],
                   # TRL's GRPOConfig checkpoints activations by default; compare like with like.
                   "gradient_checkpointing": True},
         "grpo": {"num_generations": s["generations"], "max_completion_length": s["max_completion"],
-                 "temperature": 1.0, "beta": 0.0, "use_vllm": "off",
-                 "rewards": [{"name": n} for n in ("xmlcount", "soft_format", "strict_format", "int_answer", "correctness")]},
+                 "max_prompt_length": 4096, "temperature": 1.0, "beta": s["beta"], "use_vllm": "off",
+                 "prefill_once": prefill, "pack_groups": pack, "rewards": reward_specs(s)},
     })
     return [m["step_time"] for m in read_metrics(result.output_dir / "metrics.jsonl") if "step_time" in m]
 
 
-def run_plain_trl(s: dict, out: Path) -> list[float]:
-    """What a user would write with TRL alone (the rule functions are plain callables here)."""
-    import json as _json
+def plain_rows(s: dict) -> list[dict]:
+    rows = []
+    for line in Path(s["data"]).read_text(encoding="utf-8").splitlines()[: s["rows"]]:
+        row = json.loads(line)
+        if s["shape"] == "roleplay":
+            rows.append({"prompt": row["messages"][:-1]})
+        else:
+            from tifa_lite.data.gsm8k import R1_ZERO_SYSTEM_PROMPT
 
+            rows.append({"prompt": [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
+                                    {"role": "user", "content": row["question"]}],
+                         "answer": row["answer"].split("####")[-1].strip()})
+    return rows
+
+
+def run_plain_trl(s: dict, out: Path) -> list[float]:
+    """What a user would write with TRL alone (the kit's reward functions as plain callables)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
-    from tifa_lite.data.gsm8k import R1_ZERO_SYSTEM_PROMPT
     from tifa_lite.modeling.embedded import embedded_checkpoint
-    from tifa_lite.rewards import rule
+    from tifa_lite.rewards import build_rewards
 
     path = embedded_checkpoint("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-    rows = []
-    for line in Path(s["data"]).read_text(encoding="utf-8").splitlines()[: s["rows"]]:
-        row = _json.loads(line)
-        rows.append({"prompt": [{"role": "system", "content": R1_ZERO_SYSTEM_PROMPT},
-                                {"role": "user", "content": row["question"]}],
-                     "answer": row["answer"].split("####")[-1].strip()})
+    rewards = build_rewards(reward_specs(s), context={"max_completion_length": s["max_completion"]})
     args = GRPOConfig(
         output_dir=str(out), max_steps=s["steps"], per_device_train_batch_size=s["batch"], learning_rate=s["lr"],
         lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", seed=s["seed"],
-        num_generations=s["generations"], max_completion_length=s["max_completion"], temperature=1.0, beta=0.0,
+        num_generations=s["generations"], max_completion_length=s["max_completion"], temperature=1.0, beta=s["beta"],
         disable_tqdm=True, shuffle_dataset=False,
         # TRL defaults to bf16=True, which stops on a CPU; tifa_lite picks precision from the hardware.
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), use_cpu=not torch.cuda.is_available(),
     )
     trainer = GRPOTrainer(
-        model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(rows),
-        reward_funcs=[rule.xmlcount, rule.soft_format, rule.strict_format, rule.int_answer, rule.correctness],
+        model=model, args=args, processing_class=tokenizer, train_dataset=Dataset.from_list(plain_rows(s)),
+        reward_funcs=rewards.funcs,
         peft_config=LoraConfig(r=s["r"], lora_alpha=s["alpha"], lora_dropout=0.0, target_modules="all-linear",
                                task_type="CAUSAL_LM"),
     )
@@ -91,36 +157,108 @@ def run_plain_trl(s: dict, out: Path) -> list[float]:
     return [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
 
 
+def record_profiling() -> dict[str, list[float]]:
+    """Every duration TRL's profiling contexts measure, by name (they only log to trackers)."""
+    from trl.extras import profiling
+
+    spans: dict[str, list[float]] = defaultdict(list)
+    original = profiling.ProfilingContext._log_metrics
+
+    def log_metrics(self, duration):
+        spans[self.name.split(".", 1)[1]].append(duration)
+        return original(self, duration)
+
+    profiling.ProfilingContext._log_metrics = log_metrics
+    return spans
+
+
+def one_run(arm: str, s: dict, out: Path) -> dict:
+    spans = record_profiling()
+    t0 = time.time()
+    steps = run_plain_trl(s, out) if arm == "trl" else run_ours(s, out, *ARMS[arm])
+    n = len(steps)
+
+    def per_step(name: str) -> list[float]:
+        values = spans.get(name, [])
+        if not values:
+            return [0.0] * n
+        chunk = len(values) // n if n and len(values) % n == 0 else None
+        return [sum(values[i * chunk:(i + 1) * chunk]) for i in range(n)] if chunk else [sum(values) / n] * n
+
+    generate, rewards, prepare = per_step("transformers.generate"), per_step("_calculate_rewards"), per_step("_prepare_inputs")
+    split = [{"generate": g, "rewards": r, "ref_and_other_prepare": p - g - r, "loss_fwd_bwd_opt": t - p}
+             for g, r, p, t in zip(generate, rewards, prepare, steps)]
+    return {"arm": arm, "step_times": steps, "split": split, "wall_s": time.time() - t0,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def settings(args, data: Path) -> dict:
+    shape = SHAPES[args.data]
+    return dict(shape=args.data, data=str(data), rows=args.rows, steps=args.steps, batch=args.batch or shape["batch"],
+                generations=shape["generations"], max_completion=shape["max_completion"], beta=shape["beta"],
+                rewards=shape["rewards"], prompt_tokens=args.prompt_tokens if args.data == "roleplay" else None,
+                lr=1e-4, r=16, alpha=32, seed=0)
+
+
+def summarise(results: dict[str, list[dict]]) -> dict:
+    out = {}
+    for arm, runs in results.items():
+        measured = [t for r in runs for t in r["step_times"][1:]]
+        per_run_medians = [statistics.median(r["step_times"][1:]) for r in runs if len(r["step_times"]) > 1]
+        split = [x for r in runs for x in r["split"][1:]]
+        out[arm] = {
+            "median_step_s": round(statistics.median(measured), 2), "mean_step_s": round(statistics.mean(measured), 2),
+            "per_run_median_s": [round(x, 2) for x in per_run_medians], "steps_measured": len(measured),
+            "split_median_s": {k: round(statistics.median(x[k] for x in split), 2) for k in split[0]} if split else {},
+            "peak_rss_mib": [round(r["peak_rss_mib"]) for r in runs],
+            "step_times": [[round(t, 2) for t in r["step_times"]] for r in runs],
+        }
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, default=REPO / "data" / "arithmetic" / "train.jsonl")
-    p.add_argument("--rows", type=int, default=64)
+    p.add_argument("--data", choices=sorted(SHAPES), default="roleplay")
+    p.add_argument("--rows", type=int, default=16)
+    p.add_argument("--prompt-tokens", type=int, default=1024, help="roleplay: card + history length to build")
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--batch", type=int, default=4, help="completions per step")
-    p.add_argument("--generations", type=int, default=2)
-    p.add_argument("--max-completion", type=int, default=24)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--batch", type=int, help="completions per step (default: the shape's)")
+    p.add_argument("--arms", default="ours,trl")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one arm in this process
+    p.add_argument("--settings", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
-    s = settings(args)
-    times: dict[str, list[float]] = {"tifa_lite": [], "plain_trl": []}
-    wall: dict[str, float] = {"tifa_lite": 0.0, "plain_trl": 0.0}
+    if args.one:
+        s = json.loads(args.settings)
+        with tempfile.TemporaryDirectory() as tmp:
+            row = one_run(args.one, s, Path(tmp) / args.one)
+        Path(args.result).write_text(json.dumps(row), encoding="utf-8")
+        return
+
+    arms = args.arms.split(",")
+    results: dict[str, list[dict]] = {arm: [] for arm in arms}
     with tempfile.TemporaryDirectory() as tmp:
+        s = settings(args, write_data(args, Path(tmp)))
         for r in range(args.rounds):
-            for name, fn in (("tifa_lite", run_ours), ("plain_trl", run_plain_trl)):
-                t0 = time.time()
-                steps = fn(s, Path(tmp) / f"{name}_{r}")
-                wall[name] += time.time() - t0
-                times[name].extend(steps[1:])
-                print(f"round {r} {name}: step times {[round(x, 2) for x in steps]}", flush=True)
-    ours, trl = statistics.mean(times["tifa_lite"]), statistics.mean(times["plain_trl"])
-    print(json.dumps({
-        "command": "python " + " ".join(sys.argv), "settings": s,
-        "mean_step_s": {"tifa_lite": round(ours, 2), "plain_trl": round(trl, 2)},
-        "ratio_ours_over_trl": round(ours / trl, 3),
-        "median_step_s": {k: round(statistics.median(v), 2) for k, v in times.items()},
-        "steps_measured": {k: len(v) for k, v in times.items()},
-        "wall_s_including_load": {k: round(v, 1) for k, v in wall.items()},
-    }, indent=1))
+            for arm in arms:
+                result = Path(tmp) / f"{arm}_{r}.json"
+                subprocess.run([sys.executable, __file__, "--one", arm, "--settings", json.dumps(s), "--result", str(result)],
+                               check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                row = json.loads(result.read_text(encoding="utf-8"))
+                results[arm].append(row)
+                print(f"round {r} {arm}: step times {[round(x, 2) for x in row['step_times']]}, "
+                      f"peak RSS {row['peak_rss_mib']:.0f} MiB", flush=True)
+    summary = summarise(results)
+    report = {"command": "python " + " ".join(sys.argv), "settings": {k: v for k, v in s.items() if k != "data"},
+              "arms": summary}
+    if "trl" in summary:
+        trl = summary["trl"]
+        report["ratio_over_trl"] = {
+            arm: {"step_time_median": round(v["median_step_s"] / trl["median_step_s"], 3),
+                  "peak_rss": round(max(v["peak_rss_mib"]) / max(trl["peak_rss_mib"]), 3)}
+            for arm, v in summary.items() if arm != "trl"}
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

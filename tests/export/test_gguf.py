@@ -40,10 +40,10 @@ def _tokenizer():
     return fast
 
 
-def _tiny(folder: Path, arch: str) -> Path:
+def _tiny(folder: Path, arch: str, tokenizer=None) -> Path:
     import transformers
 
-    tok = _tokenizer()
+    tok = tokenizer or _tokenizer()
     name = {"llama": "Llama", "qwen2": "Qwen2", "qwen3": "Qwen3", "mistral": "Mistral"}[arch]
     cls_config, cls_model = getattr(transformers, f"{name}Config"), getattr(transformers, f"{name}ForCausalLM")
     # Qwen3Config's default head_dim is 128, not hidden/heads (16 here): as in the real Qwen3

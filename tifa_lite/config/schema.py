@@ -205,6 +205,11 @@ class GRPOConfig(Section):
 
     vllm_gpu_memory_utilization: float = Field(0.2, gt=0.0, le=1.0)
     log_completions: bool = False
+    # A group's prompt computed once (tifa_lite.methods.grpo_groups), each exact and measured on its own in
+    # benchmarks/results/grpo.md: in transformers generation (one prefill per unique prompt, its KV cache repeated
+    # to the group) and in the loss/reference forwards (the group packed into one row, padding dropped).
+    prefill_once: bool = True
+    pack_groups: bool = True
     # Any other trl.GRPOConfig field (epsilon_high, num_iterations, mask_truncated_completions, …),
     # typed by that field (tifa_lite.config.passthrough); a name this TRL version lacks is an error.
     trl_args: dict[str, Any] = Field(default_factory=dict)

@@ -35,8 +35,12 @@ REPORT_FILE = "parity_report.json"
 # into what was trained is fp32/16-bit rounding (measured ~1e-6 to 1e-4, benchmarks/results/
 # export.md); quants are allowed their measured cost with headroom. A wrong LoRA scaling or
 # an unchanged base moves the model by the adapter's whole effect.
-MAX_MEAN_KL = {"merged": 0.01, "f16": 0.002, "bf16": 0.005, "q8_0": 0.01, "q6_k": 0.03, "q5_k_m": 0.06, "q4_k_m": 0.15}
-MIN_TOP1 = {"merged": 0.97, "f16": 0.98, "bf16": 0.97, "q8_0": 0.95, "q6_k": 0.9, "q5_k_m": 0.88, "q4_k_m": 0.8}
+# Per quant, from the embedded run's measured chain (benchmarks/results/export.md, 1148 positions of role-play
+# prompts): q8_0 0.0085 / 93.7%, q6_k 0.021 / 91.0%, q5_k_m 0.089 / 84.6%, q4_k_m 0.112 / 79.3% (mean KL / top-1),
+# with about 2x headroom in KL. A 576-wide model is a hard case: K-quants need rows of 256, so llama.cpp falls back to
+# legacy quants for 180 of its 272 tensors. A broken merge is caught by the merged step's tight bound.
+MAX_MEAN_KL = {"merged": 0.01, "f16": 0.002, "bf16": 0.005, "q8_0": 0.02, "q6_k": 0.05, "q5_k_m": 0.15, "q4_k_m": 0.25}
+MIN_TOP1 = {"merged": 0.97, "f16": 0.98, "bf16": 0.97, "q8_0": 0.9, "q6_k": 0.85, "q5_k_m": 0.78, "q4_k_m": 0.72}
 
 
 class ParityError(TifaError):

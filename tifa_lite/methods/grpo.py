@@ -11,6 +11,7 @@ import logging
 
 from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run, compose_trainer, make_config
+from tifa_lite.methods.grpo_groups import packed_group_trainer, prefill_once
 from tifa_lite.methods.reference import reference_init_kwargs
 from tifa_lite.rewards import R1_ZERO_REWARDS, build_rewards
 
@@ -96,9 +97,14 @@ def build_trainer(run: Run):
     run.data_report["rewards"] = dict(zip(rewards.names, rewards.weights))
     args = grpo_args(run, rewards.weights)
     keep_generation_cache(run.model)
+    if g.prefill_once and not run.plan.vllm:
+        prefill_once(run.model)
+    extra = {}
+    trainer_class = GRPOTrainer
     if g.passes == 2:
         from tifa_lite.methods.mgrpo import MGRPOTrainer
 
-        return compose_trainer(MGRPOTrainer, run, args, data.train, data.eval, reward_funcs=rewards.funcs,
-                               revision=g.revision)
-    return compose_trainer(GRPOTrainer, run, args, data.train, data.eval, reward_funcs=rewards.funcs)
+        trainer_class, extra = MGRPOTrainer, {"revision": g.revision}
+    if g.pack_groups:
+        trainer_class = packed_group_trainer(trainer_class)
+    return compose_trainer(trainer_class, run, args, data.train, data.eval, reward_funcs=rewards.funcs, **extra)

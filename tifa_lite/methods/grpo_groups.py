@@ -1,0 +1,237 @@
+"""A GRPO group shares one prompt: compute it once.
+
+TRL hands ``num_generations`` copies of every prompt to transformers, both when it samples
+the completions and when it scores them for the loss, so a role-play step (a 1–2k-token
+persona card and history, 8 replies of 100–300 tokens) computes the prompt 8 times in
+each. Two levers, each exact (the same arithmetic on the same positions) and each its own
+recipe switch:
+
+- ``grpo.prefill_once`` (generation): the prompt is prefilled once per unique prompt and
+  its KV cache repeated to the group (``Cache.batch_select_indices``); transformers'
+  ``generate`` then continues from that cache as from its own prefill.
+- ``grpo.pack_groups`` (the loss forward, and the reference/old-policy forwards): each
+  unique prompt and its group's completions are packed into one sequence with a 4-D
+  attention mask: every completion sees the prompt and its own earlier tokens, nothing
+  else, at the positions it has in TRL's padded row; pads are dropped (no padding waste).
+  No KV cache is involved, so gradient checkpointing keeps working (transformers drops a
+  cache inside checkpointed layers). The prompt's last token is repeated at the head of
+  each branch, because it predicts each completion's first token.
+
+Written here because neither TRL nor transformers shares a prompt across a group; it
+plugs into TRL as one overridden method (``_get_per_token_logps_and_entropies``) and one
+wrapped ``generate``, falling back to TRL's own code wherever the packing would not be
+exact: multimodal inputs, MoE auxiliary losses, attention kernels that ignore a 4-D mask,
+sliding-window layers, or a batch with nothing shared.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+# Kernels that honour a custom 4-D mask; flash-attention and the paged kernels ignore it.
+MASKED_ATTENTION = ("sdpa", "eager")
+
+
+@dataclass(frozen=True)
+class PackedGroups:
+    """One row holding every unique prompt once and each of its completions as a branch."""
+
+    input_ids: torch.Tensor  # [1, T]
+    position_ids: torch.Tensor  # [1, T], each token's column in TRL's padded row
+    allowed: torch.Tensor  # [1, 1, T, T] bool: query may attend to key
+    shift_labels: torch.Tensor  # [1, T]: the token this position predicts, -100 if none
+    scored_at: torch.Tensor  # packed positions whose label is a completion token
+    scored_row: torch.Tensor  # … the row of TRL's batch it belongs to
+    scored_col: torch.Tensor  # … and its column among the completion tokens
+
+
+def pack_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_length: int) -> PackedGroups | None:
+    """Pack TRL's ``[prompt (left-padded) | completion (right-padded)]`` rows; None when no
+    two rows share a prompt (packing would then only cost the mask)."""
+    rows, width = input_ids.shape
+    prompt_width = width - completion_length
+    if prompt_width < 1 or rows < 2:
+        return None
+    prompt_key = torch.cat([input_ids[:, :prompt_width], attention_mask[:, :prompt_width]], dim=1)
+    unique, group_of = torch.unique(prompt_key, dim=0, return_inverse=True)
+    if len(unique) == rows:
+        return None
+    mask = attention_mask.bool().cpu()
+    ids_cpu = input_ids.cpu()
+    tokens: list[torch.Tensor] = []
+    columns: list[torch.Tensor] = []
+    segment: list[torch.Tensor] = []
+    branch: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
+    scored_at: list[torch.Tensor] = []
+    scored_row: list[torch.Tensor] = []
+    scored_col: list[torch.Tensor] = []
+    length = 0
+    for group in range(len(unique)):
+        members = (group_of.cpu() == group).nonzero().flatten()
+        first = int(members[0])
+        # the prompt, minus its last token, once: real tokens only, at their padded columns
+        prefix_cols = mask[first, : prompt_width - 1].nonzero().flatten()
+        tokens.append(ids_cpu[first, prefix_cols])
+        columns.append(prefix_cols)
+        segment.append(torch.full((len(prefix_cols),), group))
+        branch.append(torch.full((len(prefix_cols),), -1))
+        labels.append(torch.full((len(prefix_cols),), -100))
+        length += len(prefix_cols)
+        for row in members.tolist():
+            completion_cols = prompt_width + mask[row, prompt_width:].nonzero().flatten()
+            cols = torch.cat([torch.tensor([prompt_width - 1]), completion_cols])
+            row_tokens = ids_cpu[row, cols]
+            tokens.append(row_tokens)
+            columns.append(cols)
+            segment.append(torch.full((len(cols),), group))
+            branch.append(torch.full((len(cols),), row))
+            # position i predicts the branch's token i + 1; the last one predicts nothing scored
+            labels.append(torch.cat([row_tokens[1:], torch.tensor([-100])]))
+            n = len(completion_cols)
+            scored_at.append(length + torch.arange(n))
+            scored_row.append(torch.full((n,), row))
+            scored_col.append(completion_cols - prompt_width)
+            length += len(cols)
+    device = input_ids.device
+    seg, br = torch.cat(segment), torch.cat(branch)
+    order = torch.arange(length)
+    # causal within a segment; a prompt key is seen by its whole group, a branch key by its branch only
+    allowed = ((seg[:, None] == seg[None, :]) & ((br[None, :] == -1) | (br[None, :] == br[:, None]))
+               & (order[None, :] <= order[:, None]))
+    return PackedGroups(
+        input_ids=torch.cat(tokens).to(device).unsqueeze(0),
+        position_ids=torch.cat(columns).to(device).unsqueeze(0),
+        allowed=allowed.to(device)[None, None],
+        shift_labels=torch.cat(labels).to(device).unsqueeze(0),
+        scored_at=torch.cat(scored_at).to(device),
+        scored_row=torch.cat(scored_row).to(device),
+        scored_col=torch.cat(scored_col).to(device),
+    )
+
+
+def attention_mask_for(model, allowed: torch.Tensor) -> torch.Tensor:
+    """The 4-D mask in the form the model's attention kernel reads: sdpa takes a boolean
+    mask, eager adds its mask to the scores."""
+    if attention_kind(model) == "eager":
+        return torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(torch.float32).min)
+    return allowed
+
+
+def attention_kind(model) -> str | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "_attn_implementation", None)
+
+
+def packable(model) -> bool:
+    """Whether a custom 4-D mask gives this model exactly what its padded forward computes."""
+    config = getattr(model, "config", None)
+    if config is None or attention_kind(model) not in MASKED_ATTENTION:
+        return False
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if any("sliding" in str(kind) for kind in (getattr(text, "layer_types", None) or [])):
+        return False  # the window is applied by transformers' own mask builder, which a 4-D mask bypasses
+    return not getattr(text, "use_sliding_window", False)
+
+
+def scatter_scored(values: torch.Tensor, packed: PackedGroups, rows: int, completion_length: int) -> torch.Tensor:
+    """Per-token values of the packed row back into TRL's ``[rows, completion]`` layout (0 at padding)."""
+    out = values.new_zeros(rows, completion_length)
+    return out.index_put((packed.scored_row, packed.scored_col), values[0, packed.scored_at])
+
+
+class PackedGroupLogps:
+    """Mixin for TRL's GRPOTrainer (and MGRPO's): the per-token log-probabilities and
+    entropies of a batch computed on :func:`pack_groups`'s row when that is exact."""
+
+    pack_groups_enabled = True
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        if (not self.pack_groups_enabled or compute_aux_loss or any(v is not None for v in multimodal.values())
+                or not packable(_unwrapped(model))):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss, **multimodal)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
+            packed = pack_groups(ids, mask, logits_to_keep)
+            if packed is None:
+                chunk_logps, chunk_entropy, _ = super()._get_per_token_logps_and_entropies(
+                    model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)
+            else:
+                with self.accelerator.autocast():
+                    outputs = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                                    attention_mask=attention_mask_for(_unwrapped(model), packed.allowed),
+                                    shift_labels=packed.shift_labels, fused_lm_head=True)
+                chunk_logps = scatter_scored(outputs.log_probs, packed, ids.size(0), logits_to_keep)
+                chunk_entropy = (scatter_scored(outputs.entropy, packed, ids.size(0), logits_to_keep)
+                                 if compute_entropy else None)
+            logps.append(chunk_logps)
+            entropies.append(chunk_entropy)
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+
+@functools.cache
+def packed_group_trainer(trainer_class: type) -> type:
+    """``trainer_class`` with :class:`PackedGroupLogps` in front (one class per base, so
+    pickling and isinstance checks see a stable type), its method timed by TRL's profiler
+    as TRL's own is."""
+    from trl.extras.profiling import profiling_decorator
+
+    timed = profiling_decorator(PackedGroupLogps._get_per_token_logps_and_entropies)
+    return type(f"PackedGroup{trainer_class.__name__}", (PackedGroupLogps, trainer_class),
+                {"_get_per_token_logps_and_entropies": timed})
+
+
+def _unwrapped(model):
+    """The model under a DDP wrapper; PEFT forwards ``.config`` to the transformers model."""
+    return getattr(model, "module", model)
+
+
+def prefill_once(model) -> None:
+    """Wrap ``model.generate``: a batch whose rows repeat a prompt is prefilled once per
+    unique prompt and the KV cache repeated to every row before transformers decodes."""
+    if getattr(model.generate, "_tifa_prefill_once", False):
+        return
+    plain_generate = model.generate
+
+    @functools.wraps(plain_generate)
+    def generate(*args, input_ids=None, attention_mask=None, **kwargs):
+        shared = None
+        if (not args and input_ids is not None and attention_mask is not None and "past_key_values" not in kwargs
+                and input_ids.size(1) > 1):
+            shared = shared_prefill(model, input_ids, attention_mask)
+        if shared is not None:
+            kwargs["past_key_values"] = shared
+        return plain_generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    generate._tifa_prefill_once = True
+    model.generate = generate
+
+
+def shared_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """The KV cache of every row's prompt but its last token, computed once per unique
+    row; None when every row is different (nothing to share)."""
+    from transformers import DynamicCache
+
+    key = torch.cat([input_ids, attention_mask], dim=1)
+    unique, row_of = torch.unique(key, dim=0, return_inverse=True)
+    if len(unique) == input_ids.size(0):
+        return None
+    width = input_ids.size(1)
+    ids, mask = unique[:, :width], unique[:, width:]
+    # generate's own positions for left padding: count the real tokens
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad():
+        model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+              past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_select_indices(row_of.to(input_ids.device))
+    return cache
