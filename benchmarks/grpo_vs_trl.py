@@ -9,9 +9,11 @@ its own); runs alternate (ours, TRL, ours, TRL, …) so drift in machine load hi
 Shapes:
 - ``roleplay`` (the Tifa/MGRPO shape): a character card + a multi-turn history built from the
   role-play data kit's conversations (data/roleplay_sheldon_sample.jsonl: one card, the turns
-  of the following conversations as history) to about ``--prompt-tokens`` tokens, replies up
-  to 128 tokens, 8 generations, 1 prompt per step, beta 0.04 (the role-play recipe's), rewards
-  ``repetition`` + ``length``.
+  of the following conversations as history) to about ``--prompt-tokens`` tokens, replies of
+  128 tokens (``min_new_tokens`` = ``max_completion_length`` on both sides: the users' replies
+  are 100–300 tokens, while this small model often stops after a few, and unequal lengths
+  would make the two sides do different work), 8 generations, 1 prompt per step, beta 0.04
+  (the role-play recipe's), rewards ``repetition`` + ``length``.
 - ``arith`` (the R1-Zero shape): data/arithmetic with the R1-Zero system prompt and the five
   rule rewards, 2 prompts × 2 generations, 24-token completions, beta 0.
 
@@ -43,8 +45,9 @@ sys.path.insert(0, str(REPO))
 
 ARMS = {"ours": (True, True), "no_levers": (False, False), "prefill_only": (True, False), "pack_only": (False, True)}
 SHAPES = {
-    "roleplay": dict(batch=8, generations=8, max_completion=128, beta=0.04, rewards=["repetition", "length"]),
-    "arith": dict(batch=4, generations=2, max_completion=24, beta=0.0,
+    "roleplay": dict(batch=8, generations=8, max_completion=128, beta=0.04, rewards=["repetition", "length"],
+                     full_replies=True),
+    "arith": dict(batch=4, generations=2, max_completion=24, beta=0.0, full_replies=False,
                   rewards=["xmlcount", "soft_format", "strict_format", "int_answer", "correctness"]),
 }
 
@@ -86,6 +89,13 @@ def reward_specs(s: dict) -> list[dict]:
     return [{"name": n} for n in s["rewards"]]
 
 
+def generation_kwargs(s: dict) -> dict | None:
+    kwargs = {"min_new_tokens": s["max_completion"]} if s["full_replies"] else {}
+    if s.get("greedy"):
+        kwargs["top_k"] = 1  # sampling from one token is greedy decoding, whatever the random state
+    return kwargs or None
+
+
 def run_ours(s: dict, out: Path, prefill: bool, pack: bool) -> list[float]:
     from tifa_lite.training.outputs import read_metrics
     from tifa_lite.training.runner import train
@@ -104,9 +114,11 @@ def run_ours(s: dict, out: Path, prefill: bool, pack: bool) -> list[float]:
                   "gradient_checkpointing": True},
         "grpo": {"num_generations": s["generations"], "max_completion_length": s["max_completion"],
                  "max_prompt_length": 4096, "temperature": 1.0, "beta": s["beta"], "use_vllm": "off",
-                 "prefill_once": prefill, "pack_groups": pack, "rewards": reward_specs(s)},
+                 "prefill_once": prefill, "pack_groups": pack, "rewards": reward_specs(s),
+                 # the plain script's data order (TRL's sampler shuffles by default)
+                 "trl_args": {"generation_kwargs": generation_kwargs(s), "shuffle_dataset": False}},
     })
-    return [m["step_time"] for m in read_metrics(result.output_dir / "metrics.jsonl") if "step_time" in m]
+    return [m for m in read_metrics(result.output_dir / "metrics.jsonl") if "step_time" in m]
 
 
 def plain_rows(s: dict) -> list[dict]:
@@ -143,7 +155,7 @@ def run_plain_trl(s: dict, out: Path) -> list[float]:
         output_dir=str(out), max_steps=s["steps"], per_device_train_batch_size=s["batch"], learning_rate=s["lr"],
         lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", seed=s["seed"],
         num_generations=s["generations"], max_completion_length=s["max_completion"], temperature=1.0, beta=s["beta"],
-        disable_tqdm=True, shuffle_dataset=False,
+        disable_tqdm=True, shuffle_dataset=False, generation_kwargs=generation_kwargs(s),
         # TRL defaults to bf16=True, which stops on a CPU; tifa_lite picks precision from the hardware.
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), use_cpu=not torch.cuda.is_available(),
     )
@@ -154,7 +166,7 @@ def run_plain_trl(s: dict, out: Path) -> list[float]:
                                task_type="CAUSAL_LM"),
     )
     trainer.train()
-    return [h["step_time"] for h in trainer.state.log_history if "step_time" in h]
+    return [h for h in trainer.state.log_history if "step_time" in h]
 
 
 def record_profiling() -> dict[str, list[float]]:
@@ -172,10 +184,28 @@ def record_profiling() -> dict[str, list[float]]:
     return spans
 
 
+def record_completions() -> list[list[int]]:
+    """The completion token ids of every generation call (both sides run TRL's method)."""
+    from trl import GRPOTrainer
+
+    seen: list[list[int]] = []
+    original = GRPOTrainer._generate_single_turn
+
+    def generate_single_turn(self, *args, **kwargs):
+        completion_ids, logprobs = original(self, *args, **kwargs)
+        seen.extend([list(map(int, c)) for c in completion_ids])
+        return completion_ids, logprobs
+
+    GRPOTrainer._generate_single_turn = generate_single_turn
+    return seen
+
+
 def one_run(arm: str, s: dict, out: Path) -> dict:
     spans = record_profiling()
+    completions = record_completions()
     t0 = time.time()
-    steps = run_plain_trl(s, out) if arm == "trl" else run_ours(s, out, *ARMS[arm])
+    logs = run_plain_trl(s, out) if arm == "trl" else run_ours(s, out, *ARMS[arm])
+    steps = [float(m["step_time"]) for m in logs]
     n = len(steps)
 
     def per_step(name: str) -> list[float]:
@@ -185,27 +215,35 @@ def one_run(arm: str, s: dict, out: Path) -> dict:
         chunk = len(values) // n if n and len(values) % n == 0 else None
         return [sum(values[i * chunk:(i + 1) * chunk]) for i in range(n)] if chunk else [sum(values) / n] * n
 
-    generate, rewards, prepare = per_step("transformers.generate"), per_step("_calculate_rewards"), per_step("_prepare_inputs")
+    # TRL times each reward function under its own name
+    reward_names = [name for name in spans if name not in ("transformers.generate", "_prepare_inputs", "compute_loss",
+                                                           "_get_per_token_logps_and_entropies", "_generate_single_turn")]
+    rewards = [sum(x) for x in zip(*(per_step(name) for name in reward_names))] if reward_names else [0.0] * n
+    generate, prepare = per_step("transformers.generate"), per_step("_prepare_inputs")
     split = [{"generate": g, "rewards": r, "ref_and_other_prepare": p - g - r, "loss_fwd_bwd_opt": t - p}
              for g, r, p, t in zip(generate, rewards, prepare, steps)]
+    first = {k: float(logs[0][k]) for k in ("loss", "entropy", "reward") if k in logs[0]} if logs else {}
     return {"arm": arm, "step_times": steps, "split": split, "wall_s": time.time() - t0,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "first_step": first, "first_completions": completions[: s["batch"]]}
 
 
 def settings(args, data: Path) -> dict:
     shape = SHAPES[args.data]
     return dict(shape=args.data, data=str(data), rows=args.rows, steps=args.steps, batch=args.batch or shape["batch"],
                 generations=shape["generations"], max_completion=shape["max_completion"], beta=shape["beta"],
-                rewards=shape["rewards"], prompt_tokens=args.prompt_tokens if args.data == "roleplay" else None,
+                full_replies=shape["full_replies"],
+                rewards=shape["rewards"], greedy=args.greedy_check, prompt_tokens=args.prompt_tokens if args.data == "roleplay" else None,
                 lr=1e-4, r=16, alpha=32, seed=0)
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
     out = {}
     for arm, runs in results.items():
-        measured = [t for r in runs for t in r["step_times"][1:]]
-        per_run_medians = [statistics.median(r["step_times"][1:]) for r in runs if len(r["step_times"]) > 1]
-        split = [x for r in runs for x in r["split"][1:]]
+        skip = 1 if all(len(r["step_times"]) > 1 for r in runs) else 0  # a one-step run keeps its step
+        measured = [t for r in runs for t in r["step_times"][skip:]]
+        per_run_medians = [statistics.median(r["step_times"][skip:]) for r in runs]
+        split = [x for r in runs for x in r["split"][skip:]]
         out[arm] = {
             "median_step_s": round(statistics.median(measured), 2), "mean_step_s": round(statistics.mean(measured), 2),
             "per_run_median_s": [round(x, 2) for x in per_run_medians], "steps_measured": len(measured),
@@ -225,6 +263,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch", type=int, help="completions per step (default: the shape's)")
     p.add_argument("--arms", default="ours,trl")
+    p.add_argument("--greedy-check", action="store_true",
+                   help="one greedy step (top_k=1) per arm: the same completions and first-step loss/entropy as TRL's")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one arm in this process
     p.add_argument("--settings", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -252,6 +292,18 @@ def main() -> None:
     summary = summarise(results)
     report = {"command": "python " + " ".join(sys.argv), "settings": {k: v for k, v in s.items() if k != "data"},
               "arms": summary}
+    if args.greedy_check:
+        first = {arm: runs[0] for arm, runs in results.items()}
+        reference = first.get("trl") or next(iter(first.values()))
+        report["greedy_check"] = {
+            arm: {"same_completions": r["first_completions"] == reference["first_completions"],
+                  "same_completions_as_no_levers": (r["first_completions"] == first["no_levers"]["first_completions"]
+                                                    if "no_levers" in first else None),
+                  "completion_tokens": sum(map(len, r["first_completions"])),
+                  "first_step": r["first_step"],
+                  "max_abs_diff_vs_reference": {k: abs(v - reference["first_step"].get(k, float("nan")))
+                                                for k, v in r["first_step"].items()}}
+            for arm, r in first.items()}
     if "trl" in summary:
         trl = summary["trl"]
         report["ratio_over_trl"] = {

@@ -4,7 +4,7 @@
 # of a GGUF export (`tifa-lite export gguf --check llama.cpp`, pytest -m llamacpp).
 #
 # Why from source: PyPI publishes no binary wheel for it, only the sdist, which compiles
-# llama.cpp (tens of minutes on 2 cores). The wheel is cached under
+# llama.cpp (about 5 minutes on 2 idle cores, 2026-12-04; far longer on a loaded machine). The wheel is cached under
 # $TIFA_LITE_WHEELS (default ~/.cache/tifa_lite/wheels), so it is built once per machine.
 # GGML_NATIVE=OFF: a cached wheel must not carry one CPU's instruction set to another.
 set -euo pipefail

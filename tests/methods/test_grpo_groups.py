@@ -12,9 +12,10 @@ from tifa_lite.methods.grpo_groups import PackedGroupLogps, pack_groups, packabl
 PAD = 0
 
 
-def tiny_policy(attn: str, vocab: int = 96):
+def tiny_policy(attn: str, vocab: int = 96, loop=None):
     """A 2-layer random Llama with TRL's fused head and a LoRA whose B is not zero (so the
-    adapter changes the output and has gradients worth comparing)."""
+    adapter changes the output and has gradients worth comparing); ``loop``: a
+    ``model.layer_loop`` applied before PEFT, as the loader does."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer.utils import add_fused_lm_head
@@ -24,6 +25,11 @@ def tiny_policy(attn: str, vocab: int = 96):
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          pad_token_id=PAD, attn_implementation=attn)
     model = LlamaForCausalLM(config)
+    if loop is not None:
+        from tifa_lite.config.schema import LayerLoopConfig
+        from tifa_lite.modeling.layer_loop import apply_layer_loop
+
+        apply_layer_loop(model, LayerLoopConfig(**loop))
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))
     lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False, task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
@@ -88,6 +94,26 @@ def test_packed_groups_give_trl_log_probs_entropies_and_gradients(attn, checkpoi
     assert expected[2].keys() == got[2].keys() and len(got[2]) > 0
     for name, grad in expected[2].items():
         torch.testing.assert_close(got[2][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("per_pass", [True, False])
+def test_levers_are_exact_on_a_looped_model(per_pass):
+    """Looped layers (model.layer_loop) keep a KV-cache slot per pass; both levers go through them."""
+    loop = {"start": 0, "end": 2, "repeats": 2, "lora_per_pass": per_pass}
+    model = tiny_policy("sdpa", loop=loop).train()
+    ids, mask, completion = group_batch()
+    expected = logps_and_grads(TRLPath(), model, ids, mask, completion)
+    got = logps_and_grads(PackedPath(), model, ids, mask, completion)
+    completion_mask = mask[:, -completion:].bool()
+    torch.testing.assert_close(got[0][completion_mask], expected[0][completion_mask], rtol=1e-5, atol=1e-5)
+    for name, grad in expected[2].items():
+        torch.testing.assert_close(got[2][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    plain, shared = model.eval(), tiny_policy("sdpa", loop=loop).eval()
+    prefill_once(shared.get_base_model())
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=PAD, use_cache=True)
+    prompts, prompt_mask = ids[:, :-completion], mask[:, :-completion]
+    assert torch.equal(shared.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs),
+                       plain.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs))
 
 
 def test_packing_follows_trl_chunks_and_drops_padding():

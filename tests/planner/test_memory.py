@@ -118,6 +118,20 @@ def test_grpo_generation_kv_cache_and_vllm_reserve():
     assert not with_vllm.generation_phase
 
 
+def test_grpo_levers_count_one_prompt_per_group():
+    common = dict(shape=TINY, precision="bf16", method="grpo", batch=8, num_generations=8, seq_len=1000 + 128,
+                  max_prompt_length=1000, max_completion_length=128, generation_batch=8)
+    plain, levers = estimate(PlanInput(**common)), estimate(PlanInput(**common, prefill_once=True, pack_groups=True))
+    # the loss forward: one prompt + 8 x (128 completion tokens + the repeated last prompt token)
+    assert levers.notes["activations"].startswith(f"{1000 + 8 * 129} tokens")
+    assert plain.notes["activations"].startswith(f"{8 * 1128} tokens")
+    assert levers.train_phase["packed attention mask"] * GIB == (1000 + 8 * 129) ** 2
+    assert levers.train_phase["activations"] < plain.train_phase["activations"] / 4
+    # the cache held while decoding is the same (repeated to every row); the prefill is one prompt's
+    assert levers.generation_phase["generation KV cache"] == plain.generation_phase["generation KV cache"]
+    assert levers.generation_phase["generation work"] < plain.generation_phase["generation work"]
+
+
 def test_quantisation_orders_weights():
     sizes = [estimate(PlanInput(shape=TINY, quant_bits=b)).static["base weights"] for b in (4, 8, None)]
     assert sizes[0] < sizes[1] < sizes[2]

@@ -40,7 +40,7 @@ OUTTYPES = (*QUANTISER_TYPES, *CONVERTER_TYPES)
 CONVERTERS = ("llama.cpp", "builtin")  # builtin: tifa_lite.export.gguf's own writer (f16/q8_0)
 QUANTISER_HINT = ("{outtype} is made by llama.cpp's quantiser (llama_model_quantize in libllama), and "
                   "llama-cpp-python is not installed: run `bash scripts/install_llama_cpp.sh` once (it compiles "
-                  "llama.cpp, tens of minutes on 2 cores; the wheel is cached), or export f16/bf16/q8_0, which need no compile.")
+                  "llama.cpp once, about 5 minutes on 2 idle cores; the wheel is cached), or export f16/bf16/q8_0, which need no compile.")
 
 
 class LlamaCppError(TifaError):

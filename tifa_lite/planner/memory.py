@@ -70,6 +70,10 @@ class PlanInput:
     max_completion_length: int = 200
     use_vllm: bool = False
     vllm_gpu_memory_utilization: float = 0.2
+    # grpo.prefill_once / grpo.pack_groups (tifa_lite.methods.grpo_groups): a group's prompt is prefilled,
+    # and run through the loss forward, once per unique prompt.
+    prefill_once: bool = False
+    pack_groups: bool = False
     gpu_memory_gib: float | None = None
     # model.layer_loop (tifa_lite.planner.layer_loop): layers computed beyond the model's own, with
     # the base weights shared; a LoRA per pass adds the span's adapter once per extra pass.
@@ -273,6 +277,11 @@ def estimate(inp: PlanInput) -> Plan:
 
     rows = inp.batch * (2 if inp.method in ("dpo", "orpo", "simpo") else 1)
     tokens = rows * inp.seq_len
+    if inp.method == "grpo" and inp.pack_groups:
+        # one packed row: each unique prompt once, each completion after a copy of the prompt's last token
+        tokens = packed_tokens(inp)
+        plan.train_phase["packed attention mask"] = _b(tokens * tokens * (4 if inp.attn_implementation == "eager" else 1))
+        plan.notes["packed attention mask"] = f"{tokens}² (grpo.pack_groups)"
     per_layer, backward_work = activation_bytes_per_token(inp, act, lora_bytes)
     stored_ckpt = s.hidden * act * computed
     # Stored for backward at the end of the forward: every layer's intermediates, or with
@@ -318,11 +327,26 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
     # train-step transients rather than adding to them.
     rows = inp.generation_batch or inp.batch
     ctx = inp.max_prompt_length + inp.max_completion_length
+    # With prefill_once the prompts' cache is computed for the unique prompts and then repeated to every
+    # row, so the cache held while decoding is the same; only the prefill's work shrinks.
     plan.generation_phase["generation KV cache"] = _b(2 * (s.layers + inp.loop_extra_layers) * s.kv_dim * act * rows * ctx)
+    prefill_rows = unique_prompts(rows, inp.num_generations) if inp.prefill_once else rows
     # Sampling keeps last-position logits in fp32 for the processors (rows x vocab, twice), and the
     # prefill runs one layer's MLP on all prompt tokens at once.
     plan.generation_phase["generation work"] = _b(
-        rows * s.vocab * 4 * 2 + rows * inp.max_prompt_length * s.intermediate * act * 3
+        rows * s.vocab * 4 * 2 + prefill_rows * inp.max_prompt_length * s.intermediate * act * 3
     )
     plan.notes["generation KV cache"] = f"{rows} rows x {ctx} tokens"
-    plan.notes["generation work"] = "sampling logits + prefill MLP"
+    plan.notes["generation work"] = "sampling logits + prefill MLP" + (
+        f" ({prefill_rows} unique prompts)" if inp.prefill_once else "")
+
+
+def unique_prompts(rows: int, num_generations: int) -> int:
+    return max(1, -(-rows // max(1, num_generations)))
+
+
+def packed_tokens(inp: PlanInput) -> int:
+    """Tokens of a GRPO micro-batch packed by prompt (tifa_lite.methods.grpo_groups): a micro-batch
+    of whole groups holds rows / num_generations prompts (a split group packs its prompt twice)."""
+    completion = inp.seq_len - inp.max_prompt_length
+    return unique_prompts(inp.batch, inp.num_generations) * inp.max_prompt_length + inp.batch * (completion + 1)
