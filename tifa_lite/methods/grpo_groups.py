@@ -148,11 +148,9 @@ class PackedGroupLogps:
     """Mixin for TRL's GRPOTrainer (and MGRPO's): the per-token log-probabilities and
     entropies of a batch computed on :func:`pack_groups`'s row when that is exact."""
 
-    pack_groups_enabled = True
-
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
-        if (not self.pack_groups_enabled or compute_aux_loss or any(v is not None for v in multimodal.values())
+        if (compute_aux_loss or any(v is not None for v in multimodal.values())
                 or not packable(_unwrapped(model))):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=compute_entropy,
