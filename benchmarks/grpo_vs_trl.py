@@ -17,9 +17,10 @@ Shapes:
 - ``arith`` (the R1-Zero shape): data/arithmetic with the R1-Zero system prompt and the five
   rule rewards, 2 prompts × 2 generations, 24-token completions, beta 0.
 
-Arms: ``ours`` (the defaults: ``grpo.prefill_once`` and ``grpo.pack_groups`` on),
-``no_levers`` (both off: TRL's own step through our path), ``prefill_only``, ``pack_only``,
-``trl`` (the plain script). Step time is TRL's own ``step_time`` log, each run's first step
+Arms: ``ours`` (the defaults: ``grpo.prefill_once`` and ``grpo.pack_groups`` on,
+``grpo.dequantize_for_generation`` auto), ``no_levers`` (the first two off: TRL's own step
+through our path), ``prefill_only``, ``pack_only``, ``no_dequant`` (``--quant 4``: generation
+from the 4-bit weights), ``trl`` (the plain script). Step time is TRL's own ``step_time`` log, each run's first step
 excluded (one-off warm-up). The split comes from TRL's profiling contexts, summed per step:
 generation (``transformers.generate``), rewards (``_calculate_rewards``), the other work of
 ``_prepare_inputs`` (reference/old log-probs), and the rest of the step (loss forward,
@@ -43,7 +44,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-ARMS = {"ours": (True, True), "no_levers": (False, False), "prefill_only": (True, False), "pack_only": (False, True)}
+# each arm's grpo.* keys over the defaults (prefill_once, pack_groups on; dequantize_for_generation auto)
+ARMS = {"ours": {}, "no_levers": {"prefill_once": False, "pack_groups": False},
+        "prefill_only": {"pack_groups": False}, "pack_only": {"prefill_once": False},
+        "no_dequant": {"dequantize_for_generation": "off"}}
 SHAPES = {
     "roleplay": dict(batch=8, generations=8, max_completion=128, beta=0.04, rewards=["repetition", "length"],
                      full_replies=True),
@@ -96,7 +100,7 @@ def generation_kwargs(s: dict) -> dict | None:
     return kwargs or None
 
 
-def run_ours(s: dict, out: Path, prefill: bool, pack: bool) -> list[float]:
+def run_ours(s: dict, out: Path, levers: dict) -> list[float]:
     from tifa_lite.training.outputs import read_metrics
     from tifa_lite.training.runner import train
 
@@ -104,18 +108,20 @@ def run_ours(s: dict, out: Path, prefill: bool, pack: bool) -> list[float]:
     data.update({"format": "messages"} if s["shape"] == "roleplay" else {"format": "gsm8k"})
     result = train({
         "model": {"name_or_path": "smollm2-135m-instruct"},
-        "quant": {"bits": None},
+        "quant": {"bits": s["quant"]},
         "lora": {"enabled": True, "r": s["r"], "alpha": s["alpha"], "dropout": 0.0},
         "data": data,
         "train": {"method": "grpo", "output_dir": str(out), "max_steps": s["steps"], "per_device_batch_size": s["batch"],
+                  "gradient_accumulation_steps": s["accum"],
                   "learning_rate": s["lr"], "lr_scheduler": "constant", "warmup_ratio": 0.0, "logging_steps": 1,
                   "save_steps": 10_000, "progress_bar": False, "seed": s["seed"],
                   # TRL's GRPOConfig checkpoints activations by default; compare like with like.
                   "gradient_checkpointing": True},
         "grpo": {"num_generations": s["generations"], "max_completion_length": s["max_completion"],
                  "max_prompt_length": 4096, "temperature": 1.0, "beta": s["beta"], "use_vllm": "off",
-                 "prefill_once": prefill, "pack_groups": pack, "rewards": reward_specs(s),
+                 **levers, "rewards": reward_specs(s),
                  # the plain script's data order (TRL's sampler shuffles by default)
+                 "steps_per_generation": s["steps_per_generation"],
                  "trl_args": {"generation_kwargs": generation_kwargs(s), "shuffle_dataset": False}},
     })
     return [m for m in read_metrics(result.output_dir / "metrics.jsonl") if "step_time" in m]
@@ -149,13 +155,22 @@ def run_plain_trl(s: dict, out: Path) -> list[float]:
 
     path = embedded_checkpoint("smollm2-135m-instruct")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
+    quant = None
+    if s["quant"] == 4:
+        from transformers import BitsAndBytesConfig
+
+        # the kit's QLoRA defaults on a CPU: NF4, double quantisation, fp32 compute
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.float32, bnb_4bit_quant_storage=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype="float32", quantization_config=quant)
     rewards = build_rewards(reward_specs(s), context={"max_completion_length": s["max_completion"]})
     args = GRPOConfig(
         output_dir=str(out), max_steps=s["steps"], per_device_train_batch_size=s["batch"], learning_rate=s["lr"],
         lr_scheduler_type="constant", logging_steps=1, save_strategy="no", report_to="none", seed=s["seed"],
         num_generations=s["generations"], max_completion_length=s["max_completion"], temperature=1.0, beta=s["beta"],
         disable_tqdm=True, shuffle_dataset=False, generation_kwargs=generation_kwargs(s),
+        # None: TRL's default, every micro-batch of an optimizer step in one generate call
+        gradient_accumulation_steps=s["accum"], steps_per_generation=s["steps_per_generation"],
         # TRL defaults to bf16=True, which stops on a CPU; tifa_lite picks precision from the hardware.
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), use_cpu=not torch.cuda.is_available(),
     )
@@ -204,7 +219,7 @@ def one_run(arm: str, s: dict, out: Path) -> dict:
     spans = record_profiling()
     completions = record_completions()
     t0 = time.time()
-    logs = run_plain_trl(s, out) if arm == "trl" else run_ours(s, out, *ARMS[arm])
+    logs = run_plain_trl(s, out) if arm == "trl" else run_ours(s, out, ARMS[arm])
     steps = [float(m["step_time"]) for m in logs]
     n = len(steps)
 
@@ -234,7 +249,8 @@ def settings(args, data: Path) -> dict:
                 generations=shape["generations"], max_completion=shape["max_completion"], beta=shape["beta"],
                 full_replies=shape["full_replies"],
                 rewards=shape["rewards"], greedy=args.greedy_check, prompt_tokens=args.prompt_tokens if args.data == "roleplay" else None,
-                lr=1e-4, r=16, alpha=32, seed=0)
+                lr=1e-4, r=16, alpha=32, seed=0, quant=args.quant,
+                accum=args.accum, steps_per_generation=args.steps_per_generation)
 
 
 def summarise(results: dict[str, list[dict]]) -> dict:
@@ -263,6 +279,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch", type=int, help="completions per step (default: the shape's)")
     p.add_argument("--arms", default="ours,trl")
+    p.add_argument("--accum", type=int, default=1, help="gradient accumulation steps (micro-batches per step)")
+    p.add_argument("--steps-per-generation", type=int,
+                   help="micro-batches generated per generate call (TRL's default: --accum)")
+    p.add_argument("--quant", type=int, choices=[4], help="QLoRA: an NF4 base on both sides (default: fp32 base)")
     p.add_argument("--greedy-check", action="store_true",
                    help="one greedy step (top_k=1) per arm: the same completions and first-step loss/entropy as TRL's")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one arm in this process

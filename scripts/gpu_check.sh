@@ -22,6 +22,8 @@ Runs the GPU check suite (tests/gpu, pytest marker `gpu`) on this machine's firs
      + loss scaler), and a 4-bit chat reply (the path chat/serve/eval/pairs share)
   8. `serve --engine vllm`: vllm serve with the SFT adapter, our template and sampling,
      answering a SillyTavern-shaped request (when vllm is installed)
+  9. GRPO-shaped generation (8 rows, 256-token prompt, 128 new tokens) from the 4-bit base
+     vs from a copy dequantised once per call (grpo.dequantize_for_generation), fp16 and bf16
 Nothing is downloaded: the model is a random Qwen2-shaped one and its tokenizer is
 trained on the repo's own data/ samples. Without CUDA every check is skipped with the reason.
 

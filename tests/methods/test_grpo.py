@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tifa_lite.config import load_recipe
 from tifa_lite.errors import ConfigError
@@ -47,6 +48,11 @@ def test_check_batch():
     cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 2, "gradient_accumulation_steps": 4},
                        "grpo": {"num_generations": 8}})
     check_batch(run_for(cfg))  # 8 completions per step: one group
+    halves = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 2, "gradient_accumulation_steps": 4},
+                          "grpo": {"num_generations": 8, "steps_per_generation": 2}})
+    with pytest.raises(ConfigError, match=r"grpo.steps_per_generation\*distributed.world_size = 4 completions per "
+                                          r"generation is not a multiple of grpo.num_generations=8"):
+        check_batch(run_for(halves))
     cfg.data.eval_ratio = 0.1
     with pytest.raises(ConfigError, match="evaluation needs"):
         check_batch(run_for(cfg))
@@ -132,13 +138,27 @@ def test_trl_args_unknown_wrong_type_or_set_twice_name_the_recipe_key(tmp_path):
 
 def test_trl_post_init_errors_become_config_errors_naming_the_keys(tmp_path):
     cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 8},
-                       "grpo": {"trl_args": {"generation_batch_size": 16, "steps_per_generation": 2}}})
-    with pytest.raises(ConfigError, match=r"^grpo.trl_args.generation_batch_size, grpo.trl_args.steps_per_generation: "
+                       "grpo": {"steps_per_generation": 2, "trl_args": {"generation_batch_size": 16}}})
+    with pytest.raises(ConfigError, match=r"^grpo.trl_args.generation_batch_size, grpo.steps_per_generation: "
                                           r"trl.GRPOConfig refused these settings: .*can not be both configured"):
         grpo_args(run_for(cfg, tmp_path), [1.0])
     cfg.grpo.trl_args = {"log_completions_hub_repo": "me/completions"}
     with pytest.raises(ConfigError, match=r"grpo.trl_args.log_completions_hub_repo, grpo.log_completions: "):
         grpo_args(run_for(cfg, tmp_path), [1.0])
+
+
+def test_steps_per_generation_is_a_typed_key_trl_args_cannot_shadow(tmp_path):
+    cfg = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 4, "gradient_accumulation_steps": 4},
+                       "grpo": {"num_generations": 4, "steps_per_generation": 2}})
+    args = grpo_args(run_for(cfg, tmp_path), [1.0] * 5)
+    assert (args.steps_per_generation, args.generation_batch_size) == (2, 8)
+    default = grpo_args(run_for(load_recipe({"train": {"method": "grpo", "per_device_batch_size": 4,
+                                                       "gradient_accumulation_steps": 4}}), tmp_path), [1.0] * 5)
+    assert (default.steps_per_generation, default.generation_batch_size) == (4, 16)  # TRL's: the whole step at once
+    shadow = load_recipe({"train": {"method": "grpo"}, "grpo": {"trl_args": {"steps_per_generation": 2}}})
+    with pytest.raises(ConfigError, match="grpo.trl_args.steps_per_generation: the recipe already sets "
+                                          "trl.GRPOConfig.steps_per_generation through grpo.steps_per_generation"):
+        grpo_args(run_for(shadow, tmp_path), [1.0] * 5)
 
 
 def test_default_rewards_are_r1_zero():
@@ -170,6 +190,31 @@ def tiny_run(tmp_path, tiny_model_dir, data_path, rewards, **train):
     })
     model, tokenizer, peft = load_for_training(cfg)
     return run_for(cfg, tmp_path / "work", model, tokenizer, peft)
+
+
+def test_with_accumulation_every_micro_batch_holds_whole_groups(tmp_path, tiny_model_dir, sample_data, monkeypatch):
+    """TRL shuffles a generation batch's rows before splitting it into micro-batches; with
+    grpo.pack_groups the shuffle moves whole groups, so each micro-batch still shares its prompts
+    (with TRL's row shuffle, 2-row micro-batches of 4 groups of 2 mostly hold two prompts)."""
+    from tifa_lite.methods import grpo_groups
+    from tifa_lite.methods.grpo import build_trainer
+
+    packed = []
+    real = grpo_groups.pack_groups
+
+    def spy(ids, mask, completion_length):
+        result = real(ids, mask, completion_length)
+        packed.append(None if result is None else len(ids) - len(torch.unique(ids[:, :-completion_length], dim=0)))
+        return result
+
+    monkeypatch.setattr(grpo_groups, "pack_groups", spy)
+    run = tiny_run(tmp_path, tiny_model_dir, sample_data / "arithmetic" / "train.jsonl", [{"name": "length"}],
+                   per_device_batch_size=2, gradient_accumulation_steps=4, max_steps=1)
+    trainer = build_trainer(run)
+    assert trainer.args.steps_per_generation == 4 and trainer.args.generation_batch_size == 8
+    trainer.train()
+    # one optimizer step = 4 micro-batches, each a whole group of 2 rows sharing one prompt
+    assert packed and all(shared == 1 for shared in packed), packed
 
 
 def test_build_trainer_trains_and_logs_each_reward(tmp_path, tiny_model_dir, sample_data):

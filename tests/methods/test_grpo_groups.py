@@ -167,3 +167,76 @@ def test_prefill_once_generates_what_generate_generates(sample):
     assert tokens_seen["shared"] == 2 * (width - 1) + rows + decode_steps
     for a, b in zip(got.scores, plain.scores):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+class AutocastPath:
+    """TRL's trainer under a card's autocast, as accelerate sets it up (on the CPU rehearsal)."""
+
+    def __init__(self, dtype):
+        self.accelerator = SimpleNamespace(autocast=lambda: torch.autocast("cpu", dtype=dtype), is_main_process=True)
+
+
+class AutocastTRL(AutocastPath, TRLPath):
+    pass
+
+
+class AutocastPacked(PackedGroupLogps, AutocastTRL):
+    pass
+
+
+@pytest.mark.parametrize("card, dtype", [("t4", torch.float16), ("a10", torch.bfloat16)])
+def test_both_levers_in_the_cards_dtypes(card, dtype):
+    """The rehearsal of a T4 (fp16 base and autocast, fp32 adapters, loss scaler) and an A10
+    (bf16): the packed loss forward agrees with TRL's padded one to the dtype's rounding and
+    its scaled gradients unscale to finite values that agree too; the shared prefill, run
+    outside autocast as TRL generates, samples the same greedy tokens."""
+    model = tiny_policy("sdpa")
+    for name, param in model.named_parameters():
+        param.data = param.data.to(torch.float32 if "lora_" in name else dtype)  # the plan's dtypes
+    model.train()
+    ids, mask, completion = group_batch()
+    completion_mask = mask[:, -completion:].bool()
+    results = []
+    for path in (AutocastTRL(dtype), AutocastPacked(dtype)):
+        model.zero_grad()
+        scaler = torch.amp.GradScaler("cpu", enabled=dtype == torch.float16, init_scale=2.0 ** 12)
+        logps, entropy, _ = path._get_per_token_logps_and_entropies(model, ids, mask, completion, compute_entropy=True)
+        scaler.scale(-(logps * completion_mask).sum()).backward()
+        grads = {n: p.grad.float() / scaler.get_scale() for n, p in model.named_parameters() if p.grad is not None}
+        assert all(torch.isfinite(g).all() for g in grads.values())
+        results.append((logps.detach().float(), entropy.detach().float(), grads))
+    (trl_logps, trl_entropy, trl_grads), (logps, entropy, grads) = results
+    tolerance = {torch.float16: 2e-2, torch.bfloat16: 1e-1}[dtype]  # 10 and 8 mantissa bits, summed differently
+    torch.testing.assert_close(logps[completion_mask], trl_logps[completion_mask], rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(entropy[completion_mask], trl_entropy[completion_mask], rtol=tolerance, atol=tolerance)
+    assert grads.keys() == trl_grads.keys() and all("lora_" in n for n in grads)
+    for name, grad in trl_grads.items():
+        cosine = torch.nn.functional.cosine_similarity(grads[name].flatten(), grad.flatten(), dim=0)
+        assert cosine > 0.99, name
+    model.eval()
+    prompts, prompt_mask = ids[:, :-completion], mask[:, :-completion]
+    kwargs = dict(max_new_tokens=4, do_sample=False, pad_token_id=PAD, use_cache=True)
+    plain = model.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs)
+    prefill_once(model.get_base_model())
+    assert torch.equal(model.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs), plain)
+
+
+def test_the_shuffle_moves_whole_groups():
+    from trl.trainer.utils import shuffle_sequence_dict
+
+    from tifa_lite.methods.grpo_groups import shuffle_whole_groups
+
+    torch.manual_seed(0)
+    rows = torch.arange(12).repeat_interleave(1)  # 4 groups of 3: rows 0-2, 3-5, 6-8, 9-11
+    batch = {"ids": rows[:, None].repeat(1, 2), "prompts": [f"p{i // 3}" for i in range(12)], "none": None,
+             "scalar": torch.tensor(7)}
+    out = shuffle_whole_groups(batch, 3, shuffle_rows=shuffle_sequence_dict)
+    order = out["ids"][:, 0]
+    assert sorted(order.tolist()) == list(range(12)) and order.tolist() != list(range(12))  # a permutation, not identity
+    for start in range(0, 12, 3):
+        group = order[start:start + 3]
+        assert group.tolist() == list(range(int(group[0]), int(group[0]) + 3))  # consecutive rows of one group
+    assert out["prompts"] == [f"p{i // 3}" for i in order.tolist()] and out["none"] is None
+    assert int(out["scalar"]) == 7
+    rows_only = shuffle_whole_groups({"ids": torch.arange(10)}, 3, shuffle_rows=lambda b: {"ids": b["ids"].flip(0)})
+    assert rows_only["ids"].tolist() == list(range(9, -1, -1))  # not whole groups: TRL's row shuffle

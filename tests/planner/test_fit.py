@@ -108,3 +108,55 @@ def test_unknown_gpu_name_is_a_config_error():
     config = load_recipe({"hardware": {"gpu": "t5"}})
     with pytest.raises(ConfigError, match="known"):
         apply_auto_fit(config, t4_hardware())
+
+
+def test_a_forced_dense_generation_copy_is_the_first_thing_dropped_when_grpo_does_not_fit():
+    recipe = {"model": {"name_or_path": "Qwen/Qwen2.5-7B-Instruct"}, "quant": {"bits": 4},
+              "train": {"method": "grpo", "per_device_batch_size": 8, "gradient_accumulation_steps": 1,
+                        "gradient_checkpointing": True},
+              "grpo": {"num_generations": 8, "max_completion_length": 256, "use_vllm": "off",
+                       "dequantize_for_generation": "on"}}
+    config = load_recipe(recipe)
+    t4 = gpu_by_name("t4")
+    forced = plan_config(config, t4)
+    assert forced.generation_phase["dequantised base"] > 10  # a 7B model's linear weights in fp16
+    assert not fits(forced, t4)
+    fitted, changes, plan = suggest(config, t4)
+    # dropping the copy changes no result, so it comes before every other move, and here it is enough
+    assert [(c.key, c.new) for c in changes] == [("grpo.dequantize_for_generation", "off")]
+    assert fits(plan, t4) and "dequantised base" not in plan.generation_phase
+
+
+def test_when_generation_is_the_peak_the_fit_generates_fewer_micro_batches_per_call():
+    """Halving the micro-batch keeps the rows of a step, so it leaves the rollout's KV cache as it
+    is; generating fewer micro-batches per call shrinks it with the same on-policy samples."""
+    from tifa_lite.planner.fit import generation_rows, plan_input
+
+    recipe = {"model": {"name_or_path": "Qwen/Qwen2.5-7B-Instruct"}, "quant": {"bits": 4},
+              "train": {"method": "grpo", "per_device_batch_size": 4, "gradient_accumulation_steps": 16,
+                        "gradient_checkpointing": True},
+              "grpo": {"num_generations": 4, "max_prompt_length": 512, "max_completion_length": 2048,
+                       "use_vllm": "off"}}
+    config = load_recipe(recipe)
+    t4 = gpu_by_name("t4")
+    assert generation_rows(config) == 64 and plan_input(config, t4).generation_batch == 64
+    before = plan_config(config, t4)
+    assert before.phase == "generation" and not fits(before, t4)
+    fitted, changes, plan = suggest(config, t4)
+    assert changes and all(c.key == "grpo.steps_per_generation" for c in changes)
+    assert [c.new for c in changes] == [8, 4, 2, 1][:len(changes)]
+    assert fits(plan, t4)
+    assert fitted.grpo.max_completion_length == 2048  # the rollouts keep their length
+    assert fitted.train.per_device_batch_size * fitted.train.gradient_accumulation_steps == 64  # and the step its rows
+    assert plan.inp.generation_batch == 4 * fitted.grpo.steps_per_generation
+
+
+def test_generation_rows_read_trl_args_generation_batch_size():
+    from tifa_lite.planner.fit import generation_rows
+
+    config = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 4, "gradient_accumulation_steps": 4},
+                          "grpo": {"num_generations": 4, "trl_args": {"generation_batch_size": 8}}})
+    assert generation_rows(config) == 8
+    config = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 4, "gradient_accumulation_steps": 4},
+                          "grpo": {"num_generations": 4, "steps_per_generation": 2}})
+    assert generation_rows(config) == 8

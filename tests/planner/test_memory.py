@@ -150,3 +150,15 @@ def test_reward_model_has_no_vocabulary_logits_or_lm_head():
     reward = estimate(PlanInput(shape=untied, quant_bits=None, method="reward"))
     assert reward.train_phase["logits"] == 0
     assert (sft.static["base weights"] - reward.static["base weights"]) * GIB == 1000 * 64 * 2
+
+
+def test_dequantized_generation_holds_a_dense_copy_of_the_linear_weights_while_generating():
+    common = dict(shape=TINY, precision="bf16", method="grpo", batch=8, num_generations=8, seq_len=300,
+                  max_prompt_length=100, max_completion_length=200, quant_bits=4)
+    plain, dense = estimate(PlanInput(**common)), estimate(PlanInput(**common, dequantized_generation=True))
+    assert dense.generation_phase["dequantised base"] * GIB == TINY.linear_params * 2  # bf16 copy
+    assert "dequantised base" not in plain.generation_phase
+    assert dense.train_phase == plain.train_phase  # freed before the training forward
+    # nothing to copy on an unquantised base
+    assert "dequantised base" not in estimate(PlanInput(**{**common, "quant_bits": None},
+                                                        dequantized_generation=True)).generation_phase

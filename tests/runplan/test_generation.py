@@ -61,3 +61,37 @@ def test_select_vllm_detects_this_machine():
 
     expected = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
     assert select_vllm("auto") is expected
+
+
+@pytest.mark.parametrize("mode, bits, device, rehearsal, fused, expected", [
+    ("auto", 4, "cpu", None, False, True),  # bitsandbytes dequantises in every CPU matmul: the copy saves it
+    ("auto", 4, "cpu", None, True, False),  # AVX512-BF16: bitsandbytes' fused CPU kernel stays
+    ("auto", 4, "cuda", None, False, False),  # fused CUDA 4-bit kernels for decode batches: not replaced
+    ("auto", 4, "cpu", "t4", False, False),  # a card's rehearsal follows the card's choice
+    ("auto", None, "cpu", None, False, False),  # nothing quantised
+    ("auto", 8, "cpu", None, False, False),
+    ("on", 4, "cuda", None, False, True),
+    ("off", 4, "cpu", None, False, False),
+])
+def test_select_dequantized_generation(mode, bits, device, rehearsal, fused, expected):
+    from tifa_lite.runplan.generation import select_dequantized_generation
+
+    assert select_dequantized_generation(mode, quant_bits=bits, device=device, rehearsal=rehearsal,
+                                         fused_cpu_kernel=fused) is expected
+
+
+def test_dequantized_generation_on_without_a_4bit_base_is_refused_in_the_plan():
+    from tifa_lite.hardware import Hardware
+    from tifa_lite.runplan import resolve_plan
+
+    cpu = Hardware(device="cpu", gpu_name=None, bf16=False, gpu_count=0, total_memory_gib=None)
+    recipe = {"model": {"name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}, "train": {"method": "grpo"},
+              "quant": {"bits": None}, "grpo": {"dequantize_for_generation": "on"}}
+    with pytest.raises(ConfigError, match=r"grpo.dequantize_for_generation=on needs a 4-bit base \(quant.bits=4\)"):
+        resolve_plan(load_recipe(recipe), hardware=cpu)
+    recipe["quant"]["bits"] = 4
+    plan = resolve_plan(load_recipe(recipe), hardware=cpu)
+    assert plan.dequantized_generation is True
+    assert "dequantised once per call" in plan.describe()[2]
+    recipe["grpo"]["dequantize_for_generation"] = False  # YAML's unquoted off
+    assert resolve_plan(load_recipe(recipe), hardware=cpu).dequantized_generation is False

@@ -192,14 +192,23 @@ class GRPOConfig(Section):
     beta: float = 0.04
     loss_type: str = "dapo"
     scale_rewards: str = "group"
+    # Micro-batches sampled per generate call. None: TRL's default, every micro-batch of an optimizer step at
+    # once (train.gradient_accumulation_steps), the fastest (benchmarks/results/grpo.md). Fewer holds a smaller
+    # KV cache for the same on-policy samples (train.auto_fit lowers it when generation is the memory peak);
+    # more reuses one generation for several optimizer steps (off-policy; TRL clips the importance ratio).
+    steps_per_generation: int | None = Field(None, ge=1)
     rewards: list[RewardSpec] = Field(default_factory=list)
     # 2 = MGRPO (Tifa's "GRPO+GRPO"): low-scoring completions get a revision prompt with a critique, a second
     # group is generated from it, and both groups enter the loss with their own group-relative advantages.
     passes: Literal[1, 2] = 1
     revision: RevisionConfig = Field(default_factory=RevisionConfig)
     use_vllm: Literal["auto", "on", "off"] = "auto"
+    # QLoRA generation from a dense copy of the 4-bit base made once per generate call
+    # (tifa_lite.modeling.dequantized); auto = where bitsandbytes would dequantise inside every matmul
+    # (tifa_lite.runplan.generation.select_dequantized_generation). The planner counts the copy.
+    dequantize_for_generation: Literal["auto", "on", "off"] = "auto"
 
-    @field_validator("use_vllm", mode="before")
+    @field_validator("use_vllm", "dequantize_for_generation", mode="before")
     @classmethod
     def _yaml_switch(cls, value):
         # YAML 1.1 reads an unquoted on/off as a boolean.

@@ -13,6 +13,7 @@ from tifa_lite.errors import ConfigError
 from tifa_lite.methods.common import Run, compose_trainer, make_config
 from tifa_lite.methods.grpo_groups import packed_group_trainer, prefill_once
 from tifa_lite.methods.reference import reference_init_kwargs
+from tifa_lite.modeling.dequantized import dequantize_for_generation
 from tifa_lite.rewards import R1_ZERO_REWARDS, build_rewards
 
 log = logging.getLogger(__name__)
@@ -35,15 +36,19 @@ def reward_specs(run: Run) -> list:
 
 def check_batch(run: Run) -> None:
     t, g = run.config.train, run.config.grpo
-    # TRL's generation batch spans every rank: micro-batch × accumulation × world size.
+    # TRL's generation batch spans every rank: micro-batch × micro-batches per generate call × world size.
     world = run.config.distributed.world_size
-    per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world
-    if per_step % g.num_generations:
+    if g.steps_per_generation:
+        steps, steps_key = g.steps_per_generation, "grpo.steps_per_generation"
+    else:
+        steps, steps_key = t.gradient_accumulation_steps, "train.gradient_accumulation_steps"
+    per_generation = t.per_device_batch_size * steps * world
+    if per_generation % g.num_generations:
         raise ConfigError(
-            f"train.per_device_batch_size*gradient_accumulation_steps*distributed.world_size = {per_step} "
-            "completions per step is not a "
-            f"multiple of grpo.num_generations={g.num_generations}: each prompt's group of completions must fit in "
-            "one step. Change one of the three."
+            f"train.per_device_batch_size*{steps_key}*distributed.world_size = {per_generation} "
+            "completions per generation is not a "
+            f"multiple of grpo.num_generations={g.num_generations}: each prompt's group of completions must be "
+            "generated together. Change one of the three."
         )
     if run.config.data.eval_path or run.config.data.eval_ratio:
         if (t.per_device_batch_size * world) % g.num_generations:
@@ -67,6 +72,8 @@ def grpo_args(run: Run, reward_weights: list[float]):
         loss_type=g.loss_type,
         scale_rewards=g.scale_rewards,
         reward_weights=reward_weights,
+        # passed even when None (TRL's default) so grpo.trl_args cannot set it behind the planner's back
+        steps_per_generation=g.steps_per_generation,
         log_completions=g.log_completions,
         use_vllm=use_vllm,
         # No generation_kwargs: TRL hands them to vLLM's SamplingParams too, which rejects transformers-only
@@ -99,6 +106,8 @@ def build_trainer(run: Run):
     keep_generation_cache(run.model)
     if g.prefill_once and not run.plan.vllm:
         prefill_once(run.model)
+    if run.plan.dequantized_generation:
+        dequantize_for_generation(run.model)  # outside prefill_once's wrapper: the shared prefill uses the copy too
     extra = {}
     trainer_class = GRPOTrainer
     if g.passes == 2:

@@ -15,7 +15,16 @@ recipe switch:
   else, at the positions it has in TRL's padded row; pads are dropped (no padding waste).
   No KV cache is involved, so gradient checkpointing keeps working (transformers drops a
   cache inside checkpointed layers). The prompt's last token is repeated at the head of
-  each branch, because it predicts each completion's first token.
+  each branch, because it predicts each completion's first token. TRL shuffles the rows of
+  a generation batch before splitting it into micro-batches, which scatters a group over
+  several of them (with the shipped recipes' accumulation, most micro-batches would hold one
+  row per prompt and nothing to share); under this lever the shuffle moves whole groups.
+  When a generation serves one optimizer step (TRL's default), the step's gradient does not
+  change for loss types that sum or average over the rows or tokens of the whole step (dapo,
+  TRL's default; grpo; dr_grpo): only which micro-batch computes a row changes. For what works
+  per micro-batch (bnpo's normaliser, a top_entropy_quantile below 1), and for which rows a
+  later optimizer step gets when a generation serves several, the random partition is by
+  groups instead of by rows.
 
 Written here because neither TRL nor transformers shares a prompt across a group; it
 plugs into TRL as one overridden method (``_get_per_token_logps_and_entropies``) and one
@@ -174,6 +183,37 @@ class PackedGroupLogps:
             logps.append(chunk_logps)
             entropies.append(chunk_entropy)
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    def _prepare_inputs(self, generation_batch):
+        from trl.trainer import grpo_trainer
+
+        # TRL calls its module's shuffle_sequence_dict between generating and splitting the batch
+        shuffle_rows = grpo_trainer.shuffle_sequence_dict
+        grpo_trainer.shuffle_sequence_dict = functools.partial(shuffle_whole_groups, group_size=self.num_generations,
+                                                               shuffle_rows=shuffle_rows)
+        try:
+            return super()._prepare_inputs(generation_batch)
+        finally:
+            grpo_trainer.shuffle_sequence_dict = shuffle_rows
+
+
+def shuffle_whole_groups(batch: dict, group_size: int, shuffle_rows) -> dict:
+    """TRL's ``shuffle_sequence_dict`` with groups of ``group_size`` consecutive rows (TRL's
+    sampler repeats each prompt ``num_generations`` times in a row) moved as units; a batch
+    that is not whole groups gets ``shuffle_rows``."""
+    rows = len(next(v for v in batch.values() if v is not None))
+    if rows % group_size:
+        return shuffle_rows(batch)
+    order = (torch.randperm(rows // group_size)[:, None] * group_size + torch.arange(group_size)).flatten()
+
+    def permute(value):
+        if value is None or (isinstance(value, torch.Tensor) and value.ndim == 0):
+            return value
+        if isinstance(value, torch.Tensor):
+            return value[order.to(value.device)]
+        return [value[i] for i in order]
+
+    return {key: permute(value) for key, value in batch.items()}
 
 
 @functools.cache

@@ -1,10 +1,11 @@
 """Recipe → plan, and the auto-fit that edits a recipe until its plan fits the card.
 
 The order of the auto-fit moves is cheapest-first for the result: settings that keep
-the optimisation identical (precision the card supports, gradient checkpointing,
-smaller micro-batch with more accumulation so the global batch is unchanged, an
-8-bit optimizer) come before the one that changes what is trained on (a shorter
-maximum length). Switching LoRA to QLoRA changes the model, so it is only suggested.
+the optimisation identical (precision the card supports; for GRPO, no dense copy of a
+4-bit base while generating and, where the rollout is the peak, fewer micro-batches per
+generate call; gradient checkpointing; smaller micro-batch with more accumulation so the
+global batch is unchanged; an 8-bit optimizer) come before the one that changes what is
+trained on (a shorter maximum length). Switching LoRA to QLoRA changes the model, so it is only suggested.
 """
 
 from __future__ import annotations
@@ -85,6 +86,35 @@ def _use_vllm(config: RecipeConfig, gpu: GPU | None) -> bool:
     return select_vllm(choice, vllm_available=available, cuda_available=True, quant_bits=config.quant.bits)
 
 
+def generation_rows(config: RecipeConfig) -> int:
+    """Rows one TRL generate call samples on one device: the micro-batch times the micro-batches
+    generated together (grpo.steps_per_generation; TRL's default, the gradient accumulation)."""
+    t, g = config.train, config.grpo
+    explicit = g.trl_args.get("generation_batch_size")  # TRL's other spelling: the batch over every rank
+    if explicit:
+        return max(1, int(explicit) // config.distributed.world_size)
+    return t.per_device_batch_size * (g.steps_per_generation or t.gradient_accumulation_steps)
+
+
+def smaller_generation_steps(config: RecipeConfig) -> int | None:
+    """The next smaller grpo.steps_per_generation that still generates whole groups, or None."""
+    t, g = config.train, config.grpo
+    current = g.steps_per_generation or t.gradient_accumulation_steps
+    rows = t.per_device_batch_size * config.distributed.world_size
+    for steps in range(current - 1, 0, -1):
+        if current % steps == 0 and (rows * steps) % g.num_generations == 0:
+            return steps
+    return None
+
+
+def _dequantized_generation(config: RecipeConfig, gpu: GPU | None) -> bool:
+    from tifa_lite.runplan.generation import select_dequantized_generation
+
+    return select_dequantized_generation(
+        config.grpo.dequantize_for_generation, quant_bits=config.quant.bits, device="cuda" if gpu else "cpu",
+        vllm=_use_vllm(config, gpu))
+
+
 def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None = None) -> PlanInput:
     """``gpu=None`` plans for the CPU (peak RSS)."""
     shape = shape or read_model_shape(config.model)
@@ -121,14 +151,14 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
         world_size=config.distributed.world_size,
         method=method,
         num_generations=config.grpo.num_generations,
-        # TRL generates per_device_batch x steps_per_generation (= gradient accumulation) rows at once.
-        generation_batch=t.per_device_batch_size * t.gradient_accumulation_steps if grpo else None,
+        generation_batch=generation_rows(config) if grpo else None,
         max_prompt_length=config.grpo.max_prompt_length,
         max_completion_length=config.grpo.max_completion_length,
         use_vllm=grpo and _use_vllm(config, gpu),
         vllm_gpu_memory_utilization=config.grpo.vllm_gpu_memory_utilization,
         prefill_once=grpo and config.grpo.prefill_once,
         pack_groups=grpo and config.grpo.pack_groups,
+        dequantized_generation=grpo and _dequantized_generation(config, gpu),
         gpu_memory_gib=gpu.memory_gib if gpu else None,
         loop_extra_layers=extra_layers(config.model.layer_loop),
         loop_lora_per_pass=bool(config.model.layer_loop and config.model.layer_loop.lora_per_pass),
@@ -193,6 +223,16 @@ def suggest(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None = No
         plan = plan_config(fitted, gpu, shape)
         return not fits(plan, gpu)
 
+    if fitted.train.method == "grpo" and fitted.grpo.dequantize_for_generation == "on":
+        change("grpo.dequantize_for_generation", "off", "generate from the 4-bit weights: no dense copy")
+        if not still_too_big():
+            return fitted, changes, plan
+    while (fitted.train.method == "grpo" and plan.phase == "generation" and "generation_batch_size" not in
+           fitted.grpo.trl_args and (steps := smaller_generation_steps(fitted)) is not None):
+        change("grpo.steps_per_generation", steps,
+               f"generate {steps} micro-batch(es) per call: a smaller KV cache, the same on-policy samples")
+        if not still_too_big():
+            return fitted, changes, plan
     if not fitted.train.gradient_checkpointing:
         change("train.gradient_checkpointing", True, "recompute activations in backward instead of storing them")
         if not still_too_big():

@@ -74,6 +74,9 @@ class PlanInput:
     # and run through the loss forward, once per unique prompt.
     prefill_once: bool = False
     pack_groups: bool = False
+    # grpo.dequantize_for_generation (tifa_lite.modeling.dequantized): a dense copy of the 4-bit linear
+    # weights in the compute dtype, held while generating.
+    dequantized_generation: bool = False
     gpu_memory_gib: float | None = None
     # model.layer_loop (tifa_lite.planner.layer_loop): layers computed beyond the model's own, with
     # the base weights shared; a LoRA per pass adds the span's adapter once per extra pass.
@@ -337,6 +340,9 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
         rows * s.vocab * 4 * 2 + prefill_rows * inp.max_prompt_length * s.intermediate * act * 3
     )
     plan.notes["generation KV cache"] = f"{rows} rows x {ctx} tokens"
+    if inp.dequantized_generation and inp.quant_bits == 4:
+        plan.generation_phase["dequantised base"] = _b(s.linear_params * act)
+        plan.notes["dequantised base"] = f"4-bit linear weights as {inp.precision} while generating"
     plan.notes["generation work"] = "sampling logits + prefill MLP" + (
         f" ({prefill_rows} unique prompts)" if inp.prefill_once else "")
 

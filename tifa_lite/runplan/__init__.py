@@ -44,6 +44,7 @@ class RunPlan:
     model: "ResolvedModel"
     world_size: int = 1
     vllm: bool = False  # GRPO generates with vLLM (colocated)
+    dequantized_generation: bool = False  # GRPO generates from a dense copy of the 4-bit base
     substitutes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -72,7 +73,8 @@ class RunPlan:
              f"weights {n.weight_dtype}" + (f", 4-bit compute {n.quant_compute_dtype}" if n.quant_compute_dtype else "")
              + (f", adapters {n.adapter_dtype}" if n.adapter_dtype else "") + (f", norms {n.norm_dtype}" if n.norm_dtype else "")),
             f"attention {self.attn_implementation}; backend {self.backend}; model {self.model.origin}"
-            + ("; GRPO generation vLLM (colocated)" if self.vllm else ""),
+            + ("; GRPO generation vLLM (colocated)" if self.vllm else "")
+            + ("; GRPO generation from the 4-bit base dequantised once per call" if self.dequantized_generation else ""),
         ]
         lines += [f"substitute: {s}" for s in self.substitutes]
         return lines
@@ -109,13 +111,17 @@ def resolve_plan(config: "RecipeConfig", *, purpose: str = "train", hardware: Ha
         )
         if training and config.train.method == "grpo" and config.grpo.use_vllm != "off" and config.quant.bits is None:
             substitutes.append("vLLM → transformers generation (vLLM needs CUDA)")
-    vllm = False
+    vllm = dequantized = False
     if training and config.train.method == "grpo":
-        from tifa_lite.runplan.generation import select_vllm
+        from tifa_lite.runplan.generation import select_dequantized_generation, select_vllm
 
         vllm = select_vllm(config.grpo.use_vllm, cuda_available=hardware.device == "cuda", quant_bits=config.quant.bits)
+        dequantized = select_dequantized_generation(
+            config.grpo.dequantize_for_generation, quant_bits=config.quant.bits, device=hardware.device,
+            rehearsal=hardware.rehearsal, vllm=vllm)
     return RunPlan(
         purpose=purpose, hardware=hardware, numerics=numerics, attn_implementation=attention, backend=backend,
         backend_reason=reason, model=resolve_model(config.model),
-        world_size=config.distributed.world_size if training else 1, vllm=vllm, substitutes=tuple(substitutes),
+        world_size=config.distributed.world_size if training else 1, vllm=vllm,
+        dequantized_generation=dequantized, substitutes=tuple(substitutes),
     )

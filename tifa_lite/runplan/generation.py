@@ -56,3 +56,43 @@ def select_vllm(
     if mode == "auto" and not usable:
         log.info("GRPO generation: transformers (vLLM %s)", "has no CUDA GPU here" if vllm_available else "not installed")
     return usable
+
+
+def bitsandbytes_fused_cpu_kernel() -> bool:
+    """bitsandbytes repacks 4-bit weights for a fused CPU kernel where the CPU has AVX512-BF16;
+    elsewhere its CPU matmul dequantises the weight inside every call."""
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+    except ImportError:
+        return False
+    return bool(has_avx512bf16())
+
+
+def select_dequantized_generation(
+    mode: str, *, quant_bits: int | None, device: str, rehearsal: str | None = None, vllm: bool = False,
+    fused_cpu_kernel: bool | None = None,
+) -> bool:
+    """``grpo.dequantize_for_generation`` (auto | on | off) → whether generation runs from a dense
+    copy of the 4-bit base (:mod:`tifa_lite.modeling.dequantized`).
+
+    auto turns it on only where bitsandbytes would dequantise the weight inside every decoding
+    matmul anyway, so the copy saves that work without replacing a faster kernel: a CPU run
+    without AVX512-BF16 (measured: benchmarks/results/grpo.md). On CUDA bitsandbytes has fused
+    4-bit kernels for decode-sized batches that read a quarter of the bytes of a 16-bit copy;
+    that trade is not measured here, so auto leaves CUDA (and a card's CPU rehearsal) on the
+    4-bit path and ``on`` forces the copy."""
+    if mode == "off" or vllm:
+        return False
+    if quant_bits != 4:
+        if mode == "on":
+            raise ConfigError(
+                f"grpo.dequantize_for_generation=on needs a 4-bit base (quant.bits=4), not quant.bits={quant_bits}: "
+                "there is nothing to dequantise. Use auto or off."
+            )
+        return False
+    if mode == "on":
+        return True
+    if device != "cpu" or rehearsal:
+        return False
+    fused = bitsandbytes_fused_cpu_kernel() if fused_cpu_kernel is None else fused_cpu_kernel
+    return not fused
