@@ -119,9 +119,8 @@ def run_ours(s: dict, out: Path, levers: dict) -> list[float]:
                   "gradient_checkpointing": True},
         "grpo": {"num_generations": s["generations"], "max_completion_length": s["max_completion"],
                  "max_prompt_length": 4096, "temperature": 1.0, "beta": s["beta"], "use_vllm": "off",
-                 **levers, "rewards": reward_specs(s),
+                 **levers, "rewards": reward_specs(s), "steps_per_generation": s["steps_per_generation"],
                  # the plain script's data order (TRL's sampler shuffles by default)
-                 "steps_per_generation": s["steps_per_generation"],
                  "trl_args": {"generation_kwargs": generation_kwargs(s), "shuffle_dataset": False}},
     })
     return [m for m in read_metrics(result.output_dir / "metrics.jsonl") if "step_time" in m]
