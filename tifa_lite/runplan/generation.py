@@ -79,8 +79,9 @@ def select_dequantized_generation(
     matmul anyway, so the copy saves that work without replacing a faster kernel: a CPU run
     without AVX512-BF16 (measured: benchmarks/results/grpo.md). On CUDA bitsandbytes has fused
     4-bit kernels for decode-sized batches that read a quarter of the bytes of a 16-bit copy;
-    that trade is not measured here, so auto leaves CUDA (and a card's CPU rehearsal) on the
-    4-bit path and ``on`` forces the copy."""
+    that trade was measured only on an H200 (copy 0.85-0.88x there, a small model), not on the
+    T4/A10 the recipes are for, so auto leaves CUDA (and a card's CPU rehearsal) on the 4-bit
+    path and ``on`` forces the copy."""
     if mode == "off" or vllm:
         return False
     if quant_bits != 4:
