@@ -109,3 +109,23 @@ def fake_cuda(monkeypatch):
         return props
 
     return set_gpu
+
+
+@pytest.fixture(scope="session")
+def zoo_model_dir(tmp_path_factory, embedded_model_dir):
+    """``zoo_model_dir(family)``: the family's tiny random model (tifa_lite.modeling.zoo) saved
+    with the real SmolLM2 tokenizer, built once per session; a family this transformers lacks
+    is skipped with its reason."""
+    from tifa_lite.modeling.zoo import build_zoo_model, missing_reason
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        reason = missing_reason(family)
+        if reason:
+            pytest.skip(reason)
+        if family not in built:
+            built[family] = build_zoo_model(family, tmp_path_factory.mktemp(f"zoo_{family}"), embedded_model_dir)
+        return built[family]
+
+    return get
