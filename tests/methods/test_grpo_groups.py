@@ -133,13 +133,8 @@ def test_packing_follows_trl_chunks_and_drops_padding():
 def test_nothing_to_share_or_not_exact_falls_back():
     ids, mask, completion = group_batch(generations=1)
     assert pack_groups(ids, mask, completion) is None  # every prompt differs
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    windowed = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                            num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True,
-                                            sliding_window=8, max_window_layers=0))
-    assert not packable(windowed)
-    assert packable(tiny_policy("sdpa")) and not packable(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))
+    assert packable(tiny_policy("sdpa"))
+    assert not packable(SimpleNamespace(config=SimpleNamespace(_attn_implementation="flash_attention_2")))
 
 
 @pytest.mark.parametrize("sample", [False, True])
@@ -151,6 +146,7 @@ def test_prefill_once_generates_what_generate_generates(sample):
     prompts, prompt_mask = ids[:, :-completion], mask[:, :-completion]
     kwargs = dict(max_new_tokens=6, do_sample=sample, pad_token_id=PAD, output_scores=True,
                   return_dict_in_generate=True, use_cache=True)
+    shared.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs)  # the lever's one-time self-check
     tokens_seen = {}
     for name, m in (("plain", model), ("shared", shared)):
         m.get_input_embeddings().register_forward_hook(
@@ -240,3 +236,150 @@ def test_the_shuffle_moves_whole_groups():
     assert int(out["scalar"]) == 7
     rows_only = shuffle_whole_groups({"ids": torch.arange(10)}, 3, shuffle_rows=lambda b: {"ids": b["ids"].flip(0)})
     assert rows_only["ids"].tolist() == list(range(9, -1, -1))  # not whole groups: TRL's row shuffle
+
+
+# --- the model zoo: each family's lever decision, and the levers exact where they stay on ---
+
+ZOO = ["llama", "qwen2", "qwen3", "qwen3_moe", "qwen3_next", "qwen3_5", "mistral", "phi3", "gemma3", "glm4",
+       "gpt_oss", "deepseek_v3", "smollm3"]
+NOT_ATTENTION_ONLY = {"qwen3_next", "qwen3_5"}  # linear-attention layers: neither lever can be exact
+
+
+def zoo_policy(folder):
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    return model
+
+
+def zoo_batch(generations: int = 3, vocab: int = 2000):
+    """Prompts longer than the zoo's windows (8), so a window the packed mask misses shows."""
+    torch.manual_seed(1)
+    prompts = [torch.randint(10, vocab, (14,)), torch.randint(10, vocab, (9,))]
+    rows, masks, width, completion = [], [], 14, 6
+    for prompt in prompts:
+        for g in range(generations):
+            done = completion - g
+            pad_left, pad_right = width - len(prompt), completion - done
+            rows.append(torch.cat([torch.full((pad_left,), PAD), prompt, torch.randint(10, vocab, (done,)),
+                                   torch.full((pad_right,), PAD)]))
+            masks.append(torch.cat([torch.zeros(pad_left), torch.ones(len(prompt) + done), torch.zeros(pad_right)]))
+    return torch.stack(rows), torch.stack(masks).long(), completion
+
+
+def packed_probe(model):
+    path = PackedPath()
+    ids, mask, completion = zoo_batch()
+    with torch.no_grad():
+        got = path._get_per_token_logps_and_entropies(model, ids, mask, completion)[0]
+        expected = TRLPath()._get_per_token_logps_and_entropies(model, ids, mask, completion)[0]
+    return path._tifa_packing_probe, got, expected, mask[:, -completion:].bool()
+
+
+@pytest.mark.parametrize("family", ZOO)
+def test_packed_groups_are_exact_or_off_for_every_family(zoo_model_dir, family, caplog):
+    """Sliding windows (Mistral and Phi-3 from config.sliding_window alone; Gemma 3 and GPT-OSS
+    per layer kind) are written into the packed mask, MoE router logits are not requested, and
+    linear-attention hybrids are refused by their layers: the packed log-probs equal TRL's
+    padded ones, and the lever stays on, for every family but the hybrids."""
+    model = zoo_policy(zoo_model_dir(family))
+    probe, got, expected, scored = packed_probe(model)
+    torch.testing.assert_close(got[scored], expected[scored], rtol=1e-5, atol=1e-5)
+    if family in NOT_ATTENTION_ONLY:
+        assert probe.off_reason == "linear_attention layers"
+        assert f"grpo.pack_groups off for {model.config.model_type}: linear_attention layers" in caplog.text
+    else:
+        assert probe.off_reason is None and probe.checked
+
+
+@pytest.mark.parametrize("family", ZOO)
+def test_prefill_once_is_exact_or_off_for_every_family(zoo_model_dir, family):
+    from transformers import AutoModelForCausalLM
+
+    folder = zoo_model_dir(family)
+    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    shared = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    probe = prefill_once(shared)
+    ids, mask, completion = zoo_batch()
+    prompts, prompt_mask = ids[:, :-completion], mask[:, :-completion]
+    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=PAD, use_cache=True)
+    assert torch.equal(shared.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs),
+                       plain.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs))
+    if family in NOT_ATTENTION_ONLY:
+        assert probe.off_reason == "linear_attention layers"
+    else:
+        assert probe.off_reason is None and probe.checked
+
+
+def test_the_probe_catches_a_window_the_mask_misses(zoo_model_dir, monkeypatch, caplog):
+    """Today's main packed Mistral (a window in config.sliding_window, no layer_types) with a
+    plain causal mask: silently different log-probs. With the window left out again, the
+    first-use probe sees the difference and hands the run to TRL's path."""
+    from tifa_lite.methods import grpo_groups
+
+    monkeypatch.setattr(grpo_groups, "attention_windows", lambda text: {"full_attention": None})
+    probe, got, expected, scored = packed_probe(zoo_policy(zoo_model_dir("mistral")))
+    assert "packed log-probs differ from the padded forward's" in probe.off_reason
+    assert "grpo.pack_groups off for mistral: packed log-probs differ" in caplog.text
+    torch.testing.assert_close(got[scored], expected[scored], rtol=1e-5, atol=1e-5)  # TRL's values, not the packed
+
+
+def test_the_probe_catches_the_moe_load_balancing_crash(zoo_model_dir, monkeypatch):
+    """Qwen3-MoE with output_router_logits: the load-balancing loss met the 4-D mask and raised
+    (today's main). With router logits requested again, the probe turns the lever off instead."""
+    from tifa_lite.methods import grpo_groups
+
+    monkeypatch.setattr(grpo_groups, "no_router_logits", lambda model: {})
+    probe, got, expected, scored = packed_probe(zoo_policy(zoo_model_dir("qwen3_moe")))
+    assert probe.off_reason.startswith("the packed forward failed: RuntimeError")
+    torch.testing.assert_close(got[scored], expected[scored], rtol=1e-5, atol=1e-5)
+
+
+def test_the_probes_catch_a_hybrid_model_without_the_structural_refusal(zoo_model_dir, monkeypatch):
+    """Qwen3.5's linear-attention layers: the shared prefill raised AttributeError
+    ('LinearAttentionLayer' has no batch_select_indices) and packing ignored the mask in those
+    layers (today's main). With the structural refusal taken away, both probes still catch it."""
+    from transformers import AutoModelForCausalLM
+
+    from tifa_lite.methods import grpo_groups
+
+    monkeypatch.setattr(grpo_groups, "packing_refusal", lambda model: None)
+    monkeypatch.setattr(grpo_groups, "prefill_refusal", lambda model: None)
+    folder = zoo_model_dir("qwen3_5")
+    probe, got, expected, scored = packed_probe(zoo_policy(folder))
+    assert probe.off_reason and "packed" in probe.off_reason
+    torch.testing.assert_close(got[scored], expected[scored], rtol=1e-5, atol=1e-5)
+    shared = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    prefill = prefill_once(shared)
+    ids, mask, completion = zoo_batch()
+    out = shared.generate(input_ids=ids[:, :-completion], attention_mask=mask[:, :-completion], max_new_tokens=2,
+                          do_sample=False, pad_token_id=PAD)
+    assert out.shape[1] == ids.shape[1] - completion + 2
+    assert prefill.off_reason.startswith("the shared prefill failed: AttributeError")
+
+
+def test_the_dequantised_copy_checks_itself(tiny_model_dir, monkeypatch):
+    """The copy's first generate compares it with the 4-bit layers; a copy that computed
+    something else (here: every dense weight doubled) is switched off and generation runs on
+    the 4-bit layers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from tifa_lite.modeling import dequantized
+
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    inputs = tokenizer(["Once upon a time"], return_tensors="pt")
+    expected = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    exact = dequantized.dequantize_for_generation(model)
+    assert torch.equal(model.generate(**inputs, max_new_tokens=3, do_sample=False), expected)
+    assert exact.checked and exact.off_reason is None
+
+    wrong = dequantized.dequantized_weight
+    monkeypatch.setattr(dequantized, "dequantized_weight", lambda layer, dtype: 2 * wrong(layer, dtype))
+    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant, dtype=torch.float32)
+    probe = dequantized.dequantize_for_generation(other)
+    assert torch.equal(other.generate(**inputs, max_new_tokens=3, do_sample=False), expected)
+    assert "differ from the 4-bit layers'" in probe.off_reason

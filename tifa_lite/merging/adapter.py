@@ -40,6 +40,17 @@ class AdapterInfo:
     notes: list[str] = field(default_factory=list)
 
 
+def _base_model_type(peft_config) -> str:
+    """The base's model_type from its config.json where the adapter's base path is local."""
+    import json
+
+    base = Path(str(getattr(peft_config, "base_model_name_or_path", "") or ""))
+    try:
+        return json.loads((base / "config.json").read_text())["model_type"]
+    except (OSError, ValueError, KeyError):
+        return str(base) or "its base"
+
+
 def read_adapter(path: str | Path) -> AdapterInfo:
     path = Path(path).expanduser().resolve()
     if not (path / "adapter_config.json").is_file():
@@ -54,6 +65,15 @@ def read_adapter(path: str | Path) -> AdapterInfo:
     peft_config = PeftConfig.from_pretrained(str(path))
     if getattr(peft_config, "peft_type", None) is None or str(peft_config.peft_type.value) != "LORA":
         raise ConfigError(f"{path}/adapter_config.json: peft_type={peft_config.peft_type}; only LoRA adapters are merged.")
+    if getattr(peft_config, "target_parameters", None):
+        # PEFT's ParamWrapper: LoRA on stacked 3-D MoE expert weights (what all-linear becomes on
+        # transformers 5's fused-expert models), which the per-layer merge below does not compose
+        model_type = _base_model_type(peft_config)
+        raise ConfigError(
+            f"{path}/adapter_config.json: the adapter adapts fused MoE expert weights of {model_type} as parameters "
+            f"(target_parameters: {', '.join(sorted(peft_config.target_parameters))}), which this merge does not "
+            "handle. Serve the adapter unmerged (tifa-lite serve/chat --adapter), or train with lora.target_modules "
+            "naming the attention and dense projections, e.g. [q_proj, k_proj, v_proj, o_proj].")
 
     tensors = _load_adapter_tensors(path)
     modules: dict[str, dict[str, Any]] = {}

@@ -105,9 +105,10 @@ def build_trainer(run: Run):
     args = grpo_args(run, rewards.weights)
     keep_generation_cache(run.model)
     if g.prefill_once and not run.plan.vllm:
-        prefill_once(run.model)
+        prefill_once(run.model, args)
     if run.plan.dequantized_generation:
-        dequantize_for_generation(run.model)  # outside prefill_once's wrapper: the shared prefill uses the copy too
+        # outside prefill_once's wrapper: the shared prefill uses the copy too
+        dequantize_for_generation(run.model, args)
     extra = {}
     trainer_class = GRPOTrainer
     if g.passes == 2:

@@ -26,22 +26,40 @@ recipe switch:
   later optimizer step gets when a generation serves several, the random partition is by
   groups instead of by rows.
 
+Each lever is exact or off, decided twice. First from what the model's layers are
+(:func:`packing_refusal`, :func:`prefill_refusal`): layers that mix positions outside
+attention (linear attention, convolutions) cannot be described by a mask or repeated from a
+cache; sliding windows, from ``layer_types`` or from ``config.sliding_window`` alone, are
+written into the packed mask per layer kind; MoE router logits are not requested in a packed
+forward (the load-balancing loss would read the 4-D mask; the loss forward that needs it
+runs TRL's own path). Then by a probe on the run's first use (:class:`LeverProbe`): the lever
+and the library's own computation run once on the same inputs and are compared within the
+dtype's rounding; a difference or an error switches the lever off for the run with one line
+that names the family and the difference.
+
 Written here because neither TRL nor transformers shares a prompt across a group; it
 plugs into TRL as one overridden method (``_get_per_token_logps_and_entropies``) and one
 wrapped ``generate``, falling back to TRL's own code wherever the packing would not be
 exact: multimodal inputs, MoE auxiliary losses, attention kernels that ignore a 4-D mask,
-sliding-window layers, or a batch with nothing shared.
+layers that are not attention, or a batch with nothing shared.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 
 import torch
 
+from tifa_lite.modeling.lever_check import LeverProbe, compute_dtype, difference, unwrapped
+
+log = logging.getLogger(__name__)
+
 # Kernels that honour a custom 4-D mask; flash-attention and the paged kernels ignore it.
 MASKED_ATTENTION = ("sdpa", "eager")
+# Layer kinds a packed 4-D mask describes exactly (a window is a band in it).
+MASKED_LAYER_KINDS = ("full_attention", "sliding_attention")
 
 
 @dataclass(frozen=True)
@@ -122,13 +140,25 @@ def pack_groups(input_ids: torch.Tensor, attention_mask: torch.Tensor, completio
     )
 
 
-def attention_mask_for(model, allowed: torch.Tensor) -> torch.Tensor:
-    """The 4-D mask in the form the model's attention kernel reads: sdpa takes a boolean
-    mask, eager adds its mask to the scores."""
-    if attention_kind(model) == "eager":
-        return torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device).masked_fill(
-            ~allowed, torch.finfo(torch.float32).min)
-    return allowed
+def attention_mask_for(model, packed: PackedGroups, windows: dict[str, int | None] | None = None):
+    """The packed 4-D mask in the form the model's attention reads: one mask, or one per layer
+    kind (``{"full_attention": …, "sliding_attention": …}``, which transformers' models with
+    mixed layers take as they are) with each kind's window written in as a band over the
+    tokens' columns, as transformers' own sliding mask bands the padded row's positions.
+    sdpa takes a boolean mask, eager adds its mask to the scores."""
+    windows = windows if windows is not None else attention_windows(_text_config(model))
+    eager = attention_kind(model) == "eager"
+    distance = packed.position_ids[0][:, None] - packed.position_ids[0][None, :]
+
+    def form(window):
+        allowed = packed.allowed if window is None else packed.allowed & (distance < window)[None, None]
+        if eager:
+            return torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device).masked_fill(
+                ~allowed, torch.finfo(torch.float32).min)
+        return allowed
+
+    masks = {kind: form(window) for kind, window in windows.items()}
+    return next(iter(masks.values())) if len(masks) == 1 else masks
 
 
 def attention_kind(model) -> str | None:
@@ -136,15 +166,73 @@ def attention_kind(model) -> str | None:
     return getattr(config, "_attn_implementation", None)
 
 
+def _text_config(model):
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def attention_windows(text_config) -> dict[str, int | None]:
+    """Each layer kind's attention window (None: full). Without ``layer_types`` every layer
+    has ``config.sliding_window`` (Mistral-7B-v0.1, Phi-3-mini-4k: transformers bands the mask
+    whenever it is set), which the configs that gate it (``use_sliding_window``) reset to None."""
+    window = getattr(text_config, "sliding_window", None)
+    kinds = set(getattr(text_config, "layer_types", None) or ["full_attention"])
+    return {kind: window if kind == "sliding_attention" or not getattr(text_config, "layer_types", None) else None
+            for kind in sorted(kinds)}
+
+
+def sequence_mixers_outside_attention(model) -> str | None:
+    """What, besides attention, mixes positions in this model: layer kinds other than
+    attention (``layer_types``), or convolutions over the sequence. None: attention only."""
+    text = _text_config(model)
+    others = sorted(set(getattr(text, "layer_types", None) or []) - set(MASKED_LAYER_KINDS))
+    if others:
+        return f"{'/'.join(others)} layers"
+    modules = model.modules() if hasattr(model, "modules") else []
+    if any(isinstance(m, torch.nn.Conv1d) for m in modules):
+        return "convolution layers over the sequence"
+    return None
+
+
+def no_router_logits(model) -> dict:
+    """Keyword arguments that stop an MoE model computing its load-balancing loss in a forward
+    that only needs log-probs or a cache: that loss reads the attention mask, which a packed
+    row's 4-D mask or a prefix's 2-D mask does not fit."""
+    return {"output_router_logits": False} if hasattr(_text_config(model), "output_router_logits") else {}
+
+
+def packing_refusal(model) -> str | None:
+    """Why a packed 4-D mask would not give this model what its padded forward computes
+    (None: it would). Read from the model's layers, not from a list of names."""
+    model = unwrapped(model)
+    if getattr(model, "config", None) is None:
+        return "no config"
+    kind = attention_kind(model)
+    if kind not in MASKED_ATTENTION:
+        return f"the {kind} attention kernel ignores a 4-D mask"
+    return sequence_mixers_outside_attention(model)
+
+
 def packable(model) -> bool:
     """Whether a custom 4-D mask gives this model exactly what its padded forward computes."""
-    config = getattr(model, "config", None)
-    if config is None or attention_kind(model) not in MASKED_ATTENTION:
-        return False
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if any("sliding" in str(kind) for kind in (getattr(text, "layer_types", None) or [])):
-        return False  # the window is applied by transformers' own mask builder, which a 4-D mask bypasses
-    return not getattr(text, "use_sliding_window", False)
+    return packing_refusal(model) is None
+
+
+def prefill_refusal(model) -> str | None:
+    """Why a prompt's cache cannot be computed once and repeated to its group (None: it can):
+    a cache layer that cannot be row-selected (linear attention's recurrent and conv states)."""
+    from transformers import DynamicCache
+
+    model = unwrapped(model)
+    mixers = sequence_mixers_outside_attention(model)
+    if mixers:
+        return mixers
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception as error:  # a cache transformers cannot build from the config
+        return f"no dynamic cache ({error})"
+    kinds = sorted({type(layer).__name__ for layer in layers if not hasattr(layer, "batch_select_indices")})
+    return f"{'/'.join(kinds)} cache layers cannot repeat rows" if kinds else None
 
 
 def scatter_scored(values: torch.Tensor, packed: PackedGroups, rows: int, completion_length: int) -> torch.Tensor:
@@ -159,8 +247,8 @@ class PackedGroupLogps:
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, **multimodal):
-        if (compute_aux_loss or any(v is not None for v in multimodal.values())
-                or not packable(_unwrapped(model))):
+        probe = self._packing_probe(model)
+        if compute_aux_loss or any(v is not None for v in multimodal.values()) or probe.off_reason:
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size, compute_entropy=compute_entropy,
                 compute_aux_loss=compute_aux_loss, **multimodal)
@@ -169,20 +257,54 @@ class PackedGroupLogps:
         for start in range(0, input_ids.size(0), batch_size):
             ids, mask = input_ids[start:start + batch_size], attention_mask[start:start + batch_size]
             packed = pack_groups(ids, mask, logits_to_keep)
-            if packed is None:
-                chunk_logps, chunk_entropy, _ = super()._get_per_token_logps_and_entropies(
-                    model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)
-            else:
-                with self.accelerator.autocast():
-                    outputs = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                                    attention_mask=attention_mask_for(_unwrapped(model), packed.allowed),
-                                    shift_labels=packed.shift_labels, fused_lm_head=True)
-                chunk_logps = scatter_scored(outputs.log_probs, packed, ids.size(0), logits_to_keep)
-                chunk_entropy = (scatter_scored(outputs.entropy, packed, ids.size(0), logits_to_keep)
-                                 if compute_entropy else None)
-            logps.append(chunk_logps)
-            entropies.append(chunk_entropy)
+            chunk = None
+            if packed is not None and not probe.off_reason:
+                chunk = (self._packed_forward(model, packed, ids.size(0), logits_to_keep, compute_entropy)
+                         if probe.checked else self._first_packed_forward(model, probe, packed, ids, mask, logits_to_keep,
+                                                                          compute_entropy))
+            if chunk is None:
+                chunk = super()._get_per_token_logps_and_entropies(
+                    model, ids, mask, logits_to_keep, compute_entropy=compute_entropy)[:2]
+            logps.append(chunk[0])
+            entropies.append(chunk[1])
         return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
+
+    def _packing_probe(self, model) -> LeverProbe:
+        probe = getattr(self, "_tifa_packing_probe", None)
+        if probe is None:
+            probe = self._tifa_packing_probe = LeverProbe("grpo.pack_groups")
+            reason = packing_refusal(model)
+            if reason:
+                probe.switch_off(model, reason)
+        return probe
+
+    def _packed_forward(self, model, packed: PackedGroups, rows: int, logits_to_keep: int, compute_entropy: bool):
+        plain_model = unwrapped(model)
+        with self.accelerator.autocast():
+            outputs = model(input_ids=packed.input_ids, position_ids=packed.position_ids,
+                            attention_mask=attention_mask_for(plain_model, packed),
+                            shift_labels=packed.shift_labels, fused_lm_head=True, **no_router_logits(plain_model))
+        chunk_logps = scatter_scored(outputs.log_probs, packed, rows, logits_to_keep)
+        chunk_entropy = scatter_scored(outputs.entropy, packed, rows, logits_to_keep) if compute_entropy else None
+        return chunk_logps, chunk_entropy
+
+    def _first_packed_forward(self, model, probe: LeverProbe, packed, ids, mask, logits_to_keep, compute_entropy):
+        """The packed forward, checked once against TRL's padded forward on the same rows.
+        Returns None (TRL's path runs) when they differ or the packed forward fails."""
+        probe.checked = True
+        try:
+            got = self._packed_forward(model, packed, ids.size(0), logits_to_keep, compute_entropy)
+        except Exception as error:  # a kernel or a model head that cannot take the packed row
+            probe.switch_off(model, f"the packed forward failed: {type(error).__name__}: {str(error)[:200]}")
+            return None
+        with torch.no_grad():
+            expected = super()._get_per_token_logps_and_entropies(model, ids, mask, logits_to_keep)[0]
+        scored = mask[:, -logits_to_keep:].bool()
+        gap = difference(got[0][scored], expected[scored], compute_dtype(model, getattr(self, "args", None)))
+        if gap:
+            probe.switch_off(model, f"packed log-probs differ from the padded forward's: {gap}")
+            return None
+        return got
 
     def _prepare_inputs(self, generation_batch):
         from trl.trainer import grpo_trainer
@@ -228,30 +350,44 @@ def packed_group_trainer(trainer_class: type) -> type:
                 {"_get_per_token_logps_and_entropies": timed})
 
 
-def _unwrapped(model):
-    """The model under a DDP wrapper; PEFT forwards ``.config`` to the transformers model."""
-    return getattr(model, "module", model)
-
-
-def prefill_once(model) -> None:
+def prefill_once(model, training_args=None) -> LeverProbe:
     """Wrap ``model.generate``: a batch whose rows repeat a prompt is prefilled once per
-    unique prompt and the KV cache repeated to every row before transformers decodes."""
-    if getattr(model.generate, "_tifa_prefill_once", False):
-        return
+    unique prompt and the KV cache repeated to every row before transformers decodes. Off
+    (the plain ``generate``) for a model whose cache cannot repeat rows, or whose first shared
+    prefill differs from transformers' own."""
+    existing = getattr(model.generate, "_tifa_prefill_once", None)
+    if existing is not None:
+        return existing
+    probe = LeverProbe("grpo.prefill_once")
+    reason = prefill_refusal(model)
+    if reason:
+        probe.switch_off(model, reason)
+        return probe
     plain_generate = model.generate
 
     @functools.wraps(plain_generate)
     def generate(*args, input_ids=None, attention_mask=None, **kwargs):
         shared = None
-        if (not args and input_ids is not None and attention_mask is not None and "past_key_values" not in kwargs
-                and input_ids.size(1) > 1):
-            shared = shared_prefill(model, input_ids, attention_mask)
+        if (not probe.off_reason and not args and input_ids is not None and attention_mask is not None
+                and "past_key_values" not in kwargs and input_ids.size(1) > 1):
+            if not probe.checked:
+                check_shared_prefill(model, probe, input_ids, attention_mask, compute_dtype(model, training_args))
+            if not probe.off_reason:
+                shared = shared_prefill(model, input_ids, attention_mask)
         if shared is not None:
-            kwargs["past_key_values"] = shared
+            # continuing from a prefilled cache, the first forward sees one token under the whole
+            # prompt's mask, which an MoE load-balancing loss cannot pair up (and generation never uses)
+            kwargs.update(past_key_values=shared, **no_router_logits(model))
         return plain_generate(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
-    generate._tifa_prefill_once = True
+    generate._tifa_prefill_once = probe
     model.generate = generate
+    return probe
+
+
+def _prefill_positions(mask: torch.Tensor) -> torch.Tensor:
+    # generate's own positions for left padding: count the real tokens
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
 
 
 def shared_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
@@ -265,11 +401,34 @@ def shared_prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
         return None
     width = input_ids.size(1)
     ids, mask = unique[:, :width], unique[:, width:]
-    # generate's own positions for left padding: count the real tokens
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    positions = _prefill_positions(mask)
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-              past_key_values=cache, use_cache=True, logits_to_keep=1)
+              past_key_values=cache, use_cache=True, logits_to_keep=1, **no_router_logits(model))
     cache.batch_select_indices(row_of.to(input_ids.device))
     return cache
+
+
+def check_shared_prefill(model, probe: LeverProbe, input_ids, attention_mask, dtype: torch.dtype) -> None:
+    """The next-token distribution after the shared, repeated cache against one plain forward
+    over every row's whole prompt; a difference or an error switches the lever off."""
+    probe.checked = True
+    try:
+        cache = shared_prefill(model, input_ids, attention_mask)
+        if cache is None:
+            probe.checked = False  # nothing shared in this batch: check on the first one that shares
+            return
+        positions = _prefill_positions(attention_mask)
+        with torch.no_grad():
+            after_cache = model(input_ids=input_ids[:, -1:], attention_mask=attention_mask,
+                                position_ids=positions[:, -1:], past_key_values=cache, use_cache=True,
+                                **no_router_logits(model)).logits[:, -1]
+            plain = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                          use_cache=False, logits_to_keep=1, **no_router_logits(model)).logits[:, -1]
+    except Exception as error:  # a cache or a model that cannot continue from a repeated cache
+        probe.switch_off(model, f"the shared prefill failed: {type(error).__name__}: {str(error)[:200]}")
+        return
+    gap = difference(torch.log_softmax(after_cache.float(), -1), torch.log_softmax(plain.float(), -1), dtype)
+    if gap:
+        probe.switch_off(model, f"next-token log-probs after the shared prefill differ from a plain prefill's: {gap}")

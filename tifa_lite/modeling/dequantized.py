@@ -11,7 +11,10 @@ which the memory planner counts (:mod:`tifa_lite.planner.memory`, "dequantised b
 Written here because neither bitsandbytes, PEFT nor transformers keeps a dequantised copy
 across a generate call. The dense matmul is the one bitsandbytes' own fallback runs
 (``dequantize_4bit`` into the compute dtype, then ``F.linear``), so on that path the logits
-are bit-identical; the switch is ``grpo.dequantize_for_generation``.
+are bit-identical; the switch is ``grpo.dequantize_for_generation``. Where another kernel
+runs the 4-bit matmul, the first ``generate`` of a run compares the two paths' next-token
+log-probabilities once and switches the copy off if they differ beyond the dtype's rounding
+(:mod:`tifa_lite.modeling.lever_check`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import contextlib
 import functools
 
 import torch
+
+from tifa_lite.modeling.lever_check import LeverProbe, compute_dtype
 
 
 def linear4bit_layers(model) -> list:
@@ -72,16 +77,46 @@ def dequantized_base(model):
             layer.__dict__.pop("forward", None)
 
 
-def dequantize_for_generation(model) -> None:
-    """Wrap ``model.generate`` so each call runs inside :func:`dequantized_base`."""
-    if getattr(model.generate, "_tifa_dequantized", False) or not linear4bit_layers(model):
-        return
+def dequantize_for_generation(model, training_args=None) -> LeverProbe | None:
+    """Wrap ``model.generate`` so each call runs inside :func:`dequantized_base`, once its
+    first call has shown the copy computes what the 4-bit layers compute."""
+    existing = getattr(model.generate, "_tifa_dequantized", None)
+    if existing is not None or not linear4bit_layers(model):
+        return existing
     plain_generate = model.generate
+    probe = LeverProbe("grpo.dequantize_for_generation")
 
     @functools.wraps(plain_generate)
     def generate(*args, **kwargs):
+        if not probe.checked and kwargs.get("input_ids") is not None:
+            check_dequantized(model, probe, kwargs["input_ids"], kwargs.get("attention_mask"),
+                              compute_dtype(model, training_args))
+        if probe.off_reason:
+            return plain_generate(*args, **kwargs)
         with dequantized_base(model):
             return plain_generate(*args, **kwargs)
 
-    generate._tifa_dequantized = True
+    generate._tifa_dequantized = probe
     model.generate = generate
+    return probe
+
+
+def check_dequantized(model, probe: LeverProbe, input_ids: torch.Tensor, attention_mask, dtype: torch.dtype) -> None:
+    """The first row's next-token log-probabilities through the 4-bit layers and through the copy."""
+    from tifa_lite.modeling.lever_check import difference
+
+    probe.checked = True
+    inputs = {"input_ids": input_ids[:1], "logits_to_keep": 1, "use_cache": False}
+    if attention_mask is not None:
+        inputs["attention_mask"] = attention_mask[:1]
+    try:
+        with torch.no_grad():
+            quantized = model(**inputs).logits[:, -1].float()
+            with dequantized_base(model):
+                dense = model(**inputs).logits[:, -1].float()
+    except Exception as error:
+        probe.switch_off(model, f"the dequantised forward failed: {type(error).__name__}: {str(error)[:200]}")
+        return
+    gap = difference(torch.log_softmax(dense, -1), torch.log_softmax(quantized, -1), dtype)
+    if gap:
+        probe.switch_off(model, f"log-probs through the dequantised copy differ from the 4-bit layers': {gap}")

@@ -58,6 +58,8 @@ def quantization_config(config: RecipeConfig, plan: "RunPlan"):
 def load_model(config: RecipeConfig, plan: "RunPlan"):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    from tifa_lite.modeling.bnb_cpu import keep_narrow_layers_unpacked
+
     resolved = plan.model
     auto_cls = AutoModelForSequenceClassification if config.train.method == "reward" else AutoModelForCausalLM
     n = plan.numerics
@@ -76,6 +78,7 @@ def load_model(config: RecipeConfig, plan: "RunPlan"):
             # cannot be moved after loading, so it must be quantised onto that GPU.
             kwargs["device_map"] = {"": local_rank()}
     model = auto_cls.from_pretrained(resolved.path, **kwargs)
+    keep_narrow_layers_unpacked(model)
     apply_layer_loop(model, config.model.layer_loop)  # before PEFT attaches: it must see every pass
     model.config.use_cache = False
     if n.norm_dtype == "fp32":
@@ -86,16 +89,30 @@ def load_model(config: RecipeConfig, plan: "RunPlan"):
     return model
 
 
-def lora_config(config: RecipeConfig):
+def fused_expert_weights(model) -> bool:
+    """Whether the model keeps its MoE experts as stacked 3-D weights (transformers 5's Qwen3-MoE,
+    GPT-OSS, DeepSeek-V3, Qwen3-Next): PEFT's ``all-linear`` then adapts them as parameters
+    (``target_parameters``, its ParamWrapper), which takes no dropout."""
+    return any(param.ndim == 3 for param in model.parameters())
+
+
+def lora_config(config: RecipeConfig, model=None):
     if not config.lora.enabled:
         return None
     from peft import LoraConfig
 
     lo = config.lora
+    dropout = lo.dropout
+    if dropout and lo.target_modules == "all-linear" and model is not None and fused_expert_weights(model):
+        from tifa_lite.modeling.lever_check import family
+
+        log.warning("lora.dropout %s → 0 for %s: PEFT adapts its fused MoE expert weights as parameters, which "
+                    "take no dropout (set lora.dropout=0 to silence this)", dropout, family(model))
+        dropout = 0.0
     return LoraConfig(
         r=lo.r,
         lora_alpha=lo.alpha,
-        lora_dropout=lo.dropout,
+        lora_dropout=dropout,
         target_modules=lo.target_modules,
         use_dora=lo.use_dora,
         use_rslora=lo.use_rslora,
@@ -119,4 +136,4 @@ def load_for_training(config: RecipeConfig, plan: "RunPlan | None" = None):
     model = load_model(config, plan)
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer, lora_config(config)
+    return model, tokenizer, lora_config(config, model)

@@ -65,7 +65,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("deepseek_v3", "deepseek_v3", "MLA attention, shared + routed experts, a dense first layer",
            dict(n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, moe_intermediate_size=32, n_group=1,
                 topk_group=1, first_k_dense_replace=1, q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,
-                qk_nope_head_dim=8, v_head_dim=16, head_dim=8)),
+                qk_nope_head_dim=8, v_head_dim=16, head_dim=8, num_key_value_heads=4)),  # MLA: one kv head per head, as shipped
     Family("smollm3", "smollm3", "NoPE layers (no rotary in every fourth layer)",
            dict(no_rope_layer_interval=2, head_dim=16)),
 )}

@@ -83,6 +83,21 @@ class RunPlan:
         return json.dumps(self.to_dict(), indent=2, default=list) + "\n"
 
 
+def local_architecture(path: str) -> str | None:
+    """The model class a local checkpoint's config.json names (None for a hub id or a GGUF)."""
+    import json
+    from pathlib import Path
+
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return None
+    try:
+        architectures = json.loads(config_file.read_text()).get("architectures") or []
+    except (OSError, ValueError):
+        return None  # the loader reports a broken config.json with its own message
+    return architectures[0] if architectures else None
+
+
 def resolve_plan(config: "RecipeConfig", *, purpose: str = "train", hardware: Hardware | None = None,
                  precision: str | None = None) -> RunPlan:
     """The plan for ``config``. ``precision`` overrides ``train.precision`` (the inference
@@ -98,7 +113,8 @@ def resolve_plan(config: "RecipeConfig", *, purpose: str = "train", hardware: Ha
         resolved_precision, quant_bits=config.quant.bits, quant_compute=config.quant.compute_dtype,
         lora=config.lora.enabled, deepspeed=bool(config.distributed.deepspeed), training=training,
     )
-    attention, attention_note = choose_attention(config, hardware, resolved_precision)
+    model = resolve_model(config.model)
+    attention, attention_note = choose_attention(config, hardware, resolved_precision, local_architecture(model.path))
     if training:
         backend, reason = select_backend(config, hardware)
     else:
@@ -121,7 +137,7 @@ def resolve_plan(config: "RecipeConfig", *, purpose: str = "train", hardware: Ha
             rehearsal=hardware.rehearsal, vllm=vllm)
     return RunPlan(
         purpose=purpose, hardware=hardware, numerics=numerics, attn_implementation=attention, backend=backend,
-        backend_reason=reason, model=resolve_model(config.model),
+        backend_reason=reason, model=model,
         world_size=config.distributed.world_size if training else 1, vllm=vllm,
         dequantized_generation=dequantized, substitutes=tuple(substitutes),
     )

@@ -1,0 +1,65 @@
+"""A lever that replaces library computation checks itself: on its first use in a run it
+computes both paths once on the same inputs and compares them within the dtype's rounding;
+a difference (or an error) switches it off for the run with one line that names the model
+family and the difference. Used by GRPO's packed groups and shared prefill
+(:mod:`tifa_lite.methods.grpo_groups`) and the dequantised generation copy
+(:mod:`tifa_lite.modeling.dequantized`)."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# How far a lever may differ from the library's path: the dtype's rounding when the same sums
+# are taken in another order (the packed and padded forwards' measured spread, tests/methods).
+ROUNDING = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
+
+
+def unwrapped(model):
+    """The model under a DDP wrapper; PEFT forwards ``.config`` to the transformers model."""
+    return getattr(model, "module", model)
+
+
+def family(model) -> str:
+    config = getattr(unwrapped(model), "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return str(getattr(text, "model_type", None) or type(unwrapped(model)).__name__)
+
+
+def compute_dtype(model, args=None) -> torch.dtype:
+    """The dtype the lever's arithmetic runs in: the trainer's autocast, else the weights'."""
+    if args is not None and getattr(args, "fp16", False):
+        return torch.float16
+    if args is not None and getattr(args, "bf16", False):
+        return torch.bfloat16
+    for layer in unwrapped(model).modules():
+        if getattr(layer, "compute_dtype", None) is not None:  # a bitsandbytes 4-bit layer
+            return layer.compute_dtype
+    return unwrapped(model).get_input_embeddings().weight.dtype
+
+
+def difference(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> str | None:
+    """None when ``got`` equals ``expected`` within the dtype's rounding, else the worst gap."""
+    tolerance = ROUNDING.get(dtype, ROUNDING[torch.float16])
+    got, expected = got.detach().float(), expected.detach().float()
+    gap = (got - expected).abs()
+    if bool((gap <= tolerance + tolerance * expected.abs()).all()):
+        return None
+    return f"max |Δ| {gap.max().item():.3g} (tolerance {tolerance:g} in {str(dtype).replace('torch.', '')})"
+
+
+class LeverProbe:
+    """One lever's state for a run: on until a structural refusal or its first-use comparison
+    says otherwise; the line that says so is printed once."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.checked = False
+        self.off_reason: str | None = None
+
+    def switch_off(self, model, reason: str) -> None:
+        self.checked, self.off_reason = True, reason
+        log.warning("%s off for %s: %s; the library's own path runs instead", self.name, family(model), reason)
