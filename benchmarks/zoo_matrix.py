@@ -2,7 +2,7 @@
 and A10 rehearsals) × step (QLoRA SFT, DPO, GRPO with the default levers, merge + self-check,
 one served chat request): ok, ok with a lever off (its reason), refused (reason) or failed.
 
-    python benchmarks/zoo_matrix.py [--families llama,qwen3_5] [--cards cpu,t4] [--out FILE]
+    python benchmarks/zoo_matrix.py [--families llama,qwen3_5] [--cards cpu,t4] [--gguf] [--out FILE]
 
 Each family's tiny random model is built in a temporary folder next to the embedded tokenizer
 (no download). The table goes to stdout and, with --out, to a markdown file."""
@@ -20,7 +20,7 @@ from tifa_lite.modeling.embedded import embedded_checkpoint  # noqa: E402
 from tifa_lite.modeling.zoo import FAMILIES, build_zoo_model, missing_reason  # noqa: E402
 from tifa_lite.zoo_matrix import CARDS, run_cell  # noqa: E402
 
-HEADER = "| family | card | step | result | seconds |\n|---|---|---|---|---|"
+HEADER = "| family | card | step | result |\n|---|---|---|---|"
 
 
 def main() -> int:
@@ -28,6 +28,8 @@ def main() -> int:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--cards", default=",".join(CARDS))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--gguf", action="store_true", help="also convert each family with llama.cpp's converter "
+                        "(fetches llama-cpp-python's source release once; needs sentencepiece)")
     args = parser.parse_args()
     rows, failed = [HEADER], 0
     print(HEADER, flush=True)
@@ -36,13 +38,13 @@ def main() -> int:
         for family in args.families.split(","):
             reason = missing_reason(family)
             if reason:
-                row = f"| {family} | all | all | skipped ({reason}) | 0.0 |"
+                row = f"| {family} | all | all | skipped ({reason}) |"
                 rows.append(row)
                 print(row, flush=True)
                 continue
             model_dir = build_zoo_model(family, Path(tmp) / f"model-{family}", tokenizer)
             for card in args.cards.split(","):
-                for step in ("sft", "merge", "serve", "dpo", "grpo"):
+                for step in ("sft", "merge", "serve", "dpo", "grpo") + (("gguf",) if args.gguf else ()):
                     cell = run_cell(family, card, step, model_dir, Path(tmp))
                     failed += cell.status == "failed"
                     rows.append(cell.row())

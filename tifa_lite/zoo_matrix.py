@@ -24,17 +24,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CARDS = ("cpu", "t4", "a10")
 STEPS = ("sft", "dpo", "grpo", "merge", "serve")
+# opt-in (fetches llama.cpp's converter once): the family's model converted by convert_hf_to_gguf.py
+OPTIONAL_STEPS = ("gguf",)
 
 # One optimizer step on a tiny model: the matrix is about code paths and dtypes, not speed.
-_TINY = {"data.limit": 4, "data.max_length": 192, "data.eval_ratio": 0.0, "data.overlength": "truncate",
+_TINY = {"data.limit": 2, "data.max_length": 192, "data.eval_ratio": 0.0, "data.overlength": "truncate",
          "train.max_steps": 1, "train.per_device_batch_size": 2, "train.gradient_accumulation_steps": 1,
          "train.warmup_ratio": 0.0, "train.progress_bar": False, "train.gradient_checkpointing": False,
          "train.save_steps": 1000, "lora.r": 4, "lora.alpha": 8}
 RECIPES = {
+    # one row (SFT) or one pair (DPO) per step: the LM head over the real 49k vocabulary is the cost
     "sft": ("recipes/sft_qlora_roleplay.yaml", {"data.path": str(REPO / "data" / "roleplay_sheldon_sample.jsonl"),
-                                                "data.max_length": 384}),
+                                                "data.max_length": 256, "train.per_device_batch_size": 1}),
     "dpo": ("recipes/dpo_qlora_hh.yaml", {"data.path": str(REPO / "data" / "hh_rlhf_sample.jsonl"),
-                                          "data.max_length": 128}),
+                                          "data.max_length": 128, "train.per_device_batch_size": 1}),
     # greedy (top_k 1), so that what the levers compute is comparable with what they replace
     "grpo": ("recipes/grpo_qlora_a10.yaml", {"data.path": str(REPO / "data" / "gsm8k_sample.jsonl"),
                                              "grpo.num_generations": 2, "grpo.max_completion_length": 6,
@@ -53,12 +56,12 @@ class Cell:
     seconds: float = 0.0
 
     def row(self) -> str:
-        shown = {"ok": "ok"}.get(self.status, self.status)
+        shown = self.status
         if self.status == "ok" and self.detail:
             shown = f"ok, {self.detail}"
         elif self.detail:
             shown = f"{self.status} ({self.detail})"
-        return f"| {self.family} | {self.card} | {self.step} | {shown} | {self.seconds:.1f} |"
+        return f"| {self.family} | {self.card} | {self.step} | {shown} |"
 
 
 class _LeverLines(logging.Handler):
@@ -111,7 +114,7 @@ def run_cell(family: str, card: str, step: str, model_dir: Path, work: Path) -> 
         with rehearsing(card):
             detail = _STEP[step](model_dir, Path(work), family, card)
         status = "ok"
-        detail = "; ".join(dict.fromkeys(lines.lines)) or detail
+        detail = "; ".join(dict.fromkeys(lines.lines) or ([detail] if detail else []))
     except TifaError as error:
         status, detail = "refused", str(error).splitlines()[0]
     except Exception as error:  # a crash mid-run is the defect this matrix exists to find
@@ -169,4 +172,11 @@ def _serve(model_dir: Path, work: Path, family: str, card: str) -> str:
     return ""
 
 
-_STEP = {"sft": _trained("sft"), "dpo": _trained("dpo"), "grpo": _trained("grpo"), "merge": _merge, "serve": _serve}
+def _gguf(model_dir: Path, work: Path, family: str, card: str) -> str:
+    from tifa_lite.export.gguf import export_gguf
+
+    report = export_gguf(model_dir, work / f"{family}-{card}.gguf", outtype="f16", overwrite=True)
+    return f"max logit diff {report['round_trip']['max_logit_diff']:.3g}"
+
+
+_STEP = {"gguf": _gguf, "sft": _trained("sft"), "dpo": _trained("dpo"), "grpo": _trained("grpo"), "merge": _merge, "serve": _serve}

@@ -92,3 +92,20 @@ def test_k_quants_of_the_embedded_model_pass_the_parity_steps(llama_cpp, embedde
         row = gguf_row(out, embedded_model_dir, ref, ref.replies, 24)
         assert row.runtime == "llama.cpp" and outtype in row.step
         assert row.metrics["mean_kl"] <= MAX_MEAN_KL[outtype] and row.metrics["top1_agreement"] >= MIN_TOP1[outtype], row.metrics
+
+
+@pytest.mark.llamacpp
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "qwen3_moe", "qwen3_next", "qwen3_5", "mistral",
+                                    "phi3", "gemma3", "glm4", "gpt_oss", "deepseek_v3", "smollm3"])
+def test_every_zoo_family_converts_or_is_refused_in_one_line(llama_cpp_source, zoo_model_dir, tmp_path, family):
+    """llama.cpp's converter over the model zoo: a file whose round trip passed, or an
+    ExportError that says what failed (the converter's refusal, a round trip that differs —
+    Mistral's window, which llama.cpp's llama architecture does not have — or a GGUF that
+    transformers cannot read back); never another library's exception, never a file left."""
+    out = tmp_path / "m.gguf"
+    try:
+        report = export_gguf(zoo_model_dir(family), out, outtype="f16")
+    except ExportError as error:
+        assert str(error) and not out.exists()
+    else:
+        assert report["round_trip"]["passed"] and out.is_file()

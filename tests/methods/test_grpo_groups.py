@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tifa_lite.methods.grpo_groups import PackedGroupLogps, pack_groups, packable, prefill_once
+from tifa_lite.methods.grpo_groups import PackedGroupLogps, no_router_logits, pack_groups, packable, prefill_once
 
 PAD = 0
 
@@ -304,7 +304,9 @@ def test_prefill_once_is_exact_or_off_for_every_family(zoo_model_dir, family):
     probe = prefill_once(shared)
     ids, mask, completion = zoo_batch()
     prompts, prompt_mask = ids[:, :-completion], mask[:, :-completion]
-    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=PAD, use_cache=True)
+    # transformers' own generate cannot pair Qwen3-MoE's load-balancing loss with a left-padded
+    # batch's mask (the loss is not used in generation; TRL and the kit's server leave it off)
+    kwargs = dict(max_new_tokens=5, do_sample=False, pad_token_id=PAD, use_cache=True, **no_router_logits(plain))
     assert torch.equal(shared.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs),
                        plain.generate(input_ids=prompts, attention_mask=prompt_mask, **kwargs))
     if family in NOT_ATTENTION_ONLY:
@@ -363,13 +365,22 @@ def test_the_probes_catch_a_hybrid_model_without_the_structural_refusal(zoo_mode
 def test_the_dequantised_copy_checks_itself(tiny_model_dir, monkeypatch):
     """The copy's first generate compares it with the 4-bit layers; a copy that computed
     something else (here: every dense weight doubled) is switched off and generation runs on
-    the 4-bit layers."""
+    the 4-bit layers. (Where the CPU has AVX512-BF16, bitsandbytes' 4-bit matmul is a fused
+    kernel of its own, which the probe also tells apart, and the plan's ``auto`` leaves the copy
+    off; here the layers take the dequantise-and-matmul path the copy reproduces.)"""
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from tifa_lite.modeling import dequantized
 
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant, dtype=torch.float32)
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant, dtype=torch.float32)
+        for layer in dequantized.linear4bit_layers(model):
+            layer.support_avx512bf16_for_cpu = False
+        return model
+
+    model = load()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     inputs = tokenizer(["Once upon a time"], return_tensors="pt")
     expected = model.generate(**inputs, max_new_tokens=3, do_sample=False)
@@ -379,7 +390,7 @@ def test_the_dequantised_copy_checks_itself(tiny_model_dir, monkeypatch):
 
     wrong = dequantized.dequantized_weight
     monkeypatch.setattr(dequantized, "dequantized_weight", lambda layer, dtype: 2 * wrong(layer, dtype))
-    other = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant, dtype=torch.float32)
+    other = load()
     probe = dequantized.dequantize_for_generation(other)
     assert torch.equal(other.generate(**inputs, max_new_tokens=3, do_sample=False), expected)
     assert "differ from the 4-bit layers'" in probe.off_reason

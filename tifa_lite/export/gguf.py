@@ -302,8 +302,18 @@ def round_trip(model_dir: Path, gguf_file: Path, outtype: str, tolerance: float 
     hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     ref = logits(hf)
     del hf
-    back = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name, dtype=torch.float32,
-                                                **_read_back_config(model_dir)).eval()
+    try:
+        back = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name,
+                                                    dtype=torch.float32, **_read_back_config(model_dir)).eval()
+    except (ValueError, RuntimeError, TypeError, KeyError) as error:
+        # transformers reads back fewer GGUF architectures than llama.cpp writes (deepseek2, smollm3, …)
+        import transformers
+
+        model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+        raise ExportError(
+            f"the GGUF of {model_dir} ({model_type}) was converted, but transformers {transformers.__version__} cannot "
+            f"read it back to check it ({type(error).__name__}: {str(error).splitlines()[0][:160]}). Check it in "
+            "llama.cpp instead (--check llama.cpp), or keep it unchecked (--no-check). No file was written.") from None
     got = logits(back)
     del back
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, got))
