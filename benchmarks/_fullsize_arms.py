@@ -43,12 +43,14 @@ def cap_memory(card: str) -> dict[str, Any]:
     if not cuda():
         return {"cap": "none (CPU dry run: the card is rehearsed, TIFA_LITE_REHEARSE)"}
     free, total = torch.cuda.mem_get_info()
-    context = total - free  # this process's context (and anything else on the card)
+    # This process's context (the driver never gives the card to anything else during the run: the
+    # driver process and the model builder stay off it).
+    context = total - free
     cap = REHEARSED_CARDS[card].memory_gib * GIB - context
     torch.cuda.set_per_process_memory_fraction(cap / total)
     torch.cuda.reset_peak_memory_stats()
-    return {"card_gib": REHEARSED_CARDS[card].memory_gib, "context_gib": round(context / GIB, 3),
-            "allocator_cap_gib": round(cap / GIB, 3)}
+    return {"gpu": torch.cuda.get_device_name(0), "card_gib": REHEARSED_CARDS[card].memory_gib,
+            "context_gib": round(context / GIB, 3), "allocator_cap_gib": round(cap / GIB, 3)}
 
 
 class StepClock:
@@ -363,7 +365,7 @@ COLAB_RAM_BYTES = int(12.7e9)
 
 
 def merge(spec: dict[str, Any], work: Path) -> dict[str, Any]:
-    import resource
+    import shutil
 
     import tifa_lite
     from tifa_lite.merging import selfcheck
@@ -371,9 +373,10 @@ def merge(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     real = selfcheck.free_memory
 
     def colab_free_memory():
+        import psutil
+
         gpu, ram = real()
-        held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return gpu, min(ram, max(0, COLAB_RAM_BYTES - held))
+        return gpu, min(ram, max(0, COLAB_RAM_BYTES - psutil.Process().memory_info().rss))
 
     selfcheck.free_memory = colab_free_memory
     started = time.time()
@@ -384,6 +387,7 @@ def merge(spec: dict[str, Any], work: Path) -> dict[str, Any]:
            "max_logit_diff": check["max_logit_diff_vs_reference"], "tolerance": check["tolerance"],
            "greedy_agreement": check["greedy_agreement"], "no_op": report["no_op"], "method": report["method"]}
     row.update(measured_memory())
+    shutil.rmtree(work / "merged", ignore_errors=True)  # 15 GiB of disk the later runs may need
     return row
 
 

@@ -139,19 +139,20 @@ def environment(tokenizer: str) -> dict[str, Any]:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             versions[name] = None
-    driver = None
-    if torch.cuda.is_available():
+    gpu = memory = driver = None
+    if torch.cuda.is_available():  # asked of nvidia-smi: this process stays off the card (see Driver.model)
         try:
-            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=20).stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
+            query = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                    "--format=csv,noheader,nounits", "--id=0"],
+                                   capture_output=True, text=True, timeout=20).stdout.strip()
+            gpu, mib, driver = [x.strip() for x in query.split(",")]
+            memory = round(float(mib) / 1024, 2)
+        except (OSError, ValueError, subprocess.SubprocessError):
             pass
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     return {"mode": "CPU DRY RUN (not a GPU result)" if dry_run() else "gpu",
             "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "commit": commit or None,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 2) if torch.cuda.is_available() else None,
-            "driver": driver, "cuda": torch.version.cuda, "python": sys.version.split()[0], "versions": versions,
+            "gpu": gpu, "gpu_memory_gib": memory, "driver": driver, "cuda": torch.version.cuda, "python": sys.version.split()[0], "versions": versions,
             "tokenizer": tokenizer}
 
 
@@ -170,10 +171,19 @@ class Driver:
 
     def model(self, name: str) -> dict[str, Any]:
         if name not in self.models:
-            from _fullsize_model import build_model
-
             target = self.work / "models" / name
-            self.models[name] = build_model(name, target, self.tokenizer, self.tiny)
+            if self.tiny:
+                from _fullsize_model import build_model
+
+                self.models[name] = build_model(name, target, self.tokenizer, self.tiny)
+            else:  # its own process: this one never holds a CUDA context the runs' caps would have to leave room for
+                tokenizer_dir = self.work / "tokenizer"
+                self.tokenizer.save_pretrained(tokenizer_dir)
+                info = self.work / f"model_{name}.json"
+                subprocess.run([sys.executable, __file__, "--build-model", name, "--path", str(target),
+                                "--tokenizer", str(tokenizer_dir), "--result", str(info)], check=True,
+                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                self.models[name] = json.loads(info.read_text(encoding="utf-8"))
             print(f"model {name}: {self.models[name]}", flush=True)
         return self.models[name]
 
@@ -266,8 +276,18 @@ def main() -> None:
     parser.add_argument("--processes", action="store_true",
                         help="dry run: each run in its own process, as on the GPU (default there: all in this one)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--build-model", help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_model:
+        from transformers import AutoTokenizer
+
+        from _fullsize_model import build_model
+
+        info = build_model(args.build_model, Path(args.path), AutoTokenizer.from_pretrained(args.tokenizer), tiny=False)
+        Path(args.result).write_text(json.dumps(info), encoding="utf-8")
+        return
     if args.child:
         from _fullsize_arms import run
 
