@@ -70,3 +70,64 @@ def test_training_rows_carry_plan_speed_and_losses(dry_run):
 def test_merge_of_the_t4_adapter_passes_its_self_check(dry_run):
     merge = dry_run["rows"]["merge-ours-t4"]
     assert merge["status"] == "ok" and merge["self_check_passed"] and not merge["no_op"], merge
+
+
+@pytest.fixture
+def capped_h100(fake_cuda, monkeypatch):
+    """An 80 GiB card whose process context holds 0.5 GiB; records the fraction the run sets."""
+    import torch
+
+    fake_cuda(capability=(9, 0), name="NVIDIA H100 80GB HBM3", memory_gib=80, free_gib=79.5)
+    calls = {}
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device=None: calls.update(fraction=f))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 14 * 2**30)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: 14.2 * 2**30)
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    return calls
+
+
+def test_the_cap_is_the_cards_memory_less_the_context(capped_h100):
+    from _fullsize_arms import cap_memory
+
+    row = cap_memory("t4")
+    assert row["context_gib"] == 0.5 and row["allocator_cap_gib"] == pytest.approx(14.74 - 0.5)
+    assert capped_h100["fraction"] == pytest.approx((14.74 - 0.5) / 80)
+
+
+def test_an_out_of_memory_run_is_a_row_not_a_crash(capped_h100, monkeypatch, tmp_path):
+    import torch
+
+    import _fullsize_arms
+
+    def oom(spec, work):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setitem(_fullsize_arms.ARMS, ("ours", "sft"), oom)
+    row = _fullsize_arms.run({"id": "sft-ours-t4", "side": "ours", "kind": "sft", "card": "t4"}, tmp_path)
+    assert row["status"] == "oom" and "Tried to allocate" in row["error"]
+    assert row["max_allocated_gib"] == 14.0 and row["allocator_cap_gib"] == pytest.approx(14.24)
+
+
+def test_the_table_sets_each_run_beside_plain_trl_and_flags_the_planner():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _fullsize_report import table
+
+    rows = [
+        {"id": "sft-ours-a10", "status": "ok", "planner_fits": True, "planned_allocator_gib": 12.0,
+         "max_allocated_gib": 10.0, "max_reserved_gib": 11.0, "tokens_per_s": 3000.0, "first_losses": [11.9]},
+        {"id": "sft-trl-a10", "status": "ok", "planner_fits": True, "planned_allocator_gib": 12.0,
+         "max_allocated_gib": 11.5, "max_reserved_gib": 12.0, "tokens_per_s": 2000.0, "first_losses": [11.9]},
+        {"id": "sft-ours-a10-liger", "status": "ok", "planned_allocator_gib": 12.0, "planner_fits": True,
+         "max_allocated_gib": 9.0, "max_reserved_gib": 9.5, "tokens_per_s": 3300.0},
+        {"id": "grpo7b-ours-t4", "status": "ok", "planned_allocator_gib": 6.0, "planner_fits": True,
+         "max_allocated_gib": 6.2, "max_reserved_gib": 7.0, "median_step_s": 10.0, "generation_s": 6.0,
+         "train_and_rest_s": 4.0},
+        {"id": "grpo7b-trl-t4", "status": "oom", "error": "CUDA out of memory"},
+        {"id": "dpo-ours-t4", "status": "not run", "error": "time budget: 10 s left"},
+    ]
+    lines = {line.split(" | ")[0].strip("| "): line for line in table(rows).splitlines()[2:]}
+    assert "+20.0% (over ±15%)" in lines["sft-ours-a10"] and "1.50x (sft-trl-a10)" in lines["sft-ours-a10"]
+    assert "1.65x (sft-trl-a10)" in lines["sft-ours-a10-liger"]  # no plain TRL Liger row: against plain TRL
+    assert "10.00 s/step (gen 6.00 + rest 4.00)" in lines["grpo7b-ours-t4"] and "x (" not in lines["grpo7b-ours-t4"]
+    assert "| oom |" in lines["grpo7b-trl-t4"] and "time budget" in lines["dpo-ours-t4"]
