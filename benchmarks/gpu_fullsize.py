@@ -164,6 +164,7 @@ class Driver:
         self.work.mkdir(parents=True, exist_ok=True)
         self.deadline = time.time() + args.budget_s
         self.models: dict[str, dict[str, Any]] = {}
+        self.failed_builds: dict[str, str] = {}
         self.rows: list[dict[str, Any]] = []
         from _fullsize_model import load_tokenizer
 
@@ -182,7 +183,7 @@ class Driver:
                 info = self.work / f"model_{name}.json"
                 subprocess.run([sys.executable, __file__, "--build-model", name, "--path", str(target),
                                 "--tokenizer", str(tokenizer_dir), "--result", str(info)], check=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=max(1.0, self.deadline - time.time()))
                 self.models[name] = json.loads(info.read_text(encoding="utf-8"))
             print(f"model {name}: {self.models[name]}", flush=True)
         return self.models[name]
@@ -206,7 +207,15 @@ class Driver:
             if reason:
                 self.add({"id": run_id, "status": "skipped", "error": reason})
                 continue
-            info = self.model(spec["model"])
+            if spec["model"] in self.failed_builds:
+                self.add({"id": run_id, "status": "skipped", "error": self.failed_builds[spec["model"]]})
+                continue
+            try:
+                info = self.model(spec["model"])
+            except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
+                self.failed_builds[spec["model"]] = f"building the {spec['model']} model failed: {exc}"
+                self.add({"id": run_id, "status": "error", "error": self.failed_builds[spec["model"]]})
+                continue
             spec.update(model_path=info["path"], vocab=info.get("vocab") or self._vocab(info["path"]))
             self.add(self.one(spec))
 
@@ -269,7 +278,8 @@ def main() -> None:
     parser.add_argument("--runs", default="all", help="comma-separated run ids (see --list), or all")
     parser.add_argument("--list", action="store_true", help="print the runs in order and exit")
     parser.add_argument("--budget-s", type=float, default=480, help="no run starts after this; one running then is stopped")
-    parser.add_argument("--min-run-s", type=float, default=40, help="do not start a run with less than this left")
+    parser.add_argument("--min-run-s", type=float, default=60,
+                        help="do not start a run with less than this left (a 7B run loads for tens of seconds)")
     parser.add_argument("--out", default=None, help="results folder (default $OUT, else benchmarks/results/raw/gpu_fullsize-<time>)")
     parser.add_argument("--work", default=None, help="models and run folders (default: a folder under /tmp)")
     parser.add_argument("--tokenizer", default="auto", help="auto | embedded | samples | a tokenizer folder")
