@@ -43,3 +43,10 @@ def test_plan_records_it_and_trl_gets_it(tmp_path, monkeypatch):
     plan = resolve_plan(config, hardware=GPU)
     assert plan.liger_kernel is True and "Liger kernels" in plan.describe()[2]
     assert plan.to_dict()["liger_kernel"] is True
+
+
+def test_a_run_resumes_with_the_kernels_switched():
+    """Like the attention kernel: the same optimisation, so a resumed run may turn Liger on or off."""
+    from tifa_lite.training.resume import differing_keys
+
+    assert differing_keys({"train": {"use_liger_kernel": False}}, {"train": {"use_liger_kernel": True}}) == []

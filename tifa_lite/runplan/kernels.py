@@ -6,6 +6,11 @@ transformers applies them when TRL's ``use_liger_kernel`` is set (RMSNorm, RoPE,
 Triton kernels: CUDA only. A CPU run (a card's rehearsal included) trains without them and says
 so, so a recipe written for the GPU still runs there; on CUDA a missing or broken liger-kernel
 stops the run at once with what to install, not after the model has loaded.
+
+TRL 1.16 marks ``use_liger_kernel`` deprecated in favour of Hub kernels
+(``model_init_kwargs={"use_kernels": True}``); those are downloaded at load time and apply only to
+a model TRL loads itself, while tifa_lite loads the model and trains where no hub may be reachable,
+so the Liger switch is the one used here.
 """
 
 from __future__ import annotations
