@@ -113,6 +113,10 @@ def load_tokenizer(choice: str, workdir: Path):
     import sys
 
     sys.path.insert(0, str(REPO))
-    from tests.gpu.support import build_tokenizer
+    try:
+        from tests.gpu.support import build_tokenizer  # the GPU check's own (it imports pytest)
+    except ImportError as exc:
+        raise SystemExit(f"--tokenizer {choice}: no embedded model here and the samples tokenizer needs {exc.name}; "
+                         "carry one: python benchmarks/gpu_fullsize.py --save-tokenizer .gpu-tokenizer") from None
 
     return build_tokenizer(workdir / "samples_tokenizer", 8_000), "byte-level BPE trained on data/ (8k)"

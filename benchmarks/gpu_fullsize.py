@@ -283,6 +283,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results folder (default $OUT, else benchmarks/results/raw/gpu_fullsize-<time>)")
     parser.add_argument("--work", default=None, help="models and run folders (default: a folder under /tmp)")
     parser.add_argument("--tokenizer", default="auto", help="auto | embedded | samples | a tokenizer folder")
+    parser.add_argument("--save-tokenizer", metavar="DIR", help="save the --tokenizer choice in DIR and exit")
     parser.add_argument("--processes", action="store_true",
                         help="dry run: each run in its own process, as on the GPU (default there: all in this one)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -304,6 +305,13 @@ def main() -> None:
         spec = json.loads(Path(args.child).read_text(encoding="utf-8"))
         row = run(spec, Path(args.child).parent)
         Path(args.result).write_text(json.dumps(row, default=str), encoding="utf-8")
+        return
+    if args.save_tokenizer:  # on a machine that has the embedded model, for a GPU box that has not
+        from _fullsize_model import load_tokenizer
+
+        tokenizer, note = load_tokenizer(args.tokenizer, Path(args.save_tokenizer))
+        tokenizer.save_pretrained(args.save_tokenizer)
+        print(f"{note} saved in {args.save_tokenizer}: carry it and pass --tokenizer {args.save_tokenizer}")
         return
     if args.list:
         print("\n".join(RUNS))

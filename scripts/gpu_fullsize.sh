@@ -50,6 +50,13 @@ benchmarks/results/raw/gpu_fullsize-<time>), the table also printed at the end.
                    on sdpa and their rows say so.
                  Without liger-kernel its arms are reported skipped with the reason.
 
+The GPU box has no embedded model (its wheel is 94 MiB): save its tokenizer here and carry it,
+  python benchmarks/gpu_fullsize.py --save-tokenizer .gpu-tokenizer   # 3.5 MiB, .gitignore'd
+then pass --tokenizer .gpu-tokenizer (without it the runs use a BPE trained on data/, which
+needs pytest for tests/gpu/support.py). A device call, e.g.:
+  bash scripts/gpu_fullsize.sh --wheels .gpu-wheels --tokenizer .gpu-tokenizer --budget-s 480
+  (carry .gpu-wheels and .gpu-tokenizer; timeout about 570 s)
+
 Budget: model creation (~1 min for the 7B: draw + write 15 GiB) and every run's load count
 against --budget-s; give the device command about 90 s more than it.
 
