@@ -24,9 +24,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata as md
-import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -335,6 +335,9 @@ def main() -> None:
     from _fullsize_report import write_report
 
     table = write_report(out, env, driver.rows)
+    for log in sorted((driver.work / "runs").glob("*/log.txt")):  # each run's own output, beside the results
+        (out / "logs").mkdir(exist_ok=True)
+        shutil.copyfile(log, out / "logs" / f"{log.parent.name}.txt")
     print(table)
     print(f"written to {out}/gpu_fullsize.jsonl and gpu_fullsize.md")
 
