@@ -40,6 +40,12 @@ def plain_trl_partner(run_id: str, ids: set[str]) -> str | None:
     return same if same in ids else base if base in ids else None
 
 
+def lever_base(run_id: str) -> str | None:
+    """The same run without its lever (``sft-ours-a10-liger`` → ``sft-ours-a10``): the lever's own gain."""
+    parts = run_id.split("-")
+    return "-".join(parts[:3]) if len(parts) == 4 and parts[3] in ("liger", "packed") else None
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     by_id = {r["id"]: r for r in rows}
     ok = {i for i, r in by_id.items() if r.get("status") == "ok"}
@@ -65,6 +71,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             _, other, _ = speed(by_id[partner])
             if other:
                 versus = f"{(figure / other if higher else other / figure):.2f}x ({partner})"
+        base = lever_base(r["id"])
+        if base in ok and figure and r["id"] in ok:
+            _, other, _ = speed(by_id[base])
+            if other:
+                versus += f"; lever {(figure / other if higher else other / figure):.2f}x vs {base}"
         losses = ", ".join(f"{x:.3g}" for x in r.get("first_losses", []))
         if losses and not r.get("loss_in_range", True):
             losses += " (OUT OF RANGE)"

@@ -128,6 +128,7 @@ def test_the_table_sets_each_run_beside_plain_trl_and_flags_the_planner():
     ]
     lines = {line.split(" | ")[0].strip("| "): line for line in table(rows).splitlines()[2:]}
     assert "+20.0% (over ±15%)" in lines["sft-ours-a10"] and "1.50x (sft-trl-a10)" in lines["sft-ours-a10"]
-    assert "1.65x (sft-trl-a10)" in lines["sft-ours-a10-liger"]  # no plain TRL Liger row: against plain TRL
+    # no plain TRL Liger row: against plain TRL; and the lever's own gain against ours without it
+    assert "1.65x (sft-trl-a10); lever 1.10x vs sft-ours-a10" in lines["sft-ours-a10-liger"]
     assert "10.00 s/step (gen 6.00 + rest 4.00)" in lines["grpo7b-ours-t4"] and "x (" not in lines["grpo7b-ours-t4"]
     assert "| oom |" in lines["grpo7b-trl-t4"] and "time budget" in lines["dpo-ours-t4"]
