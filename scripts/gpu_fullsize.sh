@@ -57,8 +57,8 @@ needs pytest for tests/gpu/support.py). A device call, e.g.:
   bash scripts/gpu_fullsize.sh --wheels .gpu-wheels --tokenizer .gpu-tokenizer --budget-s 480
   (carry .gpu-wheels and .gpu-tokenizer; timeout about 570 s)
 
-Budget: model creation (~1 min for the 7B: draw + write 15 GiB) and every run's load count
-against --budget-s; give the device command about 90 s more than it.
+Budget: model creation (draw + write 15 GiB for the 7B; not timed yet, each row records it) and
+every run's load count against --budget-s; give the device command about 90 s more than it.
 
 Developer switch, not a GPU result: TIFA_LITE_GPU_CHECK_ON_CPU=1 runs the same runs on tiny
 models of the same architectures, the cards rehearsed on the CPU (TIFA_LITE_REHEARSE), to catch
