@@ -57,7 +57,7 @@ needs pytest for tests/gpu/support.py). A device call, e.g.:
   bash scripts/gpu_fullsize.sh --wheels .gpu-wheels --tokenizer .gpu-tokenizer --budget-s 480
   (carry .gpu-wheels and .gpu-tokenizer; timeout about 570 s)
 
-Budget: model creation (draw + write 15 GiB for the 7B; not timed yet, each row records it) and
+Budget: model creation (draw + write 15 GiB for the 7B; not timed yet, the record holds it) and
 every run's load count against --budget-s; give the device command about 90 s more than it.
 
 Developer switch, not a GPU result: TIFA_LITE_GPU_CHECK_ON_CPU=1 runs the same runs on tiny
