@@ -88,7 +88,7 @@ def capped_h100(fake_cuda, monkeypatch):
 
 
 def test_the_cap_is_the_cards_memory_less_the_context(capped_h100):
-    from _fullsize_arms import cap_memory
+    from _fullsize_measure import cap_memory
 
     row = cap_memory("t4")
     assert row["context_gib"] == 0.5 and row["allocator_cap_gib"] == pytest.approx(14.74 - 0.5)
