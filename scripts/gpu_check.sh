@@ -69,34 +69,7 @@ while [ $# -gt 0 ]; do
 done
 
 if [ -n "$WHEELS" ]; then
-  [ -d "$WHEELS" ] || { echo "--wheels $WHEELS: no such folder" >&2; exit 2; }
-  # Which wheels this Python lacks (or has older): decided per wheel file name, installed
-  # one by one without dependencies, so nothing the machine already has is replaced.
-  NEEDED=$("$PYTHON" - "$WHEELS" <<'PY'
-import importlib.metadata as md, pathlib, sys
-try:
-    from packaging.utils import canonicalize_name, parse_wheel_filename
-    from packaging.version import Version
-except ImportError:  # a bare Python: pip carries its own copy
-    from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
-    from pip._vendor.packaging.version import Version
-for wheel in sorted(pathlib.Path(sys.argv[1]).glob("*.whl")):
-    name, version, *_ = parse_wheel_filename(wheel.name)
-    try:
-        have = Version(md.version(name))
-    except md.PackageNotFoundError:
-        have = None
-    if have is None or have < version:
-        print(wheel)
-        print(f"  {canonicalize_name(name)} {have or 'missing'} -> {version}", file=sys.stderr)
-PY
-)
-  if [ -n "$NEEDED" ]; then
-    # shellcheck disable=SC2086
-    "$PYTHON" -m pip install -q --no-index --no-deps --no-cache-dir $NEEDED || { echo "wheel install failed" >&2; exit 2; }
-  else
-    echo "every wheel in $WHEELS is already installed (same or newer)"
-  fi
+  PYTHON="$PYTHON" bash scripts/install_wheels.sh "$WHEELS" || exit 2
 fi
 
 # The checkout itself, without installing it (a GPU box may lack setuptools' build deps).

@@ -134,6 +134,10 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = False
     # Sequence packing for SFT/CPT (padding-free: no pad tokens, no cross-sample attention).
     packing: bool = False
+    # Liger's Triton kernels (RMSNorm, RoPE, SwiGLU; TRL keeps its own fused LM head) through TRL's
+    # use_liger_kernel, on a CUDA GPU with liger-kernel installed; a CPU run, rehearsal included, runs
+    # without them (tifa_lite.runplan.kernels). Measured at full size by benchmarks/gpu_fullsize.py.
+    use_liger_kernel: bool = False
     assistant_only_loss: bool = True
     logging_steps: int = Field(1, ge=1)
     save_steps: int = Field(50, ge=1)

@@ -90,8 +90,19 @@ def free_memory() -> tuple[int | None, int]:
         ram = psutil.virtual_memory().available
     except ImportError:  # pragma: no cover - psutil comes with accelerate
         ram = 0
-    gpu = torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
-    return gpu, ram
+    return usable_gpu_memory(), ram
+
+
+def usable_gpu_memory() -> int | None:
+    """Bytes this process may still take on GPU 0: the driver's free memory, but no more than the
+    process's cap (``torch.cuda.set_per_process_memory_fraction``, e.g. a shared card, or a bigger
+    card standing in for a T4) leaves beside what torch already holds. The driver knows nothing of
+    that cap, so a 15 GiB model "fitted" an H100 capped at a T4's 14.7 GiB and ran out of memory."""
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info()
+    capped = int(total * torch.cuda.get_per_process_memory_fraction()) - torch.cuda.memory_reserved()
+    return max(0, min(free, capped))
 
 
 def _load(path: str, plan: CheckPlacement, weights_dtype: torch.dtype, loader: ModelLoader, gguf_file: str | None = None):

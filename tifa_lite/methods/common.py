@@ -71,6 +71,8 @@ def training_kwargs(run: Run) -> dict[str, Any]:
         disable_tqdm=not t.progress_bar,
         dataloader_num_workers=t.dataloader_num_workers,
         remove_unused_columns=False,
+        # transformers patches the model with Liger's kernels when training starts (decided in the run plan).
+        use_liger_kernel=run.plan.liger_kernel,
     )
     if run.plan.device == "cpu" and run.plan.numerics.autocast:
         # transformers refuses bf16 without a GPU unless told the run is on the CPU; the CPU

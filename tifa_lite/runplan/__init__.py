@@ -45,6 +45,7 @@ class RunPlan:
     world_size: int = 1
     vllm: bool = False  # GRPO generates with vLLM (colocated)
     dequantized_generation: bool = False  # GRPO generates from a dense copy of the 4-bit base
+    liger_kernel: bool = False  # Liger's Triton kernels patched in by transformers (train.use_liger_kernel)
     substitutes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -74,7 +75,8 @@ class RunPlan:
              + (f", adapters {n.adapter_dtype}" if n.adapter_dtype else "") + (f", norms {n.norm_dtype}" if n.norm_dtype else "")),
             f"attention {self.attn_implementation}; backend {self.backend}; model {self.model.origin}"
             + ("; GRPO generation vLLM (colocated)" if self.vllm else "")
-            + ("; GRPO generation from the 4-bit base dequantised once per call" if self.dequantized_generation else ""),
+            + ("; GRPO generation from the 4-bit base dequantised once per call" if self.dequantized_generation else "")
+            + ("; Liger kernels" if self.liger_kernel else ""),
         ]
         lines += [f"substitute: {s}" for s in self.substitutes]
         return lines
@@ -120,6 +122,12 @@ def resolve_plan(config: "RecipeConfig", *, purpose: str = "train", hardware: Ha
     else:
         backend, reason = "transformers", "inference loads through transformers"
     substitutes = [attention_note] if attention_note else []
+    liger = False
+    if training:
+        from tifa_lite.runplan.kernels import select_liger
+
+        liger, liger_note = select_liger(config.train.use_liger_kernel, device=hardware.device)
+        substitutes += [liger_note] if liger_note else []
     if hardware.rehearsal:
         substitutes.append(
             "CPU kernels for the card's CUDA ones (fp16/bf16 matmuls, bitsandbytes NF4): same dtypes, casts, autocast "
@@ -139,5 +147,5 @@ def resolve_plan(config: "RecipeConfig", *, purpose: str = "train", hardware: Ha
         purpose=purpose, hardware=hardware, numerics=numerics, attn_implementation=attention, backend=backend,
         backend_reason=reason, model=model,
         world_size=config.distributed.world_size if training else 1, vllm=vllm,
-        dequantized_generation=dequantized, substitutes=tuple(substitutes),
+        dequantized_generation=dequantized, liger_kernel=liger, substitutes=tuple(substitutes),
     )

@@ -37,6 +37,7 @@ FREE_KEYS = (
     "train.output_dir", "train.overwrite_output_dir", "train.resume", "train.logging_steps", "train.save_steps",
     "train.save_total_limit", "train.eval_steps", "train.report_to", "train.progress_bar",
     "train.dataloader_num_workers", "train.keep_checkpoints", "train.gradient_checkpointing", "train.auto_fit",
+    "train.use_liger_kernel",
     "train.per_device_batch_size", "train.gradient_accumulation_steps",
     "grpo.use_vllm", "grpo.vllm_gpu_memory_utilization", "grpo.log_completions",
     "distributed.micro_batch_size", "distributed.launcher", "distributed.master_port", "distributed.env",
