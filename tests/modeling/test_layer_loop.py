@@ -110,3 +110,22 @@ def test_slot_cache_is_what_keeps_the_cache_right():
         assert greedy(model, ids, use_cache=True) != uncached
     finally:
         layer_loop.SlotCache.update = original
+
+
+def test_shared_passes_are_refused_on_a_model_with_recurrent_layers(zoo_model_dir):
+    """Qwen3.5's linear-attention layers keep conv and recurrent states by layer index: a shared
+    pass would reuse its first pass's state (cached generation 3.97 logits off the uncached
+    forward on the tiny model). Refused, naming the family; clones (lora_per_pass) are exact."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = zoo_model_dir("qwen3_5")
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    with pytest.raises(ConfigError, match="lora_per_pass=false on qwen3_5_text: its linear_attention layers"):
+        apply_layer_loop(model, LayerLoopConfig(start=0, end=2, repeats=2, lora_per_pass=False))
+    apply_layer_loop(model, LayerLoopConfig(start=0, end=2, repeats=2, lora_per_pass=True))
+    inputs = AutoTokenizer.from_pretrained(folder)(["Once upon a time there was a village"], return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=3, do_sample=False, output_scores=True,
+                             return_dict_in_generate=True)
+        uncached = model(input_ids=out.sequences[:, :-1]).logits[0, -1]
+    torch.testing.assert_close(out.scores[-1][0], uncached, rtol=1e-4, atol=1e-4)

@@ -52,14 +52,13 @@ from dataclasses import dataclass
 
 import torch
 
-from tifa_lite.modeling.lever_check import LeverProbe, compute_dtype, difference, unwrapped
+from tifa_lite.modeling.lever_check import (LeverProbe, compute_dtype, difference,
+                                           sequence_mixers_outside_attention, unwrapped)
 
 log = logging.getLogger(__name__)
 
 # Kernels that honour a custom 4-D mask; flash-attention and the paged kernels ignore it.
 MASKED_ATTENTION = ("sdpa", "eager")
-# Layer kinds a packed 4-D mask describes exactly (a window is a band in it).
-MASKED_LAYER_KINDS = ("full_attention", "sliding_attention")
 
 
 @dataclass(frozen=True)
@@ -179,19 +178,6 @@ def attention_windows(text_config) -> dict[str, int | None]:
     kinds = set(getattr(text_config, "layer_types", None) or ["full_attention"])
     return {kind: window if kind == "sliding_attention" or not getattr(text_config, "layer_types", None) else None
             for kind in sorted(kinds)}
-
-
-def sequence_mixers_outside_attention(model) -> str | None:
-    """What, besides attention, mixes positions in this model: layer kinds other than
-    attention (``layer_types``), or convolutions over the sequence. None: attention only."""
-    text = _text_config(model)
-    others = sorted(set(getattr(text, "layer_types", None) or []) - set(MASKED_LAYER_KINDS))
-    if others:
-        return f"{'/'.join(others)} layers"
-    modules = model.modules() if hasattr(model, "modules") else []
-    if any(isinstance(m, torch.nn.Conv1d) for m in modules):
-        return "convolution layers over the sequence"
-    return None
 
 
 def no_router_logits(model) -> dict:

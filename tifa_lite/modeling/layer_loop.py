@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from tifa_lite.errors import ConfigError
+from tifa_lite.modeling.lever_check import family, sequence_mixers_outside_attention
 
 def source_layers(num_layers: int, start: int, end: int, repeats: int) -> list[int]:
     """Original layer index of every slot of the looped stack, in execution order."""
@@ -73,6 +74,14 @@ def apply_layer_loop(model, loop) -> list[int] | None:
     if getattr(config, "tifa_lite_layer_loop", None):
         raise ConfigError("model.layer_loop: this model is already looped (or is a merged looped model); loop it once.")
     check_span(loop, num_layers)
+    mixers = None if loop.lora_per_pass else sequence_mixers_outside_attention(model)
+    if mixers:
+        # SlotCache re-files a shared pass's keys/values; linear-attention and conv states are
+        # read and written by layer index elsewhere, so a shared pass would reuse the first's
+        raise ConfigError(
+            f"model.layer_loop with lora_per_pass=false on {family(model)}: its {mixers} keep a recurrent cache "
+            "that a shared pass cannot have a slot of its own in, so cached generation would differ from the model. "
+            "Set model.layer_loop.lora_per_pass=true (each pass a clone with its own cache slot).")
     sources = source_layers(num_layers, loop.start, loop.end, loop.repeats)
     first_slot: dict[int, int] = {}
     slots: list[nn.Module] = []

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 # How far a lever may differ from the library's path: the dtype's rounding when the same sums
 # are taken in another order (the packed and padded forwards' measured spread, tests/methods).
 ROUNDING = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 1e-1}
+# Layer kinds whose mixing of positions is attention alone (a window is a band in the mask).
+MASKED_LAYER_KINDS = ("full_attention", "sliding_attention")
 
 
 def unwrapped(model):
@@ -27,6 +29,20 @@ def family(model) -> str:
     config = getattr(unwrapped(model), "config", None)
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     return str(getattr(text, "model_type", None) or type(unwrapped(model)).__name__)
+
+
+def sequence_mixers_outside_attention(model) -> str | None:
+    """What, besides attention, mixes positions in this model: layer kinds other than
+    attention (``layer_types``), or convolutions over the sequence. None: attention only."""
+    config = unwrapped(model).config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    others = sorted(set(getattr(text, "layer_types", None) or []) - set(MASKED_LAYER_KINDS))
+    if others:
+        return f"{'/'.join(others)} layers"
+    modules = model.modules() if hasattr(model, "modules") else []
+    if any(isinstance(m, torch.nn.Conv1d) for m in modules):
+        return "convolution layers over the sequence"
+    return None
 
 
 def compute_dtype(model, args=None) -> torch.dtype:
