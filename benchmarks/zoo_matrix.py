@@ -3,6 +3,7 @@ and A10 rehearsals) × step (QLoRA SFT, DPO, GRPO with the default levers, merge
 one served chat request): ok, ok with a lever off (its reason), refused (reason) or failed.
 
     python benchmarks/zoo_matrix.py [--families llama,qwen3_5] [--cards cpu,t4] [--gguf] [--out FILE]
+    python benchmarks/zoo_matrix.py --rotation [--gguf]   # the default suite's third of the product
 
 Each family's tiny random model is built in a temporary folder next to the embedded tokenizer
 (no download). The table goes to stdout and, with --out, to a markdown file."""
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tifa_lite.modeling.embedded import embedded_checkpoint  # noqa: E402
 from tifa_lite.modeling.zoo import FAMILIES, build_zoo_model, missing_reason  # noqa: E402
-from tifa_lite.zoo_matrix import CARDS, run_cell  # noqa: E402
+from tifa_lite.zoo_matrix import CARDS, rotation, run_cell  # noqa: E402
 
 HEADER = "| family | card | step | result |\n|---|---|---|---|"
 
@@ -28,6 +29,7 @@ def main() -> int:
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--cards", default=",".join(CARDS))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--rotation", action="store_true", help="only the cells the default test suite runs")
     parser.add_argument("--gguf", action="store_true", help="also convert each family with llama.cpp's converter "
                         "(fetches llama-cpp-python's source release once; needs sentencepiece)")
     args = parser.parse_args()
@@ -43,8 +45,14 @@ def main() -> int:
                 print(row, flush=True)
                 continue
             model_dir = build_zoo_model(family, Path(tmp) / f"model-{family}", tokenizer)
-            for card in args.cards.split(","):
-                for step in ("sft", "merge", "serve", "dpo", "grpo") + (("gguf",) if args.gguf else ()):
+            if args.rotation:
+                plan = [(card, steps) for f, card, steps in rotation(list(FAMILIES)) if f == family]
+            else:
+                plan = [(card, ("sft", "merge", "serve", "dpo", "grpo")) for card in args.cards.split(",")]
+            if args.gguf:  # the converter reads the checkpoint alone: one card says it
+                plan.append(("cpu", ("gguf",)))
+            for card, steps in plan:
+                for step in steps:
                     cell = run_cell(family, card, step, model_dir, Path(tmp))
                     failed += cell.status == "failed"
                     rows.append(cell.row())

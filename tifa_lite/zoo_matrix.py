@@ -46,6 +46,18 @@ RECIPES = {
 }
 
 
+def rotation(families) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(family, card, steps) covering every family × step and every card for each step in a
+    third of the product: SFT with its merge and served request on one card, DPO on the next,
+    GRPO on the third; consecutive families start one card later. The default suite runs it."""
+    cells = []
+    for i, family in enumerate(families):
+        cells.append((family, CARDS[i % 3], ("sft", "merge", "serve")))
+        cells.append((family, CARDS[(i + 1) % 3], ("dpo",)))
+        cells.append((family, CARDS[(i + 2) % 3], ("grpo",)))
+    return cells
+
+
 @dataclass(frozen=True)
 class Cell:
     family: str
