@@ -42,6 +42,8 @@ class AdapterInfo:
 
 def read_adapter(path: str | Path) -> AdapterInfo:
     path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise ConfigError(f"--adapter {path}: the folder does not exist.")
     if not (path / "adapter_config.json").is_file():
         hint = ""
         if (path / "config.json").is_file():
@@ -51,6 +53,9 @@ def read_adapter(path: str | Path) -> AdapterInfo:
         raise ConfigError(f"--adapter {path}: no adapter_config.json, so this is not a PEFT adapter folder.{hint}")
     from peft import PeftConfig
 
+    from tifa_lite.verify import check_weights_folder
+
+    check_weights_folder(path, torch_files=True)
     peft_config = PeftConfig.from_pretrained(str(path))
     if getattr(peft_config, "peft_type", None) is None or str(peft_config.peft_type.value) != "LORA":
         raise ConfigError(f"{path}/adapter_config.json: peft_type={peft_config.peft_type}; only LoRA adapters are merged.")

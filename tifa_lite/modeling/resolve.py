@@ -8,6 +8,7 @@ from pathlib import Path
 from tifa_lite.config.schema import ModelConfig
 from tifa_lite.errors import ConfigError
 from tifa_lite.modeling import embedded
+from tifa_lite.verify import check_weights_folder
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
         if not (path / "config.json").is_file():
             hint = " It looks like a LoRA adapter; set model.name_or_path to its base." if (path / "adapter_config.json").is_file() else ""
             raise ConfigError(f"model.name_or_path: {path} has no config.json, so it is not a model folder.{hint}")
+        check_weights_folder(path)  # a cut-short shard fails here, not minutes into the load
         return ResolvedModel(str(path.resolve()), origin=f"local:{path.resolve()}")
     if source == "local":
         raise ConfigError(f"model.name_or_path: local folder {path} does not exist.")
