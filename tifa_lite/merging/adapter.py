@@ -248,6 +248,11 @@ def _download(repo_id: str, revision: str | None) -> Path:
     # Streaming needs the shard files on disk, so a hub base is fetched (cached) first.
     from huggingface_hub import snapshot_download
 
+    from tifa_lite.hub import local_or_reachable
+
+    local = local_or_reachable(repo_id, revision, key="base model")
+    if local != repo_id:
+        return Path(local)
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
 

@@ -13,7 +13,7 @@ from tifa_lite.distributed.runtime import local_rank
 from tifa_lite.hardware import torch_dtype
 from tifa_lite.modeling.dtypes import cast_head_inputs, keep_norms_fp32
 from tifa_lite.modeling.layer_loop import apply_layer_loop, check_trainable
-from tifa_lite.modeling.resolve import ResolvedModel, source_kwargs
+from tifa_lite.modeling.resolve import ResolvedModel, loadable_path, source_kwargs
 
 if TYPE_CHECKING:
     from tifa_lite.runplan import RunPlan
@@ -26,7 +26,7 @@ def load_tokenizer(config: RecipeConfig, resolved: ResolvedModel):
 
     from tifa_lite.conversation.templates import apply_chat_template_choice
 
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, **source_kwargs(config.model, resolved))
+    tokenizer = AutoTokenizer.from_pretrained(loadable_path(config.model, resolved), **source_kwargs(config.model, resolved))
     if tokenizer.pad_token is None:
         # Padding with EOS is safe because labels of padded positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -75,7 +75,7 @@ def load_model(config: RecipeConfig, plan: "RunPlan"):
             # Under a launcher each rank owns its node's GPU number LOCAL_RANK; a 4-bit model
             # cannot be moved after loading, so it must be quantised onto that GPU.
             kwargs["device_map"] = {"": local_rank()}
-    model = auto_cls.from_pretrained(resolved.path, **kwargs)
+    model = auto_cls.from_pretrained(loadable_path(config.model, resolved), **kwargs)
     apply_layer_loop(model, config.model.layer_loop)  # before PEFT attaches: it must see every pass
     model.config.use_cache = False
     if n.norm_dtype == "fp32":

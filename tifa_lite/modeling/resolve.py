@@ -39,6 +39,11 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
             f"model.name_or_path={name!r} is not an embedded model; embedded: {', '.join(embedded.EMBEDDED_MODELS)}"
         )
     if source == "modelscope":
+        from tifa_lite.hub import modelscope_local_or_reachable
+
+        cached = modelscope_local_or_reachable(name)
+        if cached is not None:
+            return ResolvedModel(str(cached), origin=f"modelscope:{name}")
         try:
             from modelscope import snapshot_download
         except ImportError:
@@ -64,3 +69,14 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
     if name.startswith((".", "/", "~")):
         raise ConfigError(f"model.name_or_path: {name} does not exist.")
     return ResolvedModel(name, origin=f"hf:{name}")
+
+
+def loadable_path(cfg: ModelConfig, resolved: ResolvedModel) -> str:
+    """What ``from_pretrained`` opens: a hub id is checked first (:mod:`tifa_lite.hub`), so a
+    hub that cannot be reached ends in one line, not a minute of retries and a traceback.
+    Kept out of :func:`resolve_model`, which planning offline calls for any id."""
+    if resolved.origin.startswith("hf:"):
+        from tifa_lite.hub import local_or_reachable
+
+        return local_or_reachable(resolved.path, cfg.revision)
+    return resolved.path

@@ -97,6 +97,9 @@ def run_config(config: RecipeConfig) -> TrainResult:
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
             "train.output_dir or set train.overwrite_output_dir=true."
         )
+    from tifa_lite.hub import check_model_source
+
+    check_model_source(config.model)  # an unreachable hub in a second, before torch is imported
     # Every hardware-dependent decision, once; everything below reads it.
     plan = resolve_plan(config)
     # unsloth (when selected) must be imported before transformers to patch it.

@@ -1,0 +1,94 @@
+"""A hub id with no hub (HF_HUB_OFFLINE=1, or no connection): one line in about a second,
+with "did you mean" from local folders, the caches and the planner's table; a cached id
+is used from the cache. Nothing here opens a connection: the probe is replaced."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from tests.bad_input.conftest import RECIPE, assert_refused, conversation, run_cli
+
+MISSPELT = "Qwen/Qwen2.5-7B-Instruc"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def unreachable(monkeypatch):
+    """No HF_HUB_OFFLINE, but no connection either."""
+    from tifa_lite import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "reachable", lambda host, port=443: False)
+
+
+@pytest.fixture
+def hf_cache(monkeypatch, tmp_path, tiny_model_dir):
+    """An HF cache holding the tiny model as ``someone/tiny-llama``."""
+    from tifa_lite import hub
+
+    repo = tmp_path / "hub" / "models--someone--tiny-llama"
+    commit = "0" * 40
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(hub, "hf_cache_dir", lambda: tmp_path / "hub")
+    return repo / "snapshots" / commit
+
+
+@pytest.mark.parametrize("network", ["offline", "unreachable"])
+def test_plan_with_a_misspelt_id_is_fast_and_offers_the_right_one(cli, network, request):
+    request.getfixturevalue(network)
+    started = time.monotonic()
+    outcome = cli("plan", RECIPE, f"model.name_or_path={MISSPELT}", "--gpu", "t4")
+    assert time.monotonic() - started < 3
+    why = "HF_HUB_OFFLINE is set" if network == "offline" else "no connection to huggingface.co"
+    assert_refused(outcome, f"model.name_or_path={MISSPELT}: not a local folder", f"unreachable ({why})",
+                   "Did you mean 'Qwen/Qwen2.5-7B-Instruct'")
+
+
+def test_train_with_a_misspelt_id_offline_is_one_line_before_any_load(cli, offline, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps(conversation()) + "\n")
+    started = time.monotonic()
+    outcome = cli("train", RECIPE, f"model.name_or_path={MISSPELT}", f"data.path={data}",
+                  f"train.output_dir={tmp_path / 'run'}")
+    assert time.monotonic() - started < 3
+    assert_refused(outcome, "Hugging Face Hub is unreachable", "Did you mean 'Qwen/Qwen2.5-7B-Instruct'")
+    assert not (tmp_path / "run.partial").exists()
+
+
+def test_a_modelscope_id_offline_is_one_line_too(cli, unreachable, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path / "ms"))
+    outcome = cli("train", RECIPE, "model.name_or_path=qwen/Qwen2.5-7B-Instruc", "model.source=modelscope",
+                  f"train.output_dir={tmp_path / 'run'}")
+    assert_refused(outcome, "ModelScope hub is unreachable (no connection to www.modelscope.cn)",
+                   "Did you mean 'Qwen/Qwen2.5-7B-Instruct'")
+
+
+def test_a_cached_id_offline_is_loaded_from_its_cache_folder(offline, hf_cache):
+    from tifa_lite.config.schema import ModelConfig
+    from tifa_lite.modeling.resolve import loadable_path, resolve_model
+
+    cfg = ModelConfig(name_or_path="someone/tiny-llama")
+    assert loadable_path(cfg, resolve_model(cfg)) == str(hf_cache)
+    misspelt = ModelConfig(name_or_path="someone/tiny-lama")
+    from tifa_lite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="Did you mean 'someone/tiny-llama'"):
+        loadable_path(misspelt, resolve_model(misspelt))
+
+
+def test_as_a_process_offline_no_retries_and_no_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    outcome = run_cli("plan", RECIPE, f"model.name_or_path={MISSPELT}", "--gpu", "t4", timeout=60)
+    assert_refused(outcome, "Did you mean 'Qwen/Qwen2.5-7B-Instruct'")
+    assert outcome.err.count("error:") == 1 and "Retrying" not in outcome.err, outcome.err
