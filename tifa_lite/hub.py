@@ -102,6 +102,16 @@ def close_matches(name: str, extra: list[str] | None = None) -> list[str]:
     return [folded[h] for h in hits]
 
 
+def close_folders(path: Path) -> list[str]:
+    """Model folders beside a local ``path`` that does not exist, spelt like it."""
+    parent = path.expanduser().parent
+    try:
+        names = [p.name for p in parent.iterdir() if p.is_dir()]
+    except OSError:
+        return []
+    return [str(parent / n) for n in difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)]
+
+
 def unreachable_error(key: str, name: str, hub: str, why: str) -> ConfigError:
     matches = close_matches(name)
     hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else (

@@ -94,3 +94,9 @@ def test_unreachable_modelscope_uses_its_cache_or_says_so_in_one_line(monkeypatc
     with pytest.raises(ConfigError, match="ModelScope hub is unreachable .HF_HUB_OFFLINE is set.. Did you mean") as info:
         resolve_model(ModelConfig(name_or_path="qwen/Qwen2.5-0.5B-Instruc", source="modelscope"))
     assert "qwen/Qwen2___5-0___5B-Instruct" in str(info.value) or "Qwen/Qwen2.5-0.5B-Instruct" in str(info.value)
+
+
+def test_missing_local_folder_suggests_the_one_beside_it(tmp_path):
+    (tmp_path / "qwen2.5-7b-merged").mkdir()
+    with pytest.raises(ConfigError, match=f"does not exist. Did you mean {tmp_path / 'qwen2.5-7b-merged'}"):
+        resolve_model(ModelConfig(name_or_path=str(tmp_path / "qwen2.5-7b-merge")))

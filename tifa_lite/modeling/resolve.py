@@ -64,10 +64,13 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
             raise ConfigError(f"model.name_or_path: {path} has no config.json, so it is not a model folder.{hint}")
         check_weights_folder(path)  # a cut-short shard fails here, not minutes into the load
         return ResolvedModel(str(path.resolve()), origin=f"local:{path.resolve()}")
-    if source == "local":
-        raise ConfigError(f"model.name_or_path: local folder {path} does not exist.")
-    if name.startswith((".", "/", "~")):
-        raise ConfigError(f"model.name_or_path: {name} does not exist.")
+    if source == "local" or name.startswith((".", "/", "~")):
+        from tifa_lite.hub import close_folders
+
+        near = close_folders(path)
+        hint = f" Did you mean {' or '.join(near)}?" if near else ""
+        shown = f"local folder {path}" if source == "local" else name
+        raise ConfigError(f"model.name_or_path: {shown} does not exist.{hint}")
     return ResolvedModel(name, origin=f"hf:{name}")
 
 
