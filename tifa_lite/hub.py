@@ -137,7 +137,9 @@ def hf_status() -> str | None:
 
 def local_or_reachable(name: str, revision: str | None = None, key: str = "model.name_or_path") -> str:
     """What ``from_pretrained`` should open for the hub id ``name``: the id itself while the
-    hub answers, else its cached snapshot folder; raises a one-line ConfigError when neither."""
+    hub answers or ``HF_HUB_OFFLINE`` makes the libraries read their cache; the cached snapshot
+    folder when the hub cannot be reached unannounced (the libraries would retry for a
+    minute); a one-line ConfigError when it is not cached."""
     why = hf_status()
     if why is None:
         return name
@@ -145,9 +147,10 @@ def local_or_reachable(name: str, revision: str | None = None, key: str = "model
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
-        return snapshot_download(name, revision=revision, local_files_only=True, cache_dir=hf_cache_dir())
+        folder = snapshot_download(name, revision=revision, local_files_only=True, cache_dir=hf_cache_dir())
     except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError):
         raise unreachable_error(key, name, "Hugging Face Hub", why) from None
+    return name if offline() else folder
 
 
 def modelscope_local_or_reachable(name: str, key: str = "model.name_or_path") -> Path | None:

@@ -74,12 +74,16 @@ def test_a_modelscope_id_offline_is_one_line_too(cli, unreachable, tmp_path, mon
                    "Did you mean 'Qwen/Qwen2.5-7B-Instruct'")
 
 
-def test_a_cached_id_offline_is_loaded_from_its_cache_folder(offline, hf_cache):
+@pytest.mark.parametrize("network", ["offline", "unreachable"])
+def test_a_cached_id_without_a_hub_is_loaded_from_the_cache(network, request, hf_cache):
+    """HF_HUB_OFFLINE: the libraries read their cache themselves, the id is kept; a hub that
+    cannot be reached unannounced: the cached folder itself, so nothing retries."""
     from tifa_lite.config.schema import ModelConfig
     from tifa_lite.modeling.resolve import loadable_path, resolve_model
 
+    request.getfixturevalue(network)
     cfg = ModelConfig(name_or_path="someone/tiny-llama")
-    assert loadable_path(cfg, resolve_model(cfg)) == str(hf_cache)
+    assert loadable_path(cfg, resolve_model(cfg)) == ("someone/tiny-llama" if network == "offline" else str(hf_cache))
     misspelt = ModelConfig(name_or_path="someone/tiny-lama")
     from tifa_lite.errors import ConfigError
 
