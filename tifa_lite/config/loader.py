@@ -81,7 +81,8 @@ def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
-OVERRIDE_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+# dotted.key, its parts words; a pipeline's ``*.key`` (every stage) and STAGE-name prefixes too.
+OVERRIDE_KEY = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_-]*)(\.[A-Za-z0-9_-]+)*$")
 
 
 def parse_override(item: str) -> tuple[str, Any]:
