@@ -182,3 +182,15 @@ def check_model_source(model_cfg) -> None:
     if name.startswith((".", "/", "~")) or name.endswith(".gguf") or Path(name).expanduser().exists():
         return
     local_or_reachable(name, model_cfg.revision)
+
+
+def refused_by_hub(name: str, exc: OSError, key: str = "model.name_or_path") -> ConfigError | None:
+    """A library error for a hub id that the hub answered (no such repo, gated, no such
+    revision), as one line with "did you mean"; None for anything else (a disk error keeps its
+    errno and is not this)."""
+    if exc.errno is not None:
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    matches = close_matches(name)
+    hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+    return ConfigError(f"{key}={name}: not a local folder, and the Hugging Face Hub refused it ({first[:200]}).{hint}")

@@ -96,3 +96,29 @@ def test_as_a_process_offline_no_retries_and_no_traceback(tmp_path, monkeypatch)
     outcome = run_cli("plan", RECIPE, f"model.name_or_path={MISSPELT}", "--gpu", "t4", timeout=60)
     assert_refused(outcome, "Did you mean 'Qwen/Qwen2.5-7B-Instruct'")
     assert outcome.err.count("error:") == 1 and "Retrying" not in outcome.err, outcome.err
+
+
+def test_an_id_the_hub_refuses_is_one_line_with_did_you_mean(monkeypatch):
+    """The hub answers (the probe says so) and refuses the id: transformers' OSError becomes one line."""
+    import transformers
+
+    from tifa_lite import hub
+    from tifa_lite.config import load_recipe
+    from tifa_lite.errors import ConfigError
+    from tifa_lite.modeling.load import load_tokenizer
+    from tifa_lite.modeling.resolve import resolve_model
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "reachable", lambda host, port=443: True)
+
+    def refuse(name, **kwargs):
+        raise OSError(f"{name} is not a local folder and is not a valid model identifier listed on "
+                      "'https://huggingface.co/models'\nIf this is a private repository, ...")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", refuse)
+    config = load_recipe(RECIPE, {"model.name_or_path": MISSPELT})
+    with pytest.raises(ConfigError) as info:
+        load_tokenizer(config, resolve_model(config.model))
+    message = str(info.value)
+    assert message.startswith(f"model.name_or_path={MISSPELT}: not a local folder, and the Hugging Face Hub refused it")
+    assert "Did you mean 'Qwen/Qwen2.5-7B-Instruct'" in message and "\n" not in message

@@ -11,6 +11,7 @@ from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.console import stage
 from tifa_lite.distributed.runtime import local_rank
 from tifa_lite.hardware import torch_dtype
+from tifa_lite.hub import refused_by_hub
 from tifa_lite.modeling.dtypes import cast_head_inputs, keep_norms_fp32
 from tifa_lite.modeling.layer_loop import apply_layer_loop, check_trainable
 from tifa_lite.modeling.resolve import ResolvedModel, loadable_path, source_kwargs
@@ -26,7 +27,13 @@ def load_tokenizer(config: RecipeConfig, resolved: ResolvedModel):
 
     from tifa_lite.conversation.templates import apply_chat_template_choice
 
-    tokenizer = AutoTokenizer.from_pretrained(loadable_path(config.model, resolved), **source_kwargs(config.model, resolved))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(loadable_path(config.model, resolved), **source_kwargs(config.model, resolved))
+    except OSError as exc:  # the first read of a hub id: a misspelt or gated one is refused here
+        refused = refused_by_hub(resolved.path, exc) if resolved.origin.startswith("hf:") else None
+        if refused is None:
+            raise
+        raise refused from None
     if tokenizer.pad_token is None:
         # Padding with EOS is safe because labels of padded positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
