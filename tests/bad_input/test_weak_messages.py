@@ -25,7 +25,9 @@ def test_explicit_accumulation_against_the_global_batch_names_both_keys(cli):
     assert cli("config", RECIPE, "train.gradient_accumulation_steps=4", "train.global_batch_size=null").code == 0
 
 
-@pytest.mark.parametrize("override, what", [("=3", "nothing before '='"), ("train..max_steps=3", "'train..max_steps' is not a dotted key")])
+@pytest.mark.parametrize("override, what", [
+    ("=3", "nothing before '='"), ("train..max_steps=3", "'train..max_steps' is not a dotted key"),
+])
 def test_malformed_override_is_called_malformed(cli, override, what):
     outcome = cli("config", RECIPE, override)
     assert_refused(outcome, f"override {override!r} is malformed ({what}")
