@@ -4,8 +4,13 @@ do, by every command that writes one: train, merge, export, pairs, data, pipelin
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 
-from tests.bad_input.conftest import RECIPE, assert_refused, conversation, leftovers, run_cli
+import pytest
+
+from tests.bad_input.conftest import NOBODY, RECIPE, assert_refused, conversation, leftovers, run_cli, why_user_cannot_run_us
 
 
 def write_data(folder, rows=4):
@@ -116,3 +121,18 @@ def test_pipeline_output_dir_that_is_a_file(cli, tmp_path):
     taken.write_text("x")
     outcome = cli("pipeline", pipeline, f"output_dir={taken}")
     assert_refused(outcome, f"output_dir={taken}", "is an existing file")
+
+
+def test_a_user_who_cannot_run_the_interpreter_is_a_skip_reason(tmp_path):
+    """Root's interpreter or virtualenv under a private home (mode 700) is out of the lowered
+    user's reach: the read-only tests skip with that reason instead of failing on the import."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as another user")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    python = home / "python"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python.chmod(0o700)  # root's own, as a virtualenv in /root is to everyone else
+    reason = why_user_cannot_run_us(NOBODY, str(python))
+    assert reason is not None and f"uid {NOBODY} cannot run {python} and import tifa_lite" in reason
+    assert "Permission denied" in reason

@@ -52,7 +52,17 @@ def test_hub_id_passes_through_without_network():
     assert resolved.path == "Qwen/Qwen2.5-0.5B-Instruct" and resolved.origin == "hf:Qwen/Qwen2.5-0.5B-Instruct"
 
 
-def test_modelscope_source_uses_snapshot_download(monkeypatch, tmp_path):
+@pytest.fixture
+def modelscope_online(monkeypatch):
+    """ModelScope answering (tests never touch the network: the probe is replaced)."""
+    from tifa_lite import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(hub, "reachable", lambda host, port=443: True)
+
+
+def test_modelscope_source_uses_snapshot_download(monkeypatch, tmp_path, modelscope_online):
     import sys
     import types
 
@@ -64,9 +74,29 @@ def test_modelscope_source_uses_snapshot_download(monkeypatch, tmp_path):
     assert calls == [("qwen/Qwen2.5-0.5B-Instruct", None)] and resolved.path == str(tmp_path)
 
 
-def test_modelscope_without_package_is_a_clear_error(monkeypatch):
+def test_modelscope_without_package_is_a_clear_error(monkeypatch, modelscope_online):
     import sys
 
     monkeypatch.setitem(sys.modules, "modelscope", None)
     with pytest.raises(ConfigError, match="pip install modelscope"):
         resolve_model(ModelConfig(name_or_path="qwen/Qwen2.5-0.5B-Instruct", source="modelscope"))
+
+
+def test_unreachable_modelscope_uses_its_cache_or_says_so_in_one_line(monkeypatch, tmp_path):
+    """Offline: a cached copy (newer ModelScope escapes dots as ___) is used; another id is refused."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MODELSCOPE_CACHE", str(tmp_path))
+    cached = tmp_path / "models" / "qwen" / "Qwen2___5-0___5B-Instruct"
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    resolved = resolve_model(ModelConfig(name_or_path="qwen/Qwen2.5-0.5B-Instruct", source="modelscope"))
+    assert resolved.path == str(cached)
+    with pytest.raises(ConfigError, match="ModelScope hub is unreachable .HF_HUB_OFFLINE is set.. Did you mean") as info:
+        resolve_model(ModelConfig(name_or_path="qwen/Qwen2.5-0.5B-Instruc", source="modelscope"))
+    assert "qwen/Qwen2___5-0___5B-Instruct" in str(info.value) or "Qwen/Qwen2.5-0.5B-Instruct" in str(info.value)
+
+
+def test_missing_local_folder_suggests_the_one_beside_it(tmp_path):
+    (tmp_path / "qwen2.5-7b-merged").mkdir()
+    with pytest.raises(ConfigError, match=f"does not exist. Did you mean {tmp_path / 'qwen2.5-7b-merged'}"):
+        resolve_model(ModelConfig(name_or_path=str(tmp_path / "qwen2.5-7b-merge")))

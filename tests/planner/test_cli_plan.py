@@ -34,7 +34,7 @@ def test_plan_report_names_every_term_and_a_verdict(capsys):
 
 def test_plan_grpo_shows_generation_phase(capsys):
     overrides = ["train.method=grpo", "grpo.use_vllm='off'", "grpo.max_completion_length=1024",
-                 "train.per_device_batch_size=8", "train.gradient_accumulation_steps=4"]
+                 "train.per_device_batch_size=8", "train.gradient_accumulation_steps=4", "train.global_batch_size=32"]
     assert main(["plan", RECIPE, *overrides, "--gpu", "a100-80g"]) == 0
     out = capsys.readouterr().out
     assert "generation KV cache" in out

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 STEP = {"data.limit": 2, "data.max_length": 256, "data.eval_ratio": 0.0, "data.overlength": "truncate",
         "train.max_steps": 1, "train.per_device_batch_size": 2, "train.gradient_accumulation_steps": 1,
+        "train.global_batch_size": None,
         "train.warmup_ratio": 0.0, "train.progress_bar": False, "train.gradient_checkpointing": False,
         "train.eval_steps": None, "lora.r": 4, "lora.alpha": 8}
 

@@ -147,7 +147,7 @@ def test_keys_a_resume_may_change():
     base = yaml.safe_load(dump_config(load_recipe(ROLEPLAY)))
     same_run = yaml.safe_load(dump_config(load_recipe(ROLEPLAY, [
         "train.logging_steps=1", "train.save_steps=7", "train.progress_bar=false", "train.output_dir=/elsewhere",
-        "train.per_device_batch_size=1", "train.gradient_accumulation_steps=16",  # the same global batch, split anew
+        "train.per_device_batch_size=1", "train.gradient_accumulation_steps=8",  # the same global batch over 2 ranks
         "distributed.nnodes=1", "distributed.nproc_per_node=2", "hardware.gpu=t4",
     ])))
     assert differing_keys(base, same_run) == []

@@ -4,7 +4,19 @@ score) prefers the chosen answer."""
 
 from __future__ import annotations
 
+import argparse
 import json
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: refused by the parser, before any model loads."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number (1 or more)")
+    return value
 
 
 def register(sub) -> None:
@@ -12,9 +24,9 @@ def register(sub) -> None:
     p.add_argument("--model", help="model folder, embedded name or hub id (default: the adapter's base)")
     p.add_argument("--adapter", help="LoRA adapter folder (a DPO policy, or a reward model from train.method=reward)")
     p.add_argument("--data", required=True, help="preference pairs (TRL preference form or hh-rlhf JSONL)")
-    p.add_argument("--limit", type=int, help="score only the first N pairs")
-    p.add_argument("--max-length", type=int, default=1024, help="tokens per prompt+answer; longer prompts keep their end")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--limit", type=positive_int, help="score only the first N pairs")
+    p.add_argument("--max-length", type=positive_int, default=1024, help="tokens per prompt+answer; longer prompts keep their end")
+    p.add_argument("--batch-size", type=positive_int, default=4)
     p.add_argument("--bits", type=int, choices=[4, 8], help="load the base quantised, as it was trained")
     p.add_argument("--reference", choices=["auto", "none"], default="auto",
                    help="auto: relative to the base when an adapter is given; none: raw log p(chosen) - log p(rejected)")

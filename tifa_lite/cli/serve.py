@@ -27,9 +27,30 @@ def register(sub) -> None:
     p.set_defaults(handler=run)
 
 
+def check_port(host: str, port: int) -> None:
+    """Bind the address once before the model loads (minutes), so that a port in use is one
+    line now and not uvicorn's raw Errno 98 afterwards."""
+    import errno
+    import socket
+
+    from tifa_lite.errors import ConfigError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"--port {port}: {host}:{port} is already in use (another server?). "
+                              "Choose another --port, or stop the program that holds it.") from None
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}).") from None
+
+
 def run(args) -> int:
     from pathlib import Path
 
+    check_port(args.host, args.port)
     name = args.name or Path(args.adapter or args.model).name
     cap = args.max_tokens_cap or None
     if args.engine != "transformers":

@@ -23,16 +23,49 @@ RECIPES_DIR = PACKAGE_ROOT / "recipes"
 PROFILES_DIR = RECIPES_DIR / "profiles"
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    pass
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the later of two equal keys in a mapping without a word; a recipe that
+    says ``max_steps`` twice is a mistake in one of the two lines, so both are named."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise DuplicateKeyError(
+                    None, None, f"the key {key!r} appears twice, on lines {first} and {key_node.start_mark.line + 1}",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, UniqueKeyLoader.construct_mapping)
+
+
+def read_yaml(path: str | Path, what: str = "recipe") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such recipe file. Check the path (recipes live in {RECIPES_DIR}).")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"{path}:{exc.problem_mark.line + 1}: {exc.problem}; delete one of them.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}).") from None
+    if data is None and what == "recipe":
+        # An empty file would train on every default: almost surely not what was meant.
+        raise ConfigError(f"{path}: the recipe is empty. Start from one in {RECIPES_DIR} (e.g. sft_qlora_roleplay.yaml).")
+    data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a recipe must be a mapping of sections (model:, data:, train:, …).")
     return data
@@ -48,10 +81,17 @@ def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, An
     return merged
 
 
+# dotted.key, its parts words; a pipeline's ``*.key`` (every stage) and STAGE-name prefixes too.
+OVERRIDE_KEY = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_-]*)(\.[A-Za-z0-9_-]+)*$")
+
+
 def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. train.max_steps=2")
     key, raw = item.split("=", 1)
+    if not OVERRIDE_KEY.match(key.strip()):
+        what = "nothing before '='" if not key.strip() else f"{key.strip()!r} is not a dotted key"
+        raise ConfigError(f"override {item!r} is malformed ({what}): expected dotted.key=value, e.g. train.max_steps=3")
     try:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
@@ -180,7 +220,7 @@ def load_recipe(
     profiles = _as_list(tree.pop("profile", None)) + _as_list(profile)
     for name in profiles:
         profile_path = resolve_profile_path(name, recipe_dir)
-        overlay = read_yaml(profile_path)
+        overlay = read_yaml(profile_path, what="profile")
         overlay.pop("profile", None)
         overlay.pop("description", None)
         _validate_partial(overlay, str(profile_path))
@@ -197,8 +237,64 @@ def load_recipe(
         config = RecipeConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, origins, tree)) from None
+    _check_explicit_batch(config, origins)
+    _check_method_sections(config, origins)
+    _check_template_file(config)
     _resolve_relative_paths(config, recipe_dir)
     return config
+
+
+def _check_explicit_batch(config: RecipeConfig, origins: Mapping[str, str]) -> None:
+    """The batch rule (tifa_lite.distributed.batch) keeps train.global_batch_size and derives
+    the accumulation from it: an accumulation given as an override that the global batch
+    contradicts would be silently replaced, so the two keys are named instead."""
+    t, d = config.train, config.distributed
+    ga_origin = origins.get("train.gradient_accumulation_steps", "")
+    if not ga_origin.startswith("the override") or t.global_batch_size is None:
+        return
+    micro = d.micro_batch_size or t.per_device_batch_size
+    world = d.world_size or 1
+    if micro * t.gradient_accumulation_steps * world == t.global_batch_size:
+        return
+    gb_origin = origins.get("train.global_batch_size", "the recipe")
+    raise ConfigError(
+        f"train.gradient_accumulation_steps={t.gradient_accumulation_steps} (given as an override) conflicts with "
+        f"train.global_batch_size={t.global_batch_size} (set by {gb_origin}): "
+        f"{micro} per device × {t.gradient_accumulation_steps} × world size {world} = "
+        f"{micro * t.gradient_accumulation_steps * world}, and the global batch wins. Set "
+        f"train.global_batch_size={micro * t.gradient_accumulation_steps * world} too, or "
+        "train.global_batch_size=null to use the accumulation as given."
+    )
+
+
+# Recipe sections read by some methods only.
+SECTION_METHODS = {"dpo": ("dpo", "orpo", "kto", "simpo"), "grpo": ("grpo",)}
+
+
+def _check_method_sections(config: RecipeConfig, origins: Mapping[str, str]) -> None:
+    """An override of a section the run's method never reads (``dpo.beta`` on an SFT run)
+    would change nothing: most often the method itself was meant to be changed too."""
+    method = config.train.method
+    for key, origin in origins.items():
+        section = key.split(".", 1)[0]
+        if origin.startswith("the override") and section in SECTION_METHODS and method not in SECTION_METHODS[section]:
+            used_by = "/".join(SECTION_METHODS[section])
+            raise ConfigError(
+                f"{origin.removeprefix('the ')}: {section}.* is read by train.method={used_by} only, and this run is "
+                f"train.method={method}, so it would change nothing. Set train.method={SECTION_METHODS[section][0]} "
+                "too, or drop the override."
+            )
+
+
+def _check_template_file(config: RecipeConfig) -> None:
+    """A ``.jinja`` chat template that is not there, named as a missing file now rather than
+    as an unknown template name once the tokenizer has loaded."""
+    choice = config.model.chat_template
+    if choice and choice.endswith(".jinja") and not Path(choice).expanduser().is_file():
+        raise ConfigError(
+            f"model.chat_template={choice}: no such file (looked from {Path.cwd()}). Check the path, or use a "
+            "named template, or null for the tokenizer's own."
+        )
 
 
 def _validate_partial(overlay: dict[str, Any], source: str) -> None:

@@ -90,11 +90,17 @@ DataFormat = Literal[
 
 
 class DataConfig(Section):
-    # A file, a folder (every *.jsonl/*.json/*.txt inside), a glob, a list of those,
-    # or a hub / ModelScope data set id with ``source``.
+    # A file, a folder (every *.jsonl/*.json/*.txt/*.csv/*.tsv/*.parquet/*.jsonl.gz inside),
+    # a glob, a list of those, or a hub / ModelScope data set id with ``source``.
     path: str | list[str] | None = None
     source: Literal["auto", "local", "hf", "modelscope"] = "auto"
     split: str = "train"
+    # ``auto`` (the default) tells each record's format by its keys (messages /
+    # conversations+from/value / instruction+output / conversation / text / chosen+rejected /
+    # question+answer): users bring ShareGPT, Alpaca and CSV exports far more often than they
+    # know which name the format has, and a wrong explicit name can only fail. An explicit
+    # format is for data whose keys fit more than one (and refuses a record of another
+    # format by naming it: "set data.format=sharegpt").
     format: DataFormat = "auto"
     eval_path: str | list[str] | None = None
     # Held out from ``path`` when no eval_path is given; 0 disables evaluation.

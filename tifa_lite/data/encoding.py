@@ -42,6 +42,10 @@ def describe_undecodable(raw: bytes, exc: UnicodeDecodeError, column: int, path:
     convert = f"iconv -f {{}} -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}"
     if head.startswith(UTF16_BOMS):
         return f"the file is UTF-16, not UTF-8. Convert it first: {convert.format('UTF-16')}"
+    if head.startswith(b"PAR1"):
+        return f"a Parquet file named {path.name}: name it {path.stem}.parquet to have it read as Parquet."
+    if head.startswith(b"\x1f\x8b"):
+        return f"a gzip-compressed file named {path.name}: name it {path.name}.gz (e.g. data.jsonl.gz) to have it read."
     if b"\x00" in head[:4096]:
         return "not a text file (it holds NUL bytes); data files must be UTF-8 text."
     found = f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {column})"

@@ -40,7 +40,37 @@ def detect_format(row: dict[str, Any], where: str) -> str:
     )
 
 
+# What a record of each conversation format must hold; a record without it under an explicit
+# data.format is most often data of another format (a ShareGPT export under the recipe's
+# ``format: messages``), which is named rather than reported as a malformed record.
+FORMAT_KEYS = {"messages": ("messages",), "sharegpt": ("conversations",), "alpaca": ("instruction", "output"),
+               "xtuner": ("conversation",)}
+FORMAT_NAMES = {"messages": "plain messages", "sharegpt": "ShareGPT (conversations/from/value)",
+                "alpaca": "Alpaca (instruction/input/output)", "xtuner": "XTuner (conversation)"}
+
+
+def check_format_matches(row: dict[str, Any], fmt: str, where: str) -> None:
+    """Raise a DataError saying which format ``row`` is in when it lacks ``fmt``'s keys."""
+    needed = FORMAT_KEYS.get(fmt)
+    if needed is None or all(k in row for k in needed):
+        return
+    try:
+        found = detect_format(row, where)
+    except DataError:
+        found = None
+    if found in FORMAT_KEYS:
+        raise DataError(
+            f"{where}: data.format={fmt}, but this record is {FORMAT_NAMES[found]} (keys {sorted(row)}): "
+            f"set data.format={found}, or data.format=auto to tell each file's format by its keys."
+        )
+    raise DataError(
+        f"{where}: data.format={fmt} needs the key(s) {', '.join(repr(k) for k in needed)}; this record has "
+        f"{sorted(row)}. Rename the columns/keys, or set data.format to the format the data is in."
+    )
+
+
 def to_messages(row: dict[str, Any], fmt: str, where: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+    check_format_matches(row, fmt, where)
     if fmt == "messages":
         messages = _from_messages(row.get("messages"), where)
     elif fmt == "sharegpt":
@@ -122,12 +152,13 @@ def _from_sharegpt(row: dict[str, Any], where: str) -> list[dict[str, str]]:
     if row.get("system"):
         out.append({"role": "system", "content": row["system"]})
     for index, turn in enumerate(turns):
-        speaker = turn.get("from") if isinstance(turn, dict) else None
+        # Some exports write ShareGPT turns with OpenAI's role/content names.
+        speaker = turn.get("from", turn.get("role")) if isinstance(turn, dict) else None
         if speaker not in SHAREGPT_ROLES:
             raise DataError(
                 f"{where}: conversations[{index}] has from={speaker!r}; expected one of {', '.join(SHAREGPT_ROLES)}."
             )
-        out.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
+        out.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value", turn.get("content"))})
     return out
 
 

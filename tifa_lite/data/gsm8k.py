@@ -74,8 +74,8 @@ def _row_format(row: dict[str, Any], fmt: str, where: str) -> str:
             f"data.format={fmt} is not prompt-only data; GRPO reads data.format=gsm8k, prompt or a conversation "
             f"format ({', '.join(CONVERSATION_FORMATS)})."
         )
-    if "question" in row and "answer" in row:
-        return "gsm8k"
+    if "question" in row and ("answer" in row or "prompt" not in row):
+        return "gsm8k"  # without an answer, refused as a GSM8K row that lacks one
     if "prompt" in row:
         return "prompt"
     if any(key in row for key in ("messages", "conversations", "conversation")):

@@ -16,7 +16,16 @@ from tifa_lite.errors import DataError
 
 log = logging.getLogger(__name__)
 
-DATA_SUFFIXES = (".jsonl", ".json", ".txt", ".csv")
+DATA_SUFFIXES = (".jsonl", ".json", ".txt", ".csv", ".tsv", ".parquet", ".jsonl.gz", ".json.gz")
+
+
+def data_kind(path: Path) -> str:
+    """The reader for ``path``, by its full suffix (``x.jsonl.gz`` is gzip-compressed JSON Lines)."""
+    name = path.name.lower()
+    for suffix in sorted(DATA_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return suffix
+    return ".jsonl"
 
 
 @dataclass
@@ -57,14 +66,14 @@ def expand_paths(spec: str | list[str], key: str = "data.path") -> list[Path]:
                 raise DataError(f"{key}: the pattern {item} matches no file.")
             paths.extend(m for m in matches if m.is_file())
         elif path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in DATA_SUFFIXES and p.is_file())
+            found = sorted(p for p in path.rglob("*") if p.name.lower().endswith(DATA_SUFFIXES) and p.is_file())
             if not found:
                 raise DataError(f"{key}: folder {path} holds no {'/'.join(DATA_SUFFIXES)} files.")
             paths.extend(found)
         elif path.is_file():
             paths.append(path)
         else:
-            raise DataError(f"{key}: {path} does not exist. Point {key} at a JSONL/JSON/TXT file or folder.")
+            raise DataError(f"{key}: {path} does not exist. Point {key} at a JSONL/JSON/TXT/CSV/Parquet file or folder.")
     return paths
 
 
@@ -72,7 +81,7 @@ def is_local_spec(spec: str | list[str]) -> bool:
     items = [spec] if isinstance(spec, str) else spec
     return all(
         Path(s).expanduser().exists() or any(ch in s for ch in "*?[") or s.startswith((".", "/", "~"))
-        or Path(s).suffix in DATA_SUFFIXES
+        or s.lower().endswith(DATA_SUFFIXES)
         for s in items
     )
 
@@ -90,12 +99,15 @@ def iter_records(
         return
     skipped = skipped if skipped is not None else SkipReport()
     for path in expand_paths(spec, key):
-        if path.suffix == ".txt":
+        kind = data_kind(path)
+        if kind == ".txt":
             records = _iter_txt(path)
-        elif path.suffix == ".json":
+        elif kind in (".json", ".json.gz"):
             records = _iter_json(path)
-        elif path.suffix == ".csv":
-            records = _iter_csv(path)
+        elif kind in (".csv", ".tsv"):
+            records = _iter_csv(path, "\t" if kind == ".tsv" else ",")
+        elif kind == ".parquet":
+            records = _iter_parquet(path)
         else:
             records = _iter_jsonl(path, on_error, skipped)
         empty, skipped_before = True, skipped.total
@@ -120,20 +132,66 @@ def _iter_txt(path: Path) -> Iterator[Record]:
         yield Record(text, str(path))
 
 
-def _iter_csv(path: Path) -> Iterator[Record]:
+def _iter_csv(path: Path, delimiter: str = ",") -> Iterator[Record]:
     import csv
     import io
 
-    for lineno, row in enumerate(csv.DictReader(io.StringIO(read_text(path), newline="")), start=2):
-        yield Record(dict(row), f"{path}:{lineno}")
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+    for row in reader:
+        # A quoted field may span lines: the record is named by the line it ends on.
+        yield Record(dict(row), f"{path}:{reader.line_num}")
+
+
+def _iter_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except (pyarrow.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({exc}).") from None
+    index = 0
+    for batch in table.iter_batches():
+        for row in batch.to_pylist():
+            # A table has every column in every row: a cell another format's rows filled is null here.
+            yield Record({k: v for k, v in row.items() if v is not None}, f"{path}[{index}]")
+            index += 1
+
+
+def _open_binary(path: Path):
+    """``path`` for reading bytes, decompressed when it is a ``.gz``."""
+    if not path.name.lower().endswith(".gz"):
+        return path.open("rb")
+    import gzip
+
+    return gzip.open(path, "rb")
+
+
+def _read_bytes(path: Path) -> bytes:
+    import gzip
+    import zlib
+
+    with _open_binary(path) as fh:
+        try:
+            return fh.read()
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: not a readable gzip file ({exc}); it may be cut short.") from None
 
 
 def _iter_jsonl(path: Path, on_error: str, skipped: SkipReport) -> Iterator[Record]:
     # Bytes, decoded line by line, so a file that is not UTF-8 is reported at its first bad line.
-    with path.open("rb") as fh:
-        head = fh.read(4096)
-        fh.seek(0)
-        for lineno, raw in enumerate(fh, start=1):
+    import gzip
+    import zlib
+
+    with _open_binary(path) as fh:
+        try:
+            head = fh.read(4096)
+            fh.seek(0)
+            # A damaged .gz fails part-way through: read it whole first, to fail before any record.
+            lines = list(fh) if isinstance(fh, gzip.GzipFile) else fh
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: not a readable gzip file ({exc}); it may be cut short.") from None
+        for lineno, raw in enumerate(lines, start=1):
             line = decode(raw, path, lineno, head)
             if not line.strip():
                 continue
@@ -189,7 +247,7 @@ def _whole_file_hint(path: Path, lineno: int, line: str) -> str:
 
 
 def _iter_json(path: Path) -> Iterator[Record]:
-    text = read_text(path)
+    text = decode(_read_bytes(path), path)
     if not text.strip():
         return
     try:

@@ -350,6 +350,8 @@ def export_gguf(
                           + (" (the builtin writer; llama.cpp's converter makes the K-quants)." if converter == "builtin" else "."))
     output = check_output_path(output, "--output", kind="file")
     model_dir = Path(model).expanduser().resolve()
+    if not model_dir.exists():
+        raise ConfigError(f"--model {model_dir}: the folder does not exist.")
     if not (model_dir / "config.json").is_file():
         hint = " It is a LoRA adapter: run `tifa-lite merge` first." if (model_dir / "adapter_config.json").is_file() else ""
         raise ConfigError(f"--model {model_dir}: no config.json, not a model folder.{hint}")

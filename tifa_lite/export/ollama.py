@@ -135,6 +135,8 @@ def export_ollama(
         raise ConfigError(f"--output {out} exists and is not empty. Choose another folder or pass --overwrite.")
     if think_policy not in ("strip", "keep"):
         raise ConfigError(f"--think-policy {think_policy!r}: use strip or keep.")
+    if not model_dir.exists():
+        raise ConfigError(f"--model {model_dir}: the folder does not exist.")
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"--model {model_dir}: no config.json; give a merged model folder (`tifa-lite merge`).")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))

@@ -53,6 +53,8 @@ def _base_model_type(peft_config) -> str:
 
 def read_adapter(path: str | Path) -> AdapterInfo:
     path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise ConfigError(f"--adapter {path}: the folder does not exist.")
     if not (path / "adapter_config.json").is_file():
         hint = ""
         if (path / "config.json").is_file():
@@ -62,6 +64,9 @@ def read_adapter(path: str | Path) -> AdapterInfo:
         raise ConfigError(f"--adapter {path}: no adapter_config.json, so this is not a PEFT adapter folder.{hint}")
     from peft import PeftConfig
 
+    from tifa_lite.verify import check_weights_folder
+
+    check_weights_folder(path, torch_files=True)
     peft_config = PeftConfig.from_pretrained(str(path))
     if getattr(peft_config, "peft_type", None) is None or str(peft_config.peft_type.value) != "LORA":
         raise ConfigError(f"{path}/adapter_config.json: peft_type={peft_config.peft_type}; only LoRA adapters are merged.")
@@ -263,6 +268,11 @@ def _download(repo_id: str, revision: str | None) -> Path:
     # Streaming needs the shard files on disk, so a hub base is fetched (cached) first.
     from huggingface_hub import snapshot_download
 
+    from tifa_lite.hub import local_or_reachable
+
+    local = local_or_reachable(repo_id, revision, key="base model")
+    if local != repo_id:
+        return Path(local)
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
     return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
 

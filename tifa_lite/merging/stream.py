@@ -31,7 +31,11 @@ INDEX = "model.safetensors.index.json"
 
 
 def base_shards(base_dir: Path) -> list[Path] | None:
-    """The base's safetensors files in order, or None (no safetensors: .bin or GGUF)."""
+    """The base's safetensors files in order, or None (no safetensors: .bin or GGUF); each
+    one checked whole first (:mod:`tifa_lite.verify`)."""
+    from tifa_lite.verify import check_weights_folder
+
+    check_weights_folder(base_dir)
     index = base_dir / INDEX
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]

@@ -36,7 +36,7 @@ def _builder(method: str) -> Callable[[RecipeConfig, Any], Any] | None:
         from tifa_lite.data.preference import load_preference_splits
 
         return load_preference_splits
-    return None  # GRPO's prompts are built with its rewards, which need the model
+    return None  # GRPO's prompts are built with its rewards, which need the model; checked below
 
 
 def check_before_load(config: RecipeConfig, plan: "RunPlan | None" = None) -> None:
@@ -56,7 +56,58 @@ def check_before_load(config: RecipeConfig, plan: "RunPlan | None" = None) -> No
         built = builder(config, tokenizer)
         _built[_key(config, tokenizer, builder)] = built
         rows = len(built.train if hasattr(built, "train") else built[0])
+    elif config.train.method == "grpo" and config.data.path:
+        rows = check_grpo_rows(config)
     warn_if_no_step(config, rows)
+    warn_if_many_epochs(config, rows)
+
+
+# Rule rewards that compare a completion with the row's reference answer.
+ANSWER_REWARDS = ("correctness", "correctness_numeric", "final_number")
+
+
+def check_grpo_rows(config: RecipeConfig) -> int:
+    """GRPO's prompt rows read without a tokenizer (format, GSM8K answers) and, where a reward
+    compares with the reference answer, each row's ``answer``: refused here, not after the load.
+    Returns the number of rows."""
+    from tifa_lite.data.gsm8k import load_prompt_rows
+    from tifa_lite.errors import DataError
+    from tifa_lite.rewards import R1_ZERO_REWARDS
+
+    d = config.data
+    rows = load_prompt_rows(config, d.path, limit=d.limit)
+    names = [s.name for s in config.grpo.rewards] if config.grpo.rewards else list(R1_ZERO_REWARDS)
+    needing = [n for n in names if n in ANSWER_REWARDS]
+    missing = [i for i, row in enumerate(rows) if row.get("answer") in (None, "")]
+    if needing and missing:
+        raise DataError(
+            f"data.path={d.path}: {len(missing)} of {len(rows)} row(s) have no 'answer' (the first is row "
+            f"{missing[0] + 1}), and the reward {needing[0]!r} compares each completion with it. Give every row an "
+            f"answer ({{question, answer: '... #### n'}} or {{prompt, answer}}), or drop {needing[0]!r} from grpo.rewards."
+        )
+    return len(rows)
+
+
+# More epochs than this over a handful of rows is almost always a max_steps meant for a
+# larger data set: the adapter memorises the rows.
+MANY_EPOCHS = 20
+
+
+def warn_if_many_epochs(config: RecipeConfig, rows: int | None) -> None:
+    t = config.train
+    if t.max_steps <= 0 or not rows:
+        return
+    world = config.distributed.world_size or 1
+    per_step = t.per_device_batch_size * t.gradient_accumulation_steps * world
+    if config.train.method == "grpo":
+        per_step = max(1, per_step // config.grpo.num_generations)  # each prompt is sampled num_generations times
+    epochs = t.max_steps * per_step / rows
+    if epochs > MANY_EPOCHS:
+        log.warning(
+            "train.max_steps=%d over %d training row(s) at %d row(s) per step is %.0f epochs: the model will "
+            "memorise these rows. Use more data, or fewer steps (train.max_steps=-1 with train.num_epochs).",
+            t.max_steps, rows, per_step, epochs,
+        )
 
 
 def built_data(config: RecipeConfig, tokenizer, builder: Callable[[RecipeConfig, Any], Any]):

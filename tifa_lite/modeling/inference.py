@@ -53,8 +53,13 @@ def load_inference_model(
     adapter_dir = Path(adapter).expanduser().resolve() if adapter else None
     model_fields: dict[str, Any] = {}
     if adapter_dir is not None:
+        from tifa_lite.verify import check_weights_folder
+
+        if not adapter_dir.exists():
+            raise ConfigError(f"--adapter {adapter_dir}: the folder does not exist.")
         if not (adapter_dir / "adapter_config.json").is_file():
             raise ConfigError(f"--adapter {adapter_dir}: no adapter_config.json, so this is not a LoRA adapter folder.")
+        check_weights_folder(adapter_dir, torch_files=True)
         model_fields = base_fields_from_adapter(adapter_dir)
     if model is not None:
         model_fields.update(name_or_path=str(model), source="auto", gguf_file=None)

@@ -11,9 +11,10 @@ from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.console import stage
 from tifa_lite.distributed.runtime import local_rank
 from tifa_lite.hardware import torch_dtype
+from tifa_lite.hub import refused_by_hub
 from tifa_lite.modeling.dtypes import cast_head_inputs, keep_norms_fp32
 from tifa_lite.modeling.layer_loop import apply_layer_loop, check_trainable
-from tifa_lite.modeling.resolve import ResolvedModel, source_kwargs
+from tifa_lite.modeling.resolve import ResolvedModel, loadable_path, source_kwargs
 
 if TYPE_CHECKING:
     from tifa_lite.runplan import RunPlan
@@ -26,7 +27,13 @@ def load_tokenizer(config: RecipeConfig, resolved: ResolvedModel):
 
     from tifa_lite.conversation.templates import apply_chat_template_choice
 
-    tokenizer = AutoTokenizer.from_pretrained(resolved.path, **source_kwargs(config.model, resolved))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(loadable_path(config.model, resolved), **source_kwargs(config.model, resolved))
+    except OSError as exc:  # the first read of a hub id: a misspelt or gated one is refused here
+        refused = refused_by_hub(resolved.path, exc) if resolved.origin.startswith("hf:") else None
+        if refused is None:
+            raise
+        raise refused from None
     if tokenizer.pad_token is None:
         # Padding with EOS is safe because labels of padded positions are masked anyway.
         tokenizer.pad_token = tokenizer.eos_token
@@ -77,7 +84,7 @@ def load_model(config: RecipeConfig, plan: "RunPlan"):
             # Under a launcher each rank owns its node's GPU number LOCAL_RANK; a 4-bit model
             # cannot be moved after loading, so it must be quantised onto that GPU.
             kwargs["device_map"] = {"": local_rank()}
-    model = auto_cls.from_pretrained(resolved.path, **kwargs)
+    model = auto_cls.from_pretrained(loadable_path(config.model, resolved), **kwargs)
     keep_narrow_layers_unpacked(model)
     apply_layer_loop(model, config.model.layer_loop)  # before PEFT attaches: it must see every pass
     model.config.use_cache = False

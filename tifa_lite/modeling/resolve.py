@@ -8,6 +8,7 @@ from pathlib import Path
 from tifa_lite.config.schema import ModelConfig
 from tifa_lite.errors import ConfigError
 from tifa_lite.modeling import embedded
+from tifa_lite.verify import check_weights_folder
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
             f"model.name_or_path={name!r} is not an embedded model; embedded: {', '.join(embedded.EMBEDDED_MODELS)}"
         )
     if source == "modelscope":
+        from tifa_lite.hub import modelscope_local_or_reachable
+
+        cached = modelscope_local_or_reachable(name)
+        if cached is not None:
+            return ResolvedModel(str(cached), origin=f"modelscope:{name}")
         try:
             from modelscope import snapshot_download
         except ImportError:
@@ -56,9 +62,24 @@ def resolve_model(cfg: ModelConfig) -> ResolvedModel:
         if not (path / "config.json").is_file():
             hint = " It looks like a LoRA adapter; set model.name_or_path to its base." if (path / "adapter_config.json").is_file() else ""
             raise ConfigError(f"model.name_or_path: {path} has no config.json, so it is not a model folder.{hint}")
+        check_weights_folder(path)  # a cut-short shard fails here, not minutes into the load
         return ResolvedModel(str(path.resolve()), origin=f"local:{path.resolve()}")
-    if source == "local":
-        raise ConfigError(f"model.name_or_path: local folder {path} does not exist.")
-    if name.startswith((".", "/", "~")):
-        raise ConfigError(f"model.name_or_path: {name} does not exist.")
+    if source == "local" or name.startswith((".", "/", "~")):
+        from tifa_lite.hub import close_folders
+
+        near = close_folders(path)
+        hint = f" Did you mean {' or '.join(near)}?" if near else ""
+        shown = f"local folder {path}" if source == "local" else name
+        raise ConfigError(f"model.name_or_path: {shown} does not exist.{hint}")
     return ResolvedModel(name, origin=f"hf:{name}")
+
+
+def loadable_path(cfg: ModelConfig, resolved: ResolvedModel) -> str:
+    """What ``from_pretrained`` opens: a hub id is checked first (:mod:`tifa_lite.hub`), so a
+    hub that cannot be reached ends in one line, not a minute of retries and a traceback.
+    Kept out of :func:`resolve_model`, which planning offline calls for any id."""
+    if resolved.origin.startswith("hf:"):
+        from tifa_lite.hub import local_or_reachable
+
+        return local_or_reachable(resolved.path, cfg.revision)
+    return resolved.path

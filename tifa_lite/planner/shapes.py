@@ -207,6 +207,19 @@ def _from_file(path: Path, name: str) -> ModelShape:
 
 
 def _from_hub(name: str, model_cfg) -> ModelShape:
+    from tifa_lite.hub import hf_cache_dir, hf_status, unreachable_error
+
+    why = hf_status()
+    if why is not None:  # the cached config.json, else one line at once rather than a minute of retries
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(name, "config.json", revision=model_cfg.revision, cache_dir=hf_cache_dir())
+        except ValueError:  # not a valid repo id
+            cached = None
+        if isinstance(cached, str):
+            return _from_file(Path(cached), name)
+        raise unreachable_error("model.name_or_path", name, "Hugging Face Hub", why)
     try:
         from transformers import AutoConfig
 
@@ -214,8 +227,13 @@ def _from_hub(name: str, model_cfg) -> ModelShape:
             name, revision=model_cfg.revision, trust_remote_code=model_cfg.trust_remote_code
         ).to_dict()
     except Exception as exc:  # offline, gated, or not a model id
+        from tifa_lite.hub import close_matches
+
+        matches = close_matches(name)
+        hint = f" Did you mean {' or '.join(repr(m) for m in matches)}?" if matches else ""
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ConfigError(
-            f"model.name_or_path={name}: could not read its config ({type(exc).__name__}: {exc}). "
+            f"model.name_or_path={name}: could not read its config ({type(exc).__name__}: {first}).{hint} "
             f"Planning offline works for local folders and these bundled ids: {', '.join(KNOWN_CONFIGS)}."
         ) from None
     return model_shape_from_config_dict(cfg, name=name, source=f"AutoConfig({name})")

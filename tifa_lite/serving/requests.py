@@ -156,6 +156,11 @@ def parse_request(raw: bytes) -> ChatRequest:
         raise BadRequest(f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object with a `messages` list")
+    try:  # JSON may spell a lone UTF-16 surrogate ("\ud800"), which no tokenizer can encode
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("a string in the request holds a lone UTF-16 surrogate (such as \\ud800), which is "
+                         "not text; send valid Unicode") from None
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:

@@ -54,6 +54,21 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return max(candidates)[1] if candidates else None
 
 
+def latest_good_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint that passes :func:`tifa_lite.verify.checkpoint_problem`. A newer
+    one that fails (a save cut short by a kill or a full disk) is skipped with a warning:
+    resuming it would crash after the model load, and so would every rerun."""
+    from tifa_lite.verify import checkpoint_problem
+
+    steps = sorted((int(c.name.split("-")[-1]), c) for c in folder.glob("checkpoint-*") if c.name.split("-")[-1].isdigit())
+    for _, ckpt in reversed(steps):
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            return ckpt
+        log.warning("train.resume: skipping %s, which is damaged (%s); falling back to the one before it.", ckpt, problem)
+    return None
+
+
 def train(
     recipe: str | Path | Mapping[str, Any] | RecipeConfig,
     profile: str | list[str] | None = None,
@@ -82,6 +97,9 @@ def run_config(config: RecipeConfig) -> TrainResult:
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
             "train.output_dir or set train.overwrite_output_dir=true."
         )
+    from tifa_lite.hub import check_model_source
+
+    check_model_source(config.model)  # an unreachable hub in a second, before torch is imported
     # Every hardware-dependent decision, once; everything below reads it.
     plan = resolve_plan(config)
     # unsloth (when selected) must be imported before transformers to patch it.
@@ -164,11 +182,19 @@ def _resume_point(config: RecipeConfig, work_dir: Path) -> str | None:
     if resume == "never":
         return None
     if resume == "auto":
-        found = latest_checkpoint(work_dir) if work_dir.exists() else None
+        found = latest_good_checkpoint(work_dir) if work_dir.exists() else None
+        if found is None and work_dir.exists() and latest_checkpoint(work_dir) is not None:
+            log.warning("train.resume: no checkpoint in %s is intact; starting from step 0.", work_dir)
     else:
         found = Path(resume)
         if not (found / "trainer_state.json").is_file():
             raise ConfigError(f"train.resume={resume}: not a checkpoint folder (no trainer_state.json).")
+        from tifa_lite.verify import checkpoint_problem
+
+        problem = checkpoint_problem(found)
+        if problem is not None:
+            raise ConfigError(f"train.resume={resume}: the checkpoint is damaged ({problem}). Resume from an "
+                              "earlier checkpoint-* folder, or set train.resume=auto to take the last intact one.")
     if found is None:
         return None
     check_same_run(found, config)
