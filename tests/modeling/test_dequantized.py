@@ -20,6 +20,12 @@ def load_4bit(model_dir, compute: str, double_quant: bool = True, lora: bool = T
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=double_quant,
                                bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype)
     model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=quant, dtype=dtype)
+    # The copy reproduces bitsandbytes' dequantise-and-matmul path. On a CPU with AVX512-BF16,
+    # eval-mode 4-bit matmuls take bitsandbytes' fused kernel instead (other sums: the plan's
+    # ``auto`` leaves the copy off there, and its first-use probe tells the two apart); compare
+    # with the path the copy stands in for.
+    for layer in linear4bit_layers(model):
+        layer.support_avx512bf16_for_cpu = False
     model.generation_config.pad_token_id = model.config.eos_token_id
     if lora:
         torch.manual_seed(1)
@@ -98,3 +104,25 @@ def test_the_wrapper_is_installed_once_and_only_on_a_4bit_model(tiny_model_dir):
     before = plain.generate
     dequantize_for_generation(plain)
     assert plain.generate == before  # nothing to dequantise: untouched
+
+
+def test_the_probe_tells_bitsandbytes_fused_cpu_kernel_apart(tiny_model_dir):
+    """On a CPU with AVX512-BF16, bitsandbytes runs eval-mode 4-bit matmuls in a fused kernel of
+    its own, not dequantise-and-matmul: the copy would change the numbers, so its first-use
+    probe switches it off (and the plan's ``auto`` does not turn it on there)."""
+    from bitsandbytes.functional import has_avx512bf16
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if not has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes has no fused CPU kernel to tell apart")
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, quantization_config=quant, dtype=torch.float32).eval()
+    ids = torch.randint(10, 5000, (2, 8))
+    with torch.no_grad():
+        expected = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
+                                  pad_token_id=0)
+        probe = dequantize_for_generation(model)
+        got = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
+                             pad_token_id=0)
+    assert "differ from the 4-bit layers'" in probe.off_reason
+    assert torch.equal(got, expected)  # the 4-bit layers' own generation
