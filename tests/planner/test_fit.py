@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tifa_lite.config import load_recipe
 from tifa_lite.errors import ConfigError
-from tifa_lite.planner import apply_auto_fit, capacity_gib, fits, gpu_by_name, plan_config, suggest
+from tifa_lite.planner import (
+    apply_auto_fit, capacity_gib, check_generation_reserve, fits, gpu_by_name, plan_config, suggest,
+)
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 BIG_SFT = {
     "model": {"name_or_path": "Qwen/Qwen2.5-7B-Instruct"},
@@ -160,3 +165,34 @@ def test_generation_rows_read_trl_args_generation_batch_size():
     config = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 4, "gradient_accumulation_steps": 4},
                           "grpo": {"num_generations": 4, "steps_per_generation": 2}})
     assert generation_rows(config) == 8
+
+
+def _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch, *overrides):
+    from tifa_lite.hardware import detect
+    from tifa_lite.runplan import generation
+
+    fake_cuda(capability=(9, 0), name="NVIDIA H100 80GB HBM3", memory_gib=79.11)
+    monkeypatch.setattr(generation, "vllm_importable", lambda: True)
+    config = load_recipe(RECIPES / "grpo_qwen2.5-0.5b_gsm8k.yaml",
+                         ["model.name_or_path=Qwen/Qwen2.5-7B-Instruct", *overrides])
+    return config, detect()
+
+
+def test_vllm_reserve_refuses_weights_plus_one_sequence_it_cannot_hold(fake_cuda, monkeypatch):
+    # 0.2 x 79.1 GiB = 15.8 GiB for vLLM: the 7B's 14.2 GiB of bf16 weights leave 1.6 GiB, short of the
+    # 1.75 GiB KV cache of one 32k-token sequence (the context vLLM reserves when not told a shorter one).
+    config, hardware = _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch, "grpo.max_completion_length=32512")
+    with pytest.raises(ConfigError, match=r"grpo.vllm_gpu_memory_utilization=0.2 x 79.1 GiB = 15.82 GiB.*"
+                                          r"weights \(14.19 GiB\).*32768-token sequence \(1.75 GiB\).*refuses to start"):
+        check_generation_reserve(config, hardware)
+    assert not fits(plan_config(config, gpu_by_name("h100")), gpu_by_name("h100"))
+
+
+def test_vllm_reserve_holds_the_recipe_budget(fake_cuda, monkeypatch, caplog):
+    config, hardware = _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch)
+    check_generation_reserve(config, hardware)  # 456 tokens: 24 MiB of KV per row, 32 rows fit
+    assert "vLLM queues" not in caplog.text
+    # 4k-token rollouts: one fits, 32 rows do not; vLLM queues them (slower, not an error).
+    config, hardware = _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch, "grpo.max_completion_length=4096")
+    check_generation_reserve(config, hardware)
+    assert "KV cache of 7 of the 32 rows generated per call (0.23 GiB each): vLLM queues the rest" in caplog.text

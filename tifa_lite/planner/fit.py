@@ -10,7 +10,6 @@ trained on (a shorter maximum length). Switching LoRA to QLoRA changes the model
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -78,11 +77,11 @@ def _optimizer(optim: str) -> str:
 def _use_vllm(config: RecipeConfig, gpu: GPU | None) -> bool:
     if gpu is None:
         return False
-    from tifa_lite.runplan.generation import select_vllm
+    from tifa_lite.runplan.generation import select_vllm, vllm_importable
 
     # Planning for a card elsewhere: "on" means vLLM will be there; "auto" follows this machine's install.
     choice = config.grpo.use_vllm
-    available = choice == "on" or importlib.util.find_spec("vllm") is not None
+    available = choice == "on" or vllm_importable()
     return select_vllm(choice, vllm_available=available, cuda_available=True, quant_bits=config.quant.bits)
 
 
@@ -184,7 +183,27 @@ def plan_config(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None 
 
 
 def fits(plan: Plan, gpu: GPU | None) -> bool:
-    return gpu is None or plan.peak_gib <= capacity_gib(gpu)
+    return gpu is None or (plan.peak_gib <= capacity_gib(gpu) and not plan.problems)
+
+
+def check_generation_reserve(config: RecipeConfig, hardware: Any) -> None:
+    """Before a GRPO run with vLLM loads anything: refuse a vLLM reserve that cannot hold its weights
+    plus one max-length sequence's KV cache (vLLM would stop at its start), warn when it holds fewer
+    than the rows of one generate call."""
+    if config.train.method != "grpo":
+        return
+    gpu = gpu_for_run(config, hardware)
+    if gpu is None:
+        return
+    try:
+        plan = plan_config(config, gpu)
+    except ConfigError as exc:  # no readable config.json: the load reports that itself
+        log.info("plan: vLLM reserve not checked (%s)", exc)
+        return
+    for warning in plan.warnings:
+        log.warning("plan: %s", warning)
+    if plan.problems:
+        raise ConfigError("; ".join(plan.problems))
 
 
 def _set(config: RecipeConfig, dotted: str, value: Any) -> None:

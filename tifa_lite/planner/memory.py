@@ -10,6 +10,7 @@ process's import footprint) and the CPU cost of TRL's torch-fallback LM head
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -91,6 +92,9 @@ class Plan:
     train_phase: dict[str, float] = field(default_factory=dict)  # forward/backward transients
     generation_phase: dict[str, float] = field(default_factory=dict)  # GRPO rollouts (before the train step)
     notes: dict[str, str] = field(default_factory=dict)
+    # What fails whatever the peak (problems: the run cannot start), or runs slower than planned (warnings).
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     activation_bytes_per_token: float = 0.0
     activation_bytes_per_token_ckpt: float = 0.0
 
@@ -324,6 +328,7 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
         gpu = inp.gpu_memory_gib or 0.0
         plan.static["vLLM reserve"] = gpu * inp.vllm_gpu_memory_utilization
         plan.notes["vLLM reserve"] = f"{inp.vllm_gpu_memory_utilization:.0%} of the card"
+        _check_vllm_reserve(inp, plan, act)
         return
     # transformers generate(): a KV cache of every layer's k and v for every generated row, up to
     # prompt + completion tokens. It is freed before the training forward, so it competes with the
@@ -345,6 +350,31 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
         plan.notes["dequantised base"] = f"4-bit linear weights as {inp.precision} while generating"
     plan.notes["generation work"] = "sampling logits + prefill MLP" + (
         f" ({prefill_rows} unique prompts)" if inp.prefill_once else "")
+
+
+def _check_vllm_reserve(inp: PlanInput, plan: Plan, act: int) -> None:
+    """vLLM loads its own 16-bit copy of the weights inside the reserve, and refuses to start when
+    the rest cannot hold the KV cache of one sequence of its max_model_len (grpo_args passes the
+    prompt + completion budget, tifa_lite.runplan.generation.vllm_max_model_length); with room for
+    fewer than the generation's rows it queues them (slower, not an error). vLLM's own activation
+    profile comes on top, so these are lower bounds."""
+    s, u = inp.shape, inp.vllm_gpu_memory_utilization
+    reserve = plan.static["vLLM reserve"]
+    weights = _b(s.total_params * act)
+    per_seq = _b(2 * s.layers * s.kv_dim * act * inp.seq_len)
+    rows = inp.generation_batch or inp.batch
+    where = (f"the vLLM reserve, grpo.vllm_gpu_memory_utilization={u} x {inp.gpu_memory_gib:.1f} GiB = {reserve:.2f} GiB,")
+    if reserve < weights + per_seq:
+        need = math.ceil(100 * (weights + per_seq) / (inp.gpu_memory_gib or 1.0)) / 100
+        plan.problems.append(
+            f"{where} cannot hold vLLM's copy of the weights ({weights:.2f} GiB) plus the KV cache of one "
+            f"{inp.seq_len}-token sequence ({per_seq:.2f} GiB): vLLM refuses to start. Raise "
+            f"grpo.vllm_gpu_memory_utilization to at least {need:.2f}, shorten grpo.max_completion_length, "
+            "or set grpo.use_vllm=off.")
+    elif reserve < weights + rows * per_seq:
+        plan.warnings.append(
+            f"{where} holds the weights ({weights:.2f} GiB) and the KV cache of {int((reserve - weights) / per_seq)} "
+            f"of the {rows} rows generated per call ({per_seq:.2f} GiB each): vLLM queues the rest, generation is slower.")
 
 
 def unique_prompts(rows: int, num_generations: int) -> int:
