@@ -20,7 +20,7 @@ from tifa_lite.hardware import Hardware, resolve_precision
 from tifa_lite.runplan.numerics import Numerics, resolve_numerics
 from tifa_lite.planner.hardware_catalog import GPU, gpu_by_name, gpu_from_detected
 from tifa_lite.planner.layer_loop import extra_layers
-from tifa_lite.planner.memory import ALL_LINEAR, Plan, PlanInput, estimate
+from tifa_lite.planner.memory import Plan, PlanInput, estimate
 from tifa_lite.planner.shapes import ModelShape, read_model_shape
 
 log = logging.getLogger(__name__)
@@ -60,11 +60,12 @@ def planned_precision(config: RecipeConfig, gpu: GPU | None) -> str:
     return planned_numerics(config, gpu).precision
 
 
-def _lora_targets(target: str | list[str]) -> tuple[str, ...]:
+def _lora_targets(target: str | list[str], shape: ModelShape) -> tuple[str, ...]:
+    linear = tuple(shape.linear_shapes())  # the family's own module names (fused ones included)
     if target == "all-linear":
-        return ALL_LINEAR
+        return linear
     names = [target] if isinstance(target, str) else list(target)
-    return tuple(t for t in ALL_LINEAR if any(t == n or t.endswith(n) or n.endswith(t) for n in names))
+    return tuple(t for t in linear if any(t == n or t.endswith(n) or n.endswith(t) for n in names))
 
 
 def _optimizer(optim: str) -> str:
@@ -134,12 +135,13 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
         # Full-parameter without DeepSpeed keeps fp32 master weights under 16-bit autocast.
         param_dtype=numerics.weight_dtype,
         lora_dtype=numerics.adapter_dtype,
+        norm_dtype=numerics.norm_dtype,
         quant_bits=config.quant.bits,
         double_quant=config.quant.double_quant,
         lora=config.lora.enabled,
         lora_r=config.lora.r,
         lora_dropout=config.lora.dropout,
-        lora_targets=_lora_targets(config.lora.target_modules),
+        lora_targets=_lora_targets(config.lora.target_modules, shape),
         batch=t.per_device_batch_size * passes,
         seq_len=seq_len,
         gradient_checkpointing=t.gradient_checkpointing,

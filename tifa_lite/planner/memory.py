@@ -53,8 +53,10 @@ class PlanInput:
     lora: bool = True
     lora_r: int = 16
     lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ALL_LINEAR
+    lora_targets: tuple[str, ...] = ALL_LINEAR  # this default means every linear layer, fused ones included
     lora_dtype: str | None = None  # None: bf16 on a quantised base (TRL casts it), else fp32 (PEFT upcasts)
+    norm_dtype: str | None = None  # the norms' weights when they differ (fp32 under fp16: stream_bytes)
+    norm_output_16bit: bool = False  # the norms cast their output back to the compute dtype
     batch: int = 1  # rows per micro-batch (GRPO: completions per device)
     seq_len: int = 1024  # tokens per row
     gradient_checkpointing: bool = False
@@ -137,6 +139,10 @@ def weights_bytes(s: ModelShape, bits: int | None, param_bytes: int, double_quan
     return s.total_params * param_bytes
 
 
+def lora_targets(inp: PlanInput) -> tuple[str, ...]:
+    return tuple(inp.shape.linear_shapes()) if inp.lora_targets == ALL_LINEAR else inp.lora_targets
+
+
 def lora_params(s: ModelShape, r: int, targets: tuple[str, ...]) -> int:
     shapes = s.linear_shapes()
     return s.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
@@ -149,27 +155,45 @@ def optimizer_state_bytes_per_param(optimizer: str, state_bytes: int) -> float:
     return {"adamw": 2 * state_bytes, "adamw_8bit": 2, "paged_adamw_8bit": 0, "sgd": 0}[optimizer]
 
 
+def stream_bytes(inp: PlanInput, act: int) -> int:
+    """Bytes per element of the residual stream, the MLP's inputs and the generation KV cache.
+    With fp32 norms (a T4 plan) HF's RMSNorm returns ``weight * x.to(input_dtype)`` in the weight's
+    dtype, fp32, and bitsandbytes' Linear4bit casts its output back to its input's dtype, so all of
+    them are fp32, in training (autocast only casts matmul inputs) and in generation alike."""
+    fp32_out = inp.norm_dtype == "fp32" and not inp.norm_output_16bit and not inp.shape.norm_returns_input_dtype
+    return 4 if fp32_out else act
+
+
 def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tuple[float, float]:
     """(stored for backward per token per layer, gradient working set per token of the layer in backward).
 
     Autograd saves a matmul's input only when the weight needs a gradient, so a frozen base (LoRA)
-    keeps far less than full fine-tuning: its inputs are kept by the adapters instead.
+    keeps far less than full fine-tuning: its inputs are kept by the adapters instead. ``act`` is
+    the compute (autocast) dtype's size; the stream's is :func:`stream_bytes`. Checked term by
+    term against saved_tensors_hooks on every family of the model zoo (benchmarks/planner_terms.py).
     """
     s = inp.shape
     h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
+    stream = stream_bytes(inp, act)
+    autocast = inp.precision in ("bf16", "fp16")
     frozen = inp.lora
-    # LlamaRMSNorm (HF, python) upcasts to fp32 and pow() keeps that fp32 input (4h bytes). A trained
-    # norm weight also keeps the normalised tensor (act*h), and a trained matmul after it keeps
-    # the norm's output (act*h).
-    norm = 4 * h + (0 if frozen else 2 * act * h)
-    # Attention with SDPA/flash: q and k after RoPE, v (the kernel's inputs) and the kernel's output;
-    # GQA keeps k/v at kv_dim width. A trained o_proj also keeps its (transposed) input.
-    attn = (2 * q + 2 * kv + (0 if frozen else q)) * act
+    # LlamaRMSNorm (HF, python) upcasts to fp32 and pow() keeps that fp32 input (4h bytes), the
+    # rsqrt of the variance one fp32 per token. A trained norm weight also keeps the normalised
+    # tensor, and a trained matmul after it keeps the norm's output.
+    norm = 4 * h + 4 + (0 if frozen else 2 * stream * h)
+    norms = s.norms_per_layer * norm
+    # Attention with SDPA/flash: q and k after RoPE, v (the kernel's inputs, cast to the compute
+    # dtype) and the kernel's output, GQA keeping k/v at kv_dim width, plus the kernel's fp32
+    # log-sum-exp per head. A trained o_proj also keeps its (transposed) input.
+    attn = (2 * q + 2 * kv + (0 if frozen else q)) * act + 4 * s.heads
+    if s.qk_norm:
+        attn += 4 * (q + kv) + 4 * (s.heads + s.kv_heads)  # the per-head norms' fp32 inputs and rsqrt
     if inp.attn_implementation == "eager":
         attn += 2 * s.heads * inp.seq_len * act  # softmax output + the probabilities fed to matmul, per token
     # SwiGLU MLP: the gate output (SiLU's input), the SiLU output and the up output (the product's
-    # inputs); a trained down_proj also keeps the product.
-    mlp = (3 + (0 if frozen else 1)) * i * act
+    # inputs), in the stream's dtype (a 4-bit layer's output takes its input's); a trained down_proj
+    # also keeps the product.
+    mlp = (3 + (0 if frozen else 1)) * i * stream
     lora = 0.0
     if inp.lora:
         shapes = s.linear_shapes()
@@ -177,15 +201,20 @@ def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tup
         # the input's dtype and keeps that.
         mask = 1 if inp.device == "cuda" else lora_bytes
         shared_inputs: dict[str, int] = {}
-        for t in inp.lora_targets:
+        targets = lora_targets(inp)
+        for t in targets:
             if t not in shapes:
                 continue
             fan_in = shapes[t][0]
-            lora += inp.lora_r * lora_bytes  # lora_A output, kept by lora_B
+            # lora_A's output, kept by lora_B: in the compute dtype under autocast
+            lora += inp.lora_r * (act if autocast else lora_bytes)
             if inp.lora_dropout > 0:
-                lora += fan_in * (lora_bytes + mask)  # each adapted module draws its own dropout
-            elif lora_bytes != act:
-                lora += fan_in * lora_bytes  # each module casts its input to the adapter dtype
+                lora += fan_in * mask  # each adapted module draws its own dropout
+            module_input = act if t == "o_proj" else stream  # o_proj reads the attention kernel's output
+            if inp.lora_dropout > 0 or lora_bytes != act or module_input != act:
+                # PEFT casts the input to the adapter's dtype, autocast casts that to the compute dtype:
+                # a copy per module, which lora_A keeps (compute dtype under autocast, else the adapter's).
+                lora += fan_in * (act if autocast else lora_bytes)
             else:
                 # lora_A keeps the module's input itself, which q/k/v (and gate/up) share.
                 group = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gu", "up_proj": "gu"}
@@ -196,11 +225,11 @@ def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tup
             # adapter output (out_features wide) between tensors autograd keeps, and those holes
             # stay in RSS. Measured on one SmolLM2-shaped LoRA layer: RSS grows 36 KB/token beyond
             # the 40 KB autograd saves, where this term gives 41 KB (fp32, all-linear).
-            lora += sum(shapes[t][1] for t in inp.lora_targets if t in shapes) * (act + lora_bytes)
-    per_layer = 2 * norm + attn + mlp + lora
+            lora += sum(shapes[t][1] for t in targets if t in shapes) * (act + lora_bytes)
+    per_layer = norms + attn + mlp + lora
     # Backward through a layer holds the gradients of a few of its widest intermediates at once
     # (SwiGLU: of the product, the gate and up outputs) on top of what the layer stored.
-    backward_work = 3 * max(i, q) * act
+    backward_work = 3 * max(i, q) * stream
     return per_layer, backward_work
 
 
@@ -261,7 +290,7 @@ def estimate(inp: PlanInput) -> Plan:
 
     computed = s.layers + inp.loop_extra_layers
     if inp.lora:
-        n = lora_params(s, inp.lora_r, inp.lora_targets)
+        n = lora_params(s, inp.lora_r, lora_targets(inp))
         if inp.loop_lora_per_pass:
             n = n * computed // s.layers
         state = optimizer_state_bytes_per_param(inp.optimizer, lora_bytes)
@@ -287,10 +316,10 @@ def estimate(inp: PlanInput) -> Plan:
     if inp.method == "grpo" and inp.pack_groups:
         # one packed row: each unique prompt once, each completion after a copy of the prompt's last token
         tokens = packed_tokens(inp)
-        plan.train_phase["packed attention mask"] = _b(tokens * tokens * (4 if inp.attn_implementation == "eager" else 1))
+        plan.train_phase["packed attention mask"] = _b(packed_mask_bytes(inp, tokens, act, computed))
         plan.notes["packed attention mask"] = f"{tokens}² (grpo.pack_groups)"
     per_layer, backward_work = activation_bytes_per_token(inp, act, lora_bytes)
-    stored_ckpt = s.hidden * act * computed
+    stored_ckpt = s.hidden * stream_bytes(inp, act) * computed
     # Stored for backward at the end of the forward: every layer's intermediates, or with
     # (non-reentrant) checkpointing only each decoder layer's input.
     stored = stored_ckpt if inp.gradient_checkpointing else per_layer * computed
@@ -301,7 +330,7 @@ def estimate(inp: PlanInput) -> Plan:
     plan.activation_bytes_per_token_ckpt = stored_ckpt + per_layer + backward_work
     # A reward model is a sequence classifier: one score per row, no vocabulary logits.
     logits = 0.0 if inp.method == "reward" else logits_bytes(inp, tokens, act, param_bytes)
-    plan.train_phase["activations"] = _b(tokens * stored)
+    plan.train_phase["activations"] = _b(tokens * stored + window_mask_bytes(inp, rows, act))
     plan.notes["activations"] = (f"{tokens} tokens" + (", checkpointed" if inp.gradient_checkpointing else "")
                                  + (f", {computed} layers computed (looped)" if inp.loop_extra_layers else ""))
     plan.train_phase["logits"] = _b(logits)
@@ -337,7 +366,8 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
     ctx = inp.max_prompt_length + inp.max_completion_length
     # With prefill_once the prompts' cache is computed for the unique prompts and then repeated to every
     # row, so the cache held while decoding is the same; only the prefill's work shrinks.
-    plan.generation_phase["generation KV cache"] = _b(2 * (s.layers + inp.loop_extra_layers) * s.kv_dim * act * rows * ctx)
+    kv_bytes = stream_bytes(inp, act)  # generation runs outside autocast: k/v leave their projections in the stream's dtype
+    plan.generation_phase["generation KV cache"] = _b(2 * (s.layers + inp.loop_extra_layers) * s.kv_dim * kv_bytes * rows * ctx)
     prefill_rows = unique_prompts(rows, inp.num_generations) if inp.prefill_once else rows
     # Sampling keeps last-position logits in fp32 for the processors (rows x vocab, twice), and the
     # prefill runs one layer's MLP on all prompt tokens at once.
@@ -346,8 +376,12 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
     )
     plan.notes["generation KV cache"] = f"{rows} rows x {ctx} tokens"
     if inp.dequantized_generation and inp.quant_bits == 4:
-        plan.generation_phase["dequantised base"] = _b(s.linear_params * act)
-        plan.notes["dequantised base"] = f"4-bit linear weights as {inp.precision} while generating"
+        # A per-pass LoRA clones the looped layers (PEFT's clone_module shares the 4-bit weights), and the
+        # copy is made per Linear4bit module, so each extra pass adds its span's dense copy again.
+        slots = s.layers + (inp.loop_extra_layers if inp.loop_lora_per_pass else 0)
+        plan.generation_phase["dequantised base"] = _b(s.linear_params * slots / s.layers * act)
+        plan.notes["dequantised base"] = f"4-bit linear weights as {inp.precision} while generating" + (
+            f", {slots} layers (a copy per looped pass)" if slots != s.layers else "")
     plan.notes["generation work"] = "sampling logits + prefill MLP" + (
         f" ({prefill_rows} unique prompts)" if inp.prefill_once else "")
 
@@ -375,6 +409,29 @@ def _check_vllm_reserve(inp: PlanInput, plan: Plan, act: int) -> None:
         plan.warnings.append(
             f"{where} holds the weights ({weights:.2f} GiB) and the KV cache of {int((reserve - weights) / per_seq)} "
             f"of the {rows} rows generated per call ({per_seq:.2f} GiB each): vLLM queues the rest, generation is slower.")
+
+
+def window_mask_bytes(inp: PlanInput, rows: int, act: int) -> float:
+    """Rows longer than a sliding window get a materialised tokens x tokens bool mask per row (transformers'
+    sdpa_mask), which SDPA turns into an additive copy in the compute dtype in every sliding layer and
+    keeps for the backward. (Packed GRPO rows carry their own mask: packed_mask_bytes.)"""
+    s = inp.shape
+    if (not s.sliding_window or inp.seq_len <= s.sliding_window or inp.attn_implementation == "eager"
+            or (inp.method == "grpo" and inp.pack_groups)):
+        return 0.0
+    square = inp.seq_len * inp.seq_len
+    return rows * square * (1 + act * (1 if inp.gradient_checkpointing else s.sliding_layers))
+
+
+def packed_mask_bytes(inp: PlanInput, tokens: int, act: int, layers: int) -> float:
+    """The packed rows' tokens x tokens mask (tifa_lite.methods.grpo_groups.attention_mask_for): a bool
+    one for SDPA, which turns it into an additive mask in the compute dtype in every layer and keeps
+    that copy for the backward (one layer's at a time under checkpointing: the re-run makes it again);
+    eager reads an fp32 additive mask directly."""
+    square = tokens * tokens
+    if inp.attn_implementation == "eager":
+        return square * 4
+    return square * (1 + act * (1 if inp.gradient_checkpointing else layers))
 
 
 def unique_prompts(rows: int, num_generations: int) -> int:
