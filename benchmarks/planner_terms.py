@@ -75,17 +75,17 @@ def table(families, cards, methods, root: Path) -> tuple[list[str], int]:
     return lines, misses
 
 
-def norm_options(steps: int) -> list[str]:
+def norm_options(steps: int, seq_len: int) -> list[str]:
     """The two designs for fp32 norms on a T4, on the embedded SmolLM2-135M: saved bytes, KV cache, losses."""
     from tifa_lite.modeling.embedded import embedded_checkpoint
     from tifa_lite.planner.measure import first_steps_losses
 
     text = (Path(__file__).resolve().parents[1] / "data" / "novel_sample.txt").read_text(encoding="utf-8")
     model = embedded_checkpoint("smollm2-135m-instruct")
-    lines = ["| T4 rehearsal, SmolLM2-135M, QLoRA SFT 2 x 128 tokens | saved for backward (bytes) | KV cache of 2 x 128 "
-             "tokens (bytes) | loss per step | loss scale after |", "|---|---:|---:|---|---:|"]
+    lines = [f"| T4 rehearsal, SmolLM2-135M, QLoRA SFT 2 x {seq_len} tokens | saved for backward (bytes) | KV cache of "
+             f"2 x {seq_len + 8} tokens (bytes) | loss per step | loss scale after |", "|---|---:|---:|---|---:|"]
     for label, option in (("fp32 norms, fp32 stream (counted)", False), ("fp32 norms, 16-bit output", True)):
-        r = first_steps_losses(model, "t4", text, steps=steps, norm_output_16bit=option)
+        r = first_steps_losses(model, "t4", text, steps=steps, seq_len=seq_len, norm_output_16bit=option)
         lines.append(f"| {label} | {r['saved_bytes']:,} | {r['kv_cache_bytes']:,} | "
                      f"{' '.join(f'{x:.4f}' for x in r['losses'])} | {r['loss_scale']} |")
         print(json.dumps({"norm_output_16bit": option, **r}), file=sys.stderr, flush=True)
@@ -102,11 +102,12 @@ def main() -> int:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--norm-options", action="store_true", help="measure the two fp32-norm designs instead")
     ap.add_argument("--steps", type=int, default=6, help="--norm-options: training steps per design")
+    ap.add_argument("--seq-len", type=int, default=128, help="--norm-options: tokens per row")
     ap.add_argument("--zoo", type=Path, help="folder to build the zoo models in (default: a temporary one)")
     args = ap.parse_args()
     start = time.time()
     if args.norm_options:
-        print("\n".join(norm_options(args.steps)))
+        print("\n".join(norm_options(args.steps, args.seq_len)))
         return 0
     with tempfile.TemporaryDirectory(prefix="tifa_zoo_") as tmp:
         lines, misses = table(args.families, args.cards, args.methods, args.zoo or Path(tmp))

@@ -207,17 +207,9 @@ def measure(model_dir: Path, card: str, method: str, setting: Setting = Setting(
     vocab = model.config.vocab_size
     measured: dict[str, float] = {}
     kwargs: dict = {}
+    s = setting
     if method == "grpo":
-        s = setting
         prompt = torch.randint(3, vocab, (1, s.prompt_len)).repeat(s.num_generations, 1)
-        model.config.use_cache = True
-        with torch.no_grad():
-            out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
-                                 max_new_tokens=s.completion_len, min_new_tokens=s.completion_len,
-                                 return_dict_in_generate=True, use_cache=True, pad_token_id=0)
-        measured["generation KV cache"] = _cache_bytes(out.past_key_values)
-        del out
-        model.config.use_cache = False
         completion = torch.randint(3, vocab, (s.num_generations, s.completion_len))
         ids = torch.cat([prompt, completion], dim=1)
         packed = pack_groups(ids, torch.ones_like(ids), s.completion_len)
@@ -225,8 +217,8 @@ def measure(model_dir: Path, card: str, method: str, setting: Setting = Setting(
         input_ids, square = packed.input_ids, packed.input_ids.shape[1]
         kwargs = dict(attention_mask=mask, position_ids=packed.position_ids)
     else:
-        rows = setting.batch * (2 if method == "dpo" else 1)
-        input_ids, square, mask = torch.randint(3, vocab, (rows, setting.seq_len)), None, None
+        rows = s.batch * (2 if method == "dpo" else 1)
+        input_ids, square, mask = torch.randint(3, vocab, (rows, s.seq_len)), None, None
     model.train()
     with SavedBytes(model, layers, square) as saved, autocast_for(plan):
         logits = model(input_ids=input_ids, use_cache=False, **kwargs).logits
@@ -242,11 +234,22 @@ def measure(model_dir: Path, card: str, method: str, setting: Setting = Setting(
     optimizer.step()
     measured["optimizer states"] = _tensor_bytes(
         t for state in optimizer.state.values() for k, t in state.items() if k != "step")
+    if method == "grpo":
+        # After the training step (the terms do not depend on the order): on the CPU a no-grad 4-bit forward
+        # repacks the weights for bitsandbytes' inference kernel, whose in-place bias add then fails under
+        # autograd (GLM-4's biased projections).
+        model.eval()
+        model.config.use_cache = True
+        with torch.no_grad():
+            out = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), do_sample=True,
+                                 max_new_tokens=s.completion_len, min_new_tokens=s.completion_len,
+                                 return_dict_in_generate=True, use_cache=True, pad_token_id=0)
+        measured["generation KV cache"] = _cache_bytes(out.past_key_values)
     return {k: (planned.get(k, 0.0), v) for k, v in measured.items()}
 
 
 def first_steps_losses(model_dir: Path, card: str, text: str, steps: int = 8, seq_len: int = 128, batch: int = 2,
-                       norm_output_16bit: bool = False) -> dict:
+                       norm_output_16bit: bool = False, new_tokens: int = 8) -> dict:
     """SFT steps on fixed rows of ``text`` under the card's rehearsal (autocast, CPU loss scaler for
     fp16), torch AdamW at 2e-4: the loss of each step, the loss scale at the end, and the bytes
     saved for backward and the KV cache of one generate call."""
@@ -278,8 +281,8 @@ def first_steps_losses(model_dir: Path, card: str, text: str, steps: int = 8, se
     model.eval()
     model.config.use_cache = True
     with torch.no_grad():
-        out = model.generate(input_ids=rows[:, :seq_len // 2], attention_mask=torch.ones_like(rows[:, :seq_len // 2]),
-                             max_new_tokens=seq_len // 2, min_new_tokens=seq_len // 2, do_sample=False,
+        out = model.generate(input_ids=rows, attention_mask=torch.ones_like(rows),
+                             max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                              return_dict_in_generate=True, use_cache=True, pad_token_id=0)
     return {"losses": losses, "loss_scale": scaler.get_scale() if plan.numerics.grad_scaler else None,
             "saved_bytes": saved_bytes, "kv_cache_bytes": _cache_bytes(out.past_key_values)}

@@ -367,7 +367,10 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
     # With prefill_once the prompts' cache is computed for the unique prompts and then repeated to every
     # row, so the cache held while decoding is the same; only the prefill's work shrinks.
     kv_bytes = stream_bytes(inp, act)  # generation runs outside autocast: k/v leave their projections in the stream's dtype
-    plan.generation_phase["generation KV cache"] = _b(2 * (s.layers + inp.loop_extra_layers) * s.kv_dim * kv_bytes * rows * ctx)
+    # transformers' sliding-window cache layers keep the last window - 1 tokens only
+    window = min(ctx, s.sliding_window - 1) if s.sliding_window else ctx
+    layer_tokens = (s.layers - s.sliding_layers + inp.loop_extra_layers) * ctx + s.sliding_layers * window
+    plan.generation_phase["generation KV cache"] = _b(2 * s.kv_dim * kv_bytes * rows * layer_tokens)
     prefill_rows = unique_prompts(rows, inp.num_generations) if inp.prefill_once else rows
     # Sampling keeps last-position logits in fp32 for the processors (rows x vocab, twice), and the
     # prefill runs one layer's MLP on all prompt tokens at once.
