@@ -33,3 +33,20 @@ def test_families_the_planner_cannot_plan_are_refused_by_name(family, reason):
         pytest.skip(missing_reason(family))
     with pytest.raises(ConfigError, match=f"cannot plan .*{reason}"):
         model_shape_from_config_dict(zoo_config(family, 1000).to_dict(), name=family)
+
+
+def test_auto_fit_trains_a_refused_family_as_written(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from tifa_lite.config import load_recipe
+    from tifa_lite.modeling.zoo import missing_reason, zoo_config
+    from tifa_lite.planner import apply_auto_fit
+
+    if missing_reason("qwen3_moe"):
+        pytest.skip(missing_reason("qwen3_moe"))
+    zoo_config("qwen3_moe", 1000).save_pretrained(tmp_path)  # the planner reads config.json only
+    config = load_recipe({"model": {"name_or_path": str(tmp_path), "source": "local"},
+                          "train": {"auto_fit": True}})
+    cpu = SimpleNamespace(device="cpu")
+    assert apply_auto_fit(config, cpu) is config
+    assert "cannot plan" in capsys.readouterr().out

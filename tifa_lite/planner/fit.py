@@ -307,6 +307,13 @@ def gpu_for_run(config: RecipeConfig, hardware: Any) -> GPU | None:
 def apply_auto_fit(config: RecipeConfig, hardware: Any) -> RecipeConfig:
     """``train.auto_fit: true``: returns a copy of ``config`` edited to fit the card, printing each change."""
     gpu = gpu_for_run(config, hardware)
+    try:
+        read_model_shape(config.model)
+    except ConfigError as exc:  # a family the planner refuses (MoE, MLA, linear attention): train as written
+        msg = f"auto_fit: {exc} Config unchanged."
+        print(msg)
+        log.warning(msg)
+        return config
     if gpu is None:
         plan = plan_config(config, None)
         print(f"auto_fit: no GPU; nothing to fit (planned peak RAM {plan.peak_gib:.1f} GiB). Config unchanged.")
