@@ -54,7 +54,7 @@ def table(families, cards, methods, root: Path) -> tuple[list[str], int]:
                 try:
                     terms = measure(folder, card, method)
                 except ConfigError as exc:  # the planner's named refusal of a family it cannot plan
-                    lines.append(f"| {family} | {card} | {method} | refused: {exc} | | | |")
+                    lines.append(f"| {family} | {', '.join(cards)} | {', '.join(methods)} | refused: {exc} | | | |")
                     break
                 except Exception as exc:  # the kit cannot train it here: recorded, and counted as a miss
                     misses += 1

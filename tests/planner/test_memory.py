@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tifa_lite.planner import PlanInput, estimate
@@ -68,11 +70,16 @@ def test_sft_lora_plan_terms_by_hand():
     # fp32 adapters (PEFT upcasts them on a 16-bit base): params + grads 8 B, AdamW moments 8 B.
     assert plan.static["LoRA params + grads"] * GIB == pytest.approx(n_lora * 8)
     assert plan.static["optimizer states"] * GIB == pytest.approx(n_lora * 8)
-    # lora dtype fp32 != bf16 activations and dropout 0: PEFT casts each adapter's input to fp32 and
-    # autocast that back to bf16, a copy per module (fan-ins 64 x 6 + 128) that lora_A keeps, and its
-    # lora_A output (8 x bf16), on top of the frozen layer's 1688.
-    lora_per_layer = 8 * 2 * 7 + 2 * (64 * 6 + 128)
+    # Under CUDA autocast PEFT leaves the bf16 input as it is (autocast casts the fp32 adapter weight),
+    # so lora_A keeps the module's input itself, shared by q/k/v and by gate/up (fan-ins 64 x 3 + 128),
+    # and its lora_A output (8 x bf16), on top of the frozen layer's 1688.
+    lora_per_layer = 8 * 2 * 7 + 2 * (64 * 3 + 128)
     assert plan.train_phase["activations"] * GIB == pytest.approx(tokens * 2 * (1688 + lora_per_layer))
+    # The CPU rehearsal: PEFT's torch.is_autocast_enabled() asks about CUDA, so each adapter casts its
+    # input to fp32 and autocast casts it back: a bf16 copy per module (fan-ins 64 x 6 + 128).
+    rehearsal = estimate(dataclasses.replace(inp, peft_casts_inputs=True))
+    assert rehearsal.train_phase["activations"] * GIB == pytest.approx(
+        tokens * 2 * (1688 + 8 * 2 * 7 + 2 * (64 * 6 + 128)))
     assert plan.train_phase["logits"] * GIB == pytest.approx(tokens * 1000 * (2 + 12))
     # Backward's gradient working set (32 tokens x 768 B) is smaller than the freed logits: no extra term.
     assert "backward layer work" not in plan.train_phase

@@ -77,9 +77,11 @@ def planned_terms(config, card: str, model_dir: Path, norm_output_16bit: bool = 
     """The plan's terms in bytes, for the card, with the model's own shape."""
     from tifa_lite.planner.fit import plan_input, resolve_gpu
 
-    shape = model_shape_from_config_dict(json.loads((Path(model_dir) / "config.json").read_text()), name=str(model_dir))
+    shape = model_shape_from_config_dict(json.loads((Path(model_dir) / "config.json").read_text()), name=Path(model_dir).name)
+    # The card's plan, with the rehearsal's one difference in what autograd keeps: on the CPU PEFT's
+    # torch.is_autocast_enabled() (a CUDA query) is False, so every adapter casts its input.
     plan = estimate(replace(plan_input(config, resolve_gpu(card), shape), generation_batch=None,
-                            norm_output_16bit=norm_output_16bit))
+                            norm_output_16bit=norm_output_16bit, peft_casts_inputs=True))
     terms = {**plan.static, **plan.train_phase, **plan.generation_phase}
     out = {
         "activations": terms["activations"],

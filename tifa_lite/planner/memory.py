@@ -57,6 +57,9 @@ class PlanInput:
     lora_dtype: str | None = None  # None: bf16 on a quantised base (TRL casts it), else fp32 (PEFT upcasts)
     norm_dtype: str | None = None  # the norms' weights when they differ (fp32 under fp16: stream_bytes)
     norm_output_16bit: bool = False  # the norms cast their output back to the compute dtype
+    # PEFT casts an adapter's input to the adapter's dtype unless torch.is_autocast_enabled(), which asks
+    # about CUDA only: None = only off CUDA autocast (so on the CPU, the cards' rehearsal included).
+    peft_casts_inputs: bool | None = None
     batch: int = 1  # rows per micro-batch (GRPO: completions per device)
     seq_len: int = 1024  # tokens per row
     gradient_checkpointing: bool = False
@@ -200,6 +203,7 @@ def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tup
         # torch's fused dropout (CUDA) keeps a bool mask; the CPU path multiplies by a noise tensor of
         # the input's dtype and keeps that.
         mask = 1 if inp.device == "cuda" else lora_bytes
+        casts = inp.peft_casts_inputs if inp.peft_casts_inputs is not None else not (autocast and inp.device == "cuda")
         shared_inputs: dict[str, int] = {}
         targets = lora_targets(inp)
         for t in targets:
@@ -211,9 +215,9 @@ def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tup
             if inp.lora_dropout > 0:
                 lora += fan_in * mask  # each adapted module draws its own dropout
             module_input = act if t == "o_proj" else stream  # o_proj reads the attention kernel's output
-            if inp.lora_dropout > 0 or lora_bytes != act or module_input != act:
-                # PEFT casts the input to the adapter's dtype, autocast casts that to the compute dtype:
-                # a copy per module, which lora_A keeps (compute dtype under autocast, else the adapter's).
+            if inp.lora_dropout > 0 or module_input != act or (casts and lora_bytes != act):
+                # a tensor per module that lora_A keeps: the dropout's output, autocast's 16-bit copy of an
+                # fp32 stream, or PEFT's cast to the adapter's dtype (cast back to 16-bit by autocast).
                 lora += fan_in * (act if autocast else lora_bytes)
             else:
                 # lora_A keeps the module's input itself, which q/k/v (and gate/up) share.

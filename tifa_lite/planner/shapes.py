@@ -129,8 +129,8 @@ def model_shape_from_config_dict(cfg: dict[str, Any], name: str = "", source: st
     if reason:
         raise ConfigError(
             f"the memory planner cannot plan {name or cfg.get('model_type', 'this model')} "
-            f"({cfg.get('model_type')}): {reason}. Plan a dense model of the same size instead, or set "
-            "train.auto_fit=false and size the run by a short try."
+            f"({cfg.get('model_type')}): {reason}. Plan a dense model of the same size instead; train.auto_fit "
+            "trains such a model as written."
         )
     model_type = cfg.get("model_type")
     try:
