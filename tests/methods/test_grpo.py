@@ -38,6 +38,8 @@ def test_vllm_colocate_gets_no_transformers_only_generation_kwargs(tmp_path, mon
     args = grpo_args(run_for(cfg, tmp_path, hardware=a10), [1.0] * 5)
     assert args.use_vllm and args.vllm_mode == "colocate"
     assert not args.generation_kwargs
+    # Without it vLLM reserves a KV cache for the model's whole context (32k for Qwen2.5).
+    assert args.vllm_max_model_length == cfg.grpo.max_prompt_length + cfg.grpo.max_completion_length
 
 
 def test_check_batch():

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tifa_lite.config import load_recipe
 from tifa_lite.errors import ConfigError
-from tifa_lite.planner import apply_auto_fit, capacity_gib, fits, gpu_by_name, plan_config, suggest
+from tifa_lite.planner import (
+    apply_auto_fit, capacity_gib, check_generation_reserve, fits, gpu_by_name, plan_config, suggest,
+)
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
 BIG_SFT = {
     "model": {"name_or_path": "Qwen/Qwen2.5-7B-Instruct"},
@@ -135,7 +140,7 @@ def test_when_generation_is_the_peak_the_fit_generates_fewer_micro_batches_per_c
     recipe = {"model": {"name_or_path": "Qwen/Qwen2.5-7B-Instruct"}, "quant": {"bits": 4},
               "train": {"method": "grpo", "per_device_batch_size": 4, "gradient_accumulation_steps": 16,
                         "gradient_checkpointing": True},
-              "grpo": {"num_generations": 4, "max_prompt_length": 512, "max_completion_length": 2048,
+              "grpo": {"num_generations": 4, "max_prompt_length": 512, "max_completion_length": 1536,
                        "use_vllm": "off"}}
     config = load_recipe(recipe)
     t4 = gpu_by_name("t4")
@@ -146,7 +151,7 @@ def test_when_generation_is_the_peak_the_fit_generates_fewer_micro_batches_per_c
     assert changes and all(c.key == "grpo.steps_per_generation" for c in changes)
     assert [c.new for c in changes] == [8, 4, 2, 1][:len(changes)]
     assert fits(plan, t4)
-    assert fitted.grpo.max_completion_length == 2048  # the rollouts keep their length
+    assert fitted.grpo.max_completion_length == 1536  # the rollouts keep their length
     assert fitted.train.per_device_batch_size * fitted.train.gradient_accumulation_steps == 64  # and the step its rows
     assert plan.inp.generation_batch == 4 * fitted.grpo.steps_per_generation
 
@@ -160,3 +165,49 @@ def test_generation_rows_read_trl_args_generation_batch_size():
     config = load_recipe({"train": {"method": "grpo", "per_device_batch_size": 4, "gradient_accumulation_steps": 4},
                           "grpo": {"num_generations": 4, "steps_per_generation": 2}})
     assert generation_rows(config) == 8
+
+
+def _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch, *overrides):
+    from tifa_lite.hardware import detect
+    from tifa_lite.runplan import generation
+
+    fake_cuda(capability=(9, 0), name="NVIDIA H100 80GB HBM3", memory_gib=79.11)
+    monkeypatch.setattr(generation, "vllm_importable", lambda: True)
+    config = load_recipe(RECIPES / "grpo_qwen2.5-0.5b_gsm8k.yaml",
+                         ["model.name_or_path=Qwen/Qwen2.5-7B-Instruct", *overrides])
+    return config, detect()
+
+
+def test_vllm_reserve_refuses_weights_plus_one_sequence_it_cannot_hold(fake_cuda, monkeypatch):
+    # 0.2 x 79.1 GiB = 15.8 GiB for vLLM: the 7B's 14.2 GiB of bf16 weights leave 1.6 GiB, short of the
+    # 1.75 GiB KV cache of one 32k-token sequence (the context vLLM reserves when not told a shorter one).
+    config, hardware = _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch, "grpo.max_completion_length=32512")
+    with pytest.raises(ConfigError, match=r"grpo.vllm_gpu_memory_utilization=0.2 x 79.1 GiB = 15.82 GiB.*"
+                                          r"weights \(14.19 GiB\).*32768-token sequence \(1.75 GiB\).*refuses to start"):
+        check_generation_reserve(config, hardware)
+    assert not fits(plan_config(config, gpu_by_name("h100")), gpu_by_name("h100"))
+
+
+def test_vllm_reserve_holds_the_recipe_budget(fake_cuda, monkeypatch, caplog):
+    config, hardware = _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch)
+    check_generation_reserve(config, hardware)  # 456 tokens: 24 MiB of KV per row, 32 rows fit
+    assert "vLLM queues" not in caplog.text
+    # 4k-token rollouts: one fits, 32 rows do not; vLLM queues them (slower, not an error).
+    config, hardware = _full_7b_grpo_on_detected_h100(fake_cuda, monkeypatch, "grpo.max_completion_length=4096")
+    check_generation_reserve(config, hardware)
+    assert "KV cache of 7 of the 32 rows generated per call (0.23 GiB each): vLLM queues the rest" in caplog.text
+
+
+def test_t4_fp32_norms_count_an_fp32_kv_cache():
+    # The example: with fp32 norms k/v leave their 4-bit projections in fp32, so 32 rows x 456 tokens of
+    # a Llama-2-7B shape take 2 x 32 layers x 4096 x 4 bytes x 32 x 456 = 14.25 GiB, not 7.1: no T4 holds it.
+    config = load_recipe(RECIPES / "grpo_qlora_t4.yaml", ["model.name_or_path=meta-llama/Llama-2-7b-hf"])
+    t4, a10 = gpu_by_name("t4"), gpu_by_name("a10")
+    plan = plan_config(config, t4)
+    assert plan.generation_phase["generation KV cache"] == pytest.approx(2 * 32 * 4096 * 4 * 32 * 456 / 2**30)
+    assert not fits(plan, t4)
+    # bf16 on an A10: no fp32 norms, a 16-bit cache
+    bf16 = load_recipe(RECIPES / "grpo_qlora_t4.yaml", ["model.name_or_path=meta-llama/Llama-2-7b-hf",
+                                                         "train.precision=bf16", "quant.compute_dtype=bf16"])
+    assert plan_config(bf16, a10).generation_phase["generation KV cache"] == pytest.approx(
+        plan.generation_phase["generation KV cache"] / 2)

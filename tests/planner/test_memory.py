@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tifa_lite.planner import PlanInput, estimate
@@ -41,18 +43,20 @@ def test_lora_param_count_by_hand():
 def test_activation_bytes_per_token_by_hand():
     inp = PlanInput(shape=TINY, precision="bf16", lora=False, seq_len=16)
     per_layer, backward_work = activation_bytes_per_token(inp, act=2, lora_bytes=4)
-    # norms 2 x (4 + 2*2) x 64 = 1024; attention (3*64 + 2*32) x 2 = 512; MLP 4*128*2 = 1024.
-    assert per_layer == 2560
+    # norms 2 x ((4 + 2*2) x 64 + 4 for the rsqrt) = 1032; attention (3*64 + 2*32) x 2 + 4 heads x fp32
+    # log-sum-exp = 528; MLP 4*128*2 = 1024.
+    assert per_layer == 2584
     assert backward_work == 3 * 128 * 2
-    # A frozen base keeps less: norms only their fp32 input (4*64 each), attention without o_proj's
-    # input (2*64 + 2*32) x 2, MLP without down_proj's input 3*128*2 -> 512 + 384 + 768 = 1664.
-    # LoRA r=8 on q only, dropout > 0 on CUDA: lora_A output 8*4 + dropout copy and bool mask 64*(4+1).
+    # A frozen base keeps less: norms only their fp32 input (4*64 + 4 each), attention without o_proj's
+    # input (2*64 + 2*32) x 2 + 16, MLP without down_proj's input 3*128*2 -> 520 + 400 + 768 = 1688.
+    # LoRA r=8 on q only, dropout > 0 on CUDA: lora_A output 8 x bf16 (autocast), the bool dropout mask
+    # 64 x 1 and autocast's bf16 copy of the dropped-out fp32 input 64 x 2.
     lora_inp = PlanInput(shape=TINY, precision="bf16", lora=True, lora_r=8, lora_dropout=0.1, lora_targets=("q_proj",))
-    assert activation_bytes_per_token(lora_inp, act=2, lora_bytes=4)[0] == 1664 + 32 + 320
-    # On the CPU the heap also keeps q_proj's freed base and adapter outputs: 64 x (2 + 4).
+    assert activation_bytes_per_token(lora_inp, act=2, lora_bytes=4)[0] == 1688 + 16 + 64 + 128
+    # On the CPU dropout keeps an fp32 noise tensor, and the heap q_proj's freed base and adapter outputs: 64 x (2 + 4).
     cpu_inp = PlanInput(shape=TINY, device="cpu", precision="bf16", lora=True, lora_r=8, lora_dropout=0.1,
                         lora_targets=("q_proj",))
-    assert activation_bytes_per_token(cpu_inp, act=2, lora_bytes=4)[0] == 1664 + 32 + 64 * (4 + 4) + 64 * 6
+    assert activation_bytes_per_token(cpu_inp, act=2, lora_bytes=4)[0] == 1688 + 16 + 64 * (4 + 2) + 64 * 6
 
 
 def test_sft_lora_plan_terms_by_hand():
@@ -66,10 +70,16 @@ def test_sft_lora_plan_terms_by_hand():
     # fp32 adapters (PEFT upcasts them on a 16-bit base): params + grads 8 B, AdamW moments 8 B.
     assert plan.static["LoRA params + grads"] * GIB == pytest.approx(n_lora * 8)
     assert plan.static["optimizer states"] * GIB == pytest.approx(n_lora * 8)
-    # lora dtype fp32 != bf16 activations and dropout 0: each adapter keeps its input cast to fp32
-    # (fan-ins 64 x 6 + 128) and its lora_A output (8 x 4), on top of the frozen layer's 1664.
-    lora_per_layer = 8 * 4 * 7 + 4 * (64 * 6 + 128)
-    assert plan.train_phase["activations"] * GIB == pytest.approx(tokens * 2 * (1664 + lora_per_layer))
+    # Under CUDA autocast PEFT leaves the bf16 input as it is (autocast casts the fp32 adapter weight),
+    # so lora_A keeps the module's input itself, shared by q/k/v and by gate/up (fan-ins 64 x 3 + 128),
+    # and its lora_A output (8 x bf16), on top of the frozen layer's 1688.
+    lora_per_layer = 8 * 2 * 7 + 2 * (64 * 3 + 128)
+    assert plan.train_phase["activations"] * GIB == pytest.approx(tokens * 2 * (1688 + lora_per_layer))
+    # The CPU rehearsal: PEFT's torch.is_autocast_enabled() asks about CUDA, so each adapter casts its
+    # input to fp32 and autocast casts it back: a bf16 copy per module (fan-ins 64 x 6 + 128).
+    rehearsal = estimate(dataclasses.replace(inp, peft_casts_inputs=True))
+    assert rehearsal.train_phase["activations"] * GIB == pytest.approx(
+        tokens * 2 * (1688 + 8 * 2 * 7 + 2 * (64 * 6 + 128)))
     assert plan.train_phase["logits"] * GIB == pytest.approx(tokens * 1000 * (2 + 12))
     # Backward's gradient working set (32 tokens x 768 B) is smaller than the freed logits: no extra term.
     assert "backward layer work" not in plan.train_phase
@@ -82,9 +92,9 @@ def test_gradient_checkpointing_keeps_layer_inputs_only():
     plain = estimate(PlanInput(**base))
     ckpt = estimate(PlanInput(**base, gradient_checkpointing=True))
     assert ckpt.train_phase["activations"] * GIB == 1024 * 64 * 2 * 2  # tokens x hidden x bf16 x layers
-    assert plain.train_phase["activations"] * GIB == 1024 * 2560 * 2
+    assert plain.train_phase["activations"] * GIB == 1024 * 2584 * 2
     assert ckpt.peak_gib < plain.peak_gib
-    assert ckpt.activation_bytes_per_token_ckpt == 64 * 2 * 2 + 2560 + 768
+    assert ckpt.activation_bytes_per_token_ckpt == 64 * 2 * 2 + 2584 + 768
 
 
 def test_full_finetune_optimizer_and_zero_sharding():
@@ -125,7 +135,10 @@ def test_grpo_levers_count_one_prompt_per_group():
     # the loss forward: one prompt + 8 x (128 completion tokens + the repeated last prompt token)
     assert levers.notes["activations"].startswith(f"{1000 + 8 * 129} tokens")
     assert plain.notes["activations"].startswith(f"{8 * 1128} tokens")
-    assert levers.train_phase["packed attention mask"] * GIB == (1000 + 8 * 129) ** 2
+    # the bool mask, and SDPA's bf16 additive copy of it kept by each of the 2 layers for the backward
+    assert levers.train_phase["packed attention mask"] * GIB == (1000 + 8 * 129) ** 2 * (1 + 2 * 2)
+    ckpt = estimate(PlanInput(**common, prefill_once=True, pack_groups=True, gradient_checkpointing=True))
+    assert ckpt.train_phase["packed attention mask"] * GIB == (1000 + 8 * 129) ** 2 * (1 + 2)
     assert levers.train_phase["activations"] < plain.train_phase["activations"] / 4
     # the cache held while decoding is the same (repeated to every row); the prefill is one prompt's
     assert levers.generation_phase["generation KV cache"] == plain.generation_phase["generation KV cache"]

@@ -69,6 +69,8 @@ def _as_json(plan, gpu, ok, changes, fitted_plan, shape) -> dict:
             {"key": c.key, "old": c.old, "new": c.new, "why": c.why, "auto_fit_applies": c.applied} for c in changes
         ],
         "merge_self_check": merge_check_line(plan, gpu, shape),
+        "problems": plan.problems,
+        "warnings": plan.warnings,
         "fitted_peak_gib": round(fitted_plan.peak_gib, 3),
         "peak_gib": round(plan.peak_gib, 3),
     }
@@ -111,10 +113,13 @@ def _report(config, plan, gpu, ok, changes, fitted_plan, shape, usable) -> str:
         f"{plan.activation_bytes_per_token_ckpt / 2**20:.3f} MiB with gradient checkpointing",
     ]
     lines.append(f"merge     self-check of the merged model: {merge_check_line(plan, gpu, shape)}")
+    lines += [f"refused   {p}" for p in plan.problems] + [f"warning   {w}" for w in plan.warnings]
     if gpu is None:
         lines.append("verdict   CPU run: needs about this much free RAM.")
     elif ok:
         lines.append(f"verdict   FITS: {plan.peak_gib:.1f} of {usable:.1f} GiB usable ({gpu.memory_gib - plan.peak_gib:.1f} GiB free)")
+    elif plan.problems:
+        lines.append("verdict   CANNOT START: see 'refused' above")
     else:
         lines.append(f"verdict   DOES NOT FIT: {plan.peak_gib:.1f} GiB > {usable:.1f} GiB usable")
     if changes:

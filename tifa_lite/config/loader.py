@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tifa_lite.errors import ConfigError
-from tifa_lite.config.schema import RecipeConfig
+from tifa_lite.config.schema import RecipeConfig, zero3_quant_error
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 RECIPES_DIR = PACKAGE_ROOT / "recipes"
@@ -241,6 +241,8 @@ def load_recipe(
     _check_method_sections(config, origins)
     _check_template_file(config)
     _resolve_relative_paths(config, recipe_dir)
+    if (zero3 := zero3_quant_error(config)) is not None:  # the JSON may only be found once resolved
+        raise ConfigError(f"{source}: {zero3}")
     return config
 
 

@@ -7,6 +7,7 @@ the file, the key and the closest valid key.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -310,6 +311,36 @@ class DistributedConfig(Section):
             )
         return self
 
+    def json_zero_stage(self) -> int | None:
+        """``zero_optimization.stage`` of the DeepSpeed JSON when it can be read here; None otherwise
+        (a missing or malformed file is reported by tifa_lite.distributed.runtime with its line)."""
+        if not self.deepspeed:
+            return None
+        try:
+            with open(self.deepspeed, encoding="utf-8") as f:
+                stage = json.load(f).get("zero_optimization", {}).get("stage", 0)
+        except (OSError, ValueError, AttributeError):
+            return None
+        return stage if isinstance(stage, int) else None
+
+
+def zero3_quant_error(config: "RecipeConfig") -> str | None:
+    """ZeRO-3 (from distributed.zero_stage or the DeepSpeed JSON's own stage) cannot take a bitsandbytes
+    base: transformers loads it with a device_map, which ZeRO-3 refuses at load ("DeepSpeed Zero-3 is
+    not compatible with passing a device_map"), only on a GPU."""
+    d, bits = config.distributed, config.quant.bits
+    if bits is None:
+        return None
+    if d.zero_stage == 3:
+        return (f"distributed.zero_stage=3 with quant.bits={bits}: ZeRO-3 shards 16-bit weights and cannot shard "
+                "bitsandbytes 4/8-bit layers here. Use a scale profile (quant.bits=null) or zero_stage<=2.")
+    if d.json_zero_stage() == 3:
+        return (f"distributed.deepspeed={d.deepspeed} sets zero_optimization.stage=3, and quant.bits={bits}: ZeRO-3 "
+                "cannot load a bitsandbytes base (transformers places it with a device_map, which ZeRO-3 refuses at "
+                "load). Set quant.bits=null (a scale profile), or point distributed.deepspeed at a ZeRO-2 JSON "
+                "(recipes/deepspeed/zero2.json).")
+    return None
+
 
 class HardwareConfig(Section):
     # auto: detect; a name (t4, a10, l4, rtx3090, rtx4090, 8gb, a100-40g, a100-80g, h100; see
@@ -340,11 +371,8 @@ class RecipeConfig(Section):
                 f"quant.bits={self.quant.bits} with lora.enabled=false: a quantised base cannot be "
                 "trained full-parameter. Set lora.enabled=true (QLoRA) or quant.bits=null (full fine-tuning)."
             )
-        if self.distributed.zero_stage == 3 and self.quant.bits is not None:
-            raise ValueError(
-                "distributed.zero_stage=3 with quant.bits set: ZeRO-3 shards 16-bit weights and cannot shard "
-                "bitsandbytes 4/8-bit layers here. Use a scale profile (quant.bits=null) or zero_stage<=2."
-            )
+        if (zero3 := zero3_quant_error(self)) is not None:
+            raise ValueError(zero3)
         return self
 
     @property

@@ -82,7 +82,10 @@ def grpo_args(run: Run, reward_weights: list[float]):
     )
     if use_vllm:
         # Colocate: one process, vLLM shares the training GPU; the only mode a single cheap GPU can run.
-        kwargs.update(vllm_mode="colocate", vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization)
+        from tifa_lite.runplan.generation import vllm_max_model_length
+
+        kwargs.update(vllm_mode="colocate", vllm_gpu_memory_utilization=g.vllm_gpu_memory_utilization,
+                      vllm_max_model_length=vllm_max_model_length(g))
     return make_config(GRPOConfig, run, extra=g.trl_args, extra_key="grpo.trl_args", **kwargs)
 
 

@@ -8,6 +8,7 @@ from tifa_lite.planner.fit import (
     Change,
     apply_auto_fit,
     capacity_gib,
+    check_generation_reserve,
     fits,
     plan_config,
     plan_input,
@@ -19,7 +20,7 @@ from tifa_lite.planner.memory import Plan, PlanInput, estimate
 from tifa_lite.planner.shapes import ModelShape, known_shape, model_shape_from_config_dict, read_model_shape
 
 __all__ = [
-    "Change", "GPU", "GPUS", "ModelShape", "Plan", "PlanInput", "apply_auto_fit", "capacity_gib", "estimate",
+    "Change", "GPU", "GPUS", "ModelShape", "Plan", "PlanInput", "apply_auto_fit", "capacity_gib", "check_generation_reserve", "estimate",
     "fits", "gpu_by_name", "known_shape", "model_shape_from_config_dict", "plan_config", "plan_input",
     "read_model_shape", "resolve_gpu", "suggest",
 ]

@@ -10,7 +10,6 @@ trained on (a shorter maximum length). Switching LoRA to QLoRA changes the model
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from tifa_lite.hardware import Hardware, resolve_precision
 from tifa_lite.runplan.numerics import Numerics, resolve_numerics
 from tifa_lite.planner.hardware_catalog import GPU, gpu_by_name, gpu_from_detected
 from tifa_lite.planner.layer_loop import extra_layers
-from tifa_lite.planner.memory import ALL_LINEAR, Plan, PlanInput, estimate
+from tifa_lite.planner.memory import Plan, PlanInput, estimate
 from tifa_lite.planner.shapes import ModelShape, read_model_shape
 
 log = logging.getLogger(__name__)
@@ -61,11 +60,12 @@ def planned_precision(config: RecipeConfig, gpu: GPU | None) -> str:
     return planned_numerics(config, gpu).precision
 
 
-def _lora_targets(target: str | list[str]) -> tuple[str, ...]:
+def _lora_targets(target: str | list[str], shape: ModelShape) -> tuple[str, ...]:
+    linear = tuple(shape.linear_shapes())  # the family's own module names (fused ones included)
     if target == "all-linear":
-        return ALL_LINEAR
+        return linear
     names = [target] if isinstance(target, str) else list(target)
-    return tuple(t for t in ALL_LINEAR if any(t == n or t.endswith(n) or n.endswith(t) for n in names))
+    return tuple(t for t in linear if any(t == n or t.endswith(n) or n.endswith(t) for n in names))
 
 
 def _optimizer(optim: str) -> str:
@@ -78,11 +78,11 @@ def _optimizer(optim: str) -> str:
 def _use_vllm(config: RecipeConfig, gpu: GPU | None) -> bool:
     if gpu is None:
         return False
-    from tifa_lite.runplan.generation import select_vllm
+    from tifa_lite.runplan.generation import select_vllm, vllm_importable
 
     # Planning for a card elsewhere: "on" means vLLM will be there; "auto" follows this machine's install.
     choice = config.grpo.use_vllm
-    available = choice == "on" or importlib.util.find_spec("vllm") is not None
+    available = choice == "on" or vllm_importable()
     return select_vllm(choice, vllm_available=available, cuda_available=True, quant_bits=config.quant.bits)
 
 
@@ -135,12 +135,13 @@ def plan_input(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None =
         # Full-parameter without DeepSpeed keeps fp32 master weights under 16-bit autocast.
         param_dtype=numerics.weight_dtype,
         lora_dtype=numerics.adapter_dtype,
+        norm_dtype=numerics.norm_dtype,
         quant_bits=config.quant.bits,
         double_quant=config.quant.double_quant,
         lora=config.lora.enabled,
         lora_r=config.lora.r,
         lora_dropout=config.lora.dropout,
-        lora_targets=_lora_targets(config.lora.target_modules),
+        lora_targets=_lora_targets(config.lora.target_modules, shape),
         batch=t.per_device_batch_size * passes,
         seq_len=seq_len,
         gradient_checkpointing=t.gradient_checkpointing,
@@ -184,7 +185,27 @@ def plan_config(config: RecipeConfig, gpu: GPU | None, shape: ModelShape | None 
 
 
 def fits(plan: Plan, gpu: GPU | None) -> bool:
-    return gpu is None or plan.peak_gib <= capacity_gib(gpu)
+    return gpu is None or (plan.peak_gib <= capacity_gib(gpu) and not plan.problems)
+
+
+def check_generation_reserve(config: RecipeConfig, hardware: Any) -> None:
+    """Before a GRPO run with vLLM loads anything: refuse a vLLM reserve that cannot hold its weights
+    plus one max-length sequence's KV cache (vLLM would stop at its start), warn when it holds fewer
+    than the rows of one generate call."""
+    if config.train.method != "grpo":
+        return
+    gpu = gpu_for_run(config, hardware)
+    if gpu is None:
+        return
+    try:
+        plan = plan_config(config, gpu)
+    except ConfigError as exc:  # no readable config.json: the load reports that itself
+        log.info("plan: vLLM reserve not checked (%s)", exc)
+        return
+    for warning in plan.warnings:
+        log.warning("plan: %s", warning)
+    if plan.problems:
+        raise ConfigError("; ".join(plan.problems))
 
 
 def _set(config: RecipeConfig, dotted: str, value: Any) -> None:
@@ -286,6 +307,13 @@ def gpu_for_run(config: RecipeConfig, hardware: Any) -> GPU | None:
 def apply_auto_fit(config: RecipeConfig, hardware: Any) -> RecipeConfig:
     """``train.auto_fit: true``: returns a copy of ``config`` edited to fit the card, printing each change."""
     gpu = gpu_for_run(config, hardware)
+    try:
+        read_model_shape(config.model)
+    except ConfigError as exc:  # a family the planner refuses (MoE, MLA, linear attention): train as written
+        msg = f"auto_fit: {exc} Config unchanged."
+        print(msg)
+        log.warning(msg)
+        return config
     if gpu is None:
         plan = plan_config(config, None)
         print(f"auto_fit: no GPU; nothing to fit (planned peak RAM {plan.peak_gib:.1f} GiB). Config unchanged.")

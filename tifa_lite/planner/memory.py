@@ -10,6 +10,7 @@ process's import footprint) and the CPU cost of TRL's torch-fallback LM head
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,8 +53,13 @@ class PlanInput:
     lora: bool = True
     lora_r: int = 16
     lora_dropout: float = 0.05
-    lora_targets: tuple[str, ...] = ALL_LINEAR
+    lora_targets: tuple[str, ...] = ALL_LINEAR  # this default means every linear layer, fused ones included
     lora_dtype: str | None = None  # None: bf16 on a quantised base (TRL casts it), else fp32 (PEFT upcasts)
+    norm_dtype: str | None = None  # the norms' weights when they differ (fp32 under fp16: stream_bytes)
+    norm_output_16bit: bool = False  # the norms cast their output back to the compute dtype
+    # PEFT casts an adapter's input to the adapter's dtype unless torch.is_autocast_enabled(), which asks
+    # about CUDA only: None = only off CUDA autocast (so on the CPU, the cards' rehearsal included).
+    peft_casts_inputs: bool | None = None
     batch: int = 1  # rows per micro-batch (GRPO: completions per device)
     seq_len: int = 1024  # tokens per row
     gradient_checkpointing: bool = False
@@ -91,6 +97,9 @@ class Plan:
     train_phase: dict[str, float] = field(default_factory=dict)  # forward/backward transients
     generation_phase: dict[str, float] = field(default_factory=dict)  # GRPO rollouts (before the train step)
     notes: dict[str, str] = field(default_factory=dict)
+    # What fails whatever the peak (problems: the run cannot start), or runs slower than planned (warnings).
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     activation_bytes_per_token: float = 0.0
     activation_bytes_per_token_ckpt: float = 0.0
 
@@ -133,6 +142,10 @@ def weights_bytes(s: ModelShape, bits: int | None, param_bytes: int, double_quan
     return s.total_params * param_bytes
 
 
+def lora_targets(inp: PlanInput) -> tuple[str, ...]:
+    return tuple(inp.shape.linear_shapes()) if inp.lora_targets == ALL_LINEAR else inp.lora_targets
+
+
 def lora_params(s: ModelShape, r: int, targets: tuple[str, ...]) -> int:
     shapes = s.linear_shapes()
     return s.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets if t in shapes)
@@ -145,43 +158,67 @@ def optimizer_state_bytes_per_param(optimizer: str, state_bytes: int) -> float:
     return {"adamw": 2 * state_bytes, "adamw_8bit": 2, "paged_adamw_8bit": 0, "sgd": 0}[optimizer]
 
 
+def stream_bytes(inp: PlanInput, act: int) -> int:
+    """Bytes per element of the residual stream, the MLP's inputs and the generation KV cache.
+    With fp32 norms (a T4 plan) HF's RMSNorm returns ``weight * x.to(input_dtype)`` in the weight's
+    dtype, fp32, and bitsandbytes' Linear4bit casts its output back to its input's dtype, so all of
+    them are fp32, in training (autocast only casts matmul inputs) and in generation alike."""
+    fp32_out = inp.norm_dtype == "fp32" and not inp.norm_output_16bit and not inp.shape.norm_returns_input_dtype
+    return 4 if fp32_out else act
+
+
 def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tuple[float, float]:
     """(stored for backward per token per layer, gradient working set per token of the layer in backward).
 
     Autograd saves a matmul's input only when the weight needs a gradient, so a frozen base (LoRA)
-    keeps far less than full fine-tuning: its inputs are kept by the adapters instead.
+    keeps far less than full fine-tuning: its inputs are kept by the adapters instead. ``act`` is
+    the compute (autocast) dtype's size; the stream's is :func:`stream_bytes`. Checked term by
+    term against saved_tensors_hooks on every family of the model zoo (benchmarks/planner_terms.py).
     """
     s = inp.shape
     h, q, kv, i = s.hidden, s.q_dim, s.kv_dim, s.intermediate
+    stream = stream_bytes(inp, act)
+    autocast = inp.precision in ("bf16", "fp16")
     frozen = inp.lora
-    # LlamaRMSNorm (HF, python) upcasts to fp32 and pow() keeps that fp32 input (4h bytes). A trained
-    # norm weight also keeps the normalised tensor (act*h), and a trained matmul after it keeps
-    # the norm's output (act*h).
-    norm = 4 * h + (0 if frozen else 2 * act * h)
-    # Attention with SDPA/flash: q and k after RoPE, v (the kernel's inputs) and the kernel's output;
-    # GQA keeps k/v at kv_dim width. A trained o_proj also keeps its (transposed) input.
-    attn = (2 * q + 2 * kv + (0 if frozen else q)) * act
+    # LlamaRMSNorm (HF, python) upcasts to fp32 and pow() keeps that fp32 input (4h bytes), the
+    # rsqrt of the variance one fp32 per token. A trained norm weight also keeps the normalised
+    # tensor, and a trained matmul after it keeps the norm's output.
+    norm = 4 * h + 4 + (0 if frozen else 2 * stream * h)
+    norms = s.norms_per_layer * norm
+    # Attention with SDPA/flash: q and k after RoPE, v (the kernel's inputs, cast to the compute
+    # dtype) and the kernel's output, GQA keeping k/v at kv_dim width, plus the kernel's fp32
+    # log-sum-exp per head. A trained o_proj also keeps its (transposed) input.
+    attn = (2 * q + 2 * kv + (0 if frozen else q)) * act + 4 * s.heads
+    if s.qk_norm:
+        attn += 4 * (q + kv) + 4 * (s.heads + s.kv_heads)  # the per-head norms' fp32 inputs and rsqrt
     if inp.attn_implementation == "eager":
         attn += 2 * s.heads * inp.seq_len * act  # softmax output + the probabilities fed to matmul, per token
     # SwiGLU MLP: the gate output (SiLU's input), the SiLU output and the up output (the product's
-    # inputs); a trained down_proj also keeps the product.
-    mlp = (3 + (0 if frozen else 1)) * i * act
+    # inputs), in the stream's dtype (a 4-bit layer's output takes its input's); a trained down_proj
+    # also keeps the product.
+    mlp = (3 + (0 if frozen else 1)) * i * stream
     lora = 0.0
     if inp.lora:
         shapes = s.linear_shapes()
         # torch's fused dropout (CUDA) keeps a bool mask; the CPU path multiplies by a noise tensor of
         # the input's dtype and keeps that.
         mask = 1 if inp.device == "cuda" else lora_bytes
+        casts = inp.peft_casts_inputs if inp.peft_casts_inputs is not None else not (autocast and inp.device == "cuda")
         shared_inputs: dict[str, int] = {}
-        for t in inp.lora_targets:
+        targets = lora_targets(inp)
+        for t in targets:
             if t not in shapes:
                 continue
             fan_in = shapes[t][0]
-            lora += inp.lora_r * lora_bytes  # lora_A output, kept by lora_B
+            # lora_A's output, kept by lora_B: in the compute dtype under autocast
+            lora += inp.lora_r * (act if autocast else lora_bytes)
             if inp.lora_dropout > 0:
-                lora += fan_in * (lora_bytes + mask)  # each adapted module draws its own dropout
-            elif lora_bytes != act:
-                lora += fan_in * lora_bytes  # each module casts its input to the adapter dtype
+                lora += fan_in * mask  # each adapted module draws its own dropout
+            module_input = act if t == "o_proj" else stream  # o_proj reads the attention kernel's output
+            if inp.lora_dropout > 0 or module_input != act or (casts and lora_bytes != act):
+                # a tensor per module that lora_A keeps: the dropout's output, autocast's 16-bit copy of an
+                # fp32 stream, or PEFT's cast to the adapter's dtype (cast back to 16-bit by autocast).
+                lora += fan_in * (act if autocast else lora_bytes)
             else:
                 # lora_A keeps the module's input itself, which q/k/v (and gate/up) share.
                 group = {"q_proj": "qkv", "k_proj": "qkv", "v_proj": "qkv", "gate_proj": "gu", "up_proj": "gu"}
@@ -192,11 +229,11 @@ def activation_bytes_per_token(inp: PlanInput, act: int, lora_bytes: int) -> tup
             # adapter output (out_features wide) between tensors autograd keeps, and those holes
             # stay in RSS. Measured on one SmolLM2-shaped LoRA layer: RSS grows 36 KB/token beyond
             # the 40 KB autograd saves, where this term gives 41 KB (fp32, all-linear).
-            lora += sum(shapes[t][1] for t in inp.lora_targets if t in shapes) * (act + lora_bytes)
-    per_layer = 2 * norm + attn + mlp + lora
+            lora += sum(shapes[t][1] for t in targets if t in shapes) * (act + lora_bytes)
+    per_layer = norms + attn + mlp + lora
     # Backward through a layer holds the gradients of a few of its widest intermediates at once
     # (SwiGLU: of the product, the gate and up outputs) on top of what the layer stored.
-    backward_work = 3 * max(i, q) * act
+    backward_work = 3 * max(i, q) * stream
     return per_layer, backward_work
 
 
@@ -257,7 +294,7 @@ def estimate(inp: PlanInput) -> Plan:
 
     computed = s.layers + inp.loop_extra_layers
     if inp.lora:
-        n = lora_params(s, inp.lora_r, inp.lora_targets)
+        n = lora_params(s, inp.lora_r, lora_targets(inp))
         if inp.loop_lora_per_pass:
             n = n * computed // s.layers
         state = optimizer_state_bytes_per_param(inp.optimizer, lora_bytes)
@@ -283,10 +320,10 @@ def estimate(inp: PlanInput) -> Plan:
     if inp.method == "grpo" and inp.pack_groups:
         # one packed row: each unique prompt once, each completion after a copy of the prompt's last token
         tokens = packed_tokens(inp)
-        plan.train_phase["packed attention mask"] = _b(tokens * tokens * (4 if inp.attn_implementation == "eager" else 1))
+        plan.train_phase["packed attention mask"] = _b(packed_mask_bytes(inp, tokens, act, computed))
         plan.notes["packed attention mask"] = f"{tokens}² (grpo.pack_groups)"
     per_layer, backward_work = activation_bytes_per_token(inp, act, lora_bytes)
-    stored_ckpt = s.hidden * act * computed
+    stored_ckpt = s.hidden * stream_bytes(inp, act) * computed
     # Stored for backward at the end of the forward: every layer's intermediates, or with
     # (non-reentrant) checkpointing only each decoder layer's input.
     stored = stored_ckpt if inp.gradient_checkpointing else per_layer * computed
@@ -297,7 +334,7 @@ def estimate(inp: PlanInput) -> Plan:
     plan.activation_bytes_per_token_ckpt = stored_ckpt + per_layer + backward_work
     # A reward model is a sequence classifier: one score per row, no vocabulary logits.
     logits = 0.0 if inp.method == "reward" else logits_bytes(inp, tokens, act, param_bytes)
-    plan.train_phase["activations"] = _b(tokens * stored)
+    plan.train_phase["activations"] = _b(tokens * stored + window_mask_bytes(inp, rows, act))
     plan.notes["activations"] = (f"{tokens} tokens" + (", checkpointed" if inp.gradient_checkpointing else "")
                                  + (f", {computed} layers computed (looped)" if inp.loop_extra_layers else ""))
     plan.train_phase["logits"] = _b(logits)
@@ -324,6 +361,7 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
         gpu = inp.gpu_memory_gib or 0.0
         plan.static["vLLM reserve"] = gpu * inp.vllm_gpu_memory_utilization
         plan.notes["vLLM reserve"] = f"{inp.vllm_gpu_memory_utilization:.0%} of the card"
+        _check_vllm_reserve(inp, plan, act)
         return
     # transformers generate(): a KV cache of every layer's k and v for every generated row, up to
     # prompt + completion tokens. It is freed before the training forward, so it competes with the
@@ -332,7 +370,11 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
     ctx = inp.max_prompt_length + inp.max_completion_length
     # With prefill_once the prompts' cache is computed for the unique prompts and then repeated to every
     # row, so the cache held while decoding is the same; only the prefill's work shrinks.
-    plan.generation_phase["generation KV cache"] = _b(2 * (s.layers + inp.loop_extra_layers) * s.kv_dim * act * rows * ctx)
+    kv_bytes = stream_bytes(inp, act)  # generation runs outside autocast: k/v leave their projections in the stream's dtype
+    # transformers' sliding-window cache layers keep the last window - 1 tokens only
+    window = min(ctx, s.sliding_window - 1) if s.sliding_window else ctx
+    layer_tokens = (s.layers - s.sliding_layers + inp.loop_extra_layers) * ctx + s.sliding_layers * window
+    plan.generation_phase["generation KV cache"] = _b(2 * s.kv_dim * kv_bytes * rows * layer_tokens)
     prefill_rows = unique_prompts(rows, inp.num_generations) if inp.prefill_once else rows
     # Sampling keeps last-position logits in fp32 for the processors (rows x vocab, twice), and the
     # prefill runs one layer's MLP on all prompt tokens at once.
@@ -341,10 +383,62 @@ def _grpo_terms(inp: PlanInput, plan: Plan, act: int) -> None:
     )
     plan.notes["generation KV cache"] = f"{rows} rows x {ctx} tokens"
     if inp.dequantized_generation and inp.quant_bits == 4:
-        plan.generation_phase["dequantised base"] = _b(s.linear_params * act)
-        plan.notes["dequantised base"] = f"4-bit linear weights as {inp.precision} while generating"
+        # A per-pass LoRA clones the looped layers (PEFT's clone_module shares the 4-bit weights), and the
+        # copy is made per Linear4bit module, so each extra pass adds its span's dense copy again.
+        slots = s.layers + (inp.loop_extra_layers if inp.loop_lora_per_pass else 0)
+        plan.generation_phase["dequantised base"] = _b(s.linear_params * slots / s.layers * act)
+        plan.notes["dequantised base"] = f"4-bit linear weights as {inp.precision} while generating" + (
+            f", {slots} layers (a copy per looped pass)" if slots != s.layers else "")
     plan.notes["generation work"] = "sampling logits + prefill MLP" + (
         f" ({prefill_rows} unique prompts)" if inp.prefill_once else "")
+
+
+def _check_vllm_reserve(inp: PlanInput, plan: Plan, act: int) -> None:
+    """vLLM loads its own 16-bit copy of the weights inside the reserve, and refuses to start when
+    the rest cannot hold the KV cache of one sequence of its max_model_len (grpo_args passes the
+    prompt + completion budget, tifa_lite.runplan.generation.vllm_max_model_length); with room for
+    fewer than the generation's rows it queues them (slower, not an error). vLLM's own activation
+    profile comes on top, so these are lower bounds."""
+    s, u = inp.shape, inp.vllm_gpu_memory_utilization
+    reserve = plan.static["vLLM reserve"]
+    weights = _b(s.total_params * act)
+    per_seq = _b(2 * s.layers * s.kv_dim * act * inp.seq_len)
+    rows = inp.generation_batch or inp.batch
+    where = (f"the vLLM reserve, grpo.vllm_gpu_memory_utilization={u} x {inp.gpu_memory_gib:.1f} GiB = {reserve:.2f} GiB,")
+    if reserve < weights + per_seq:
+        need = math.ceil(100 * (weights + per_seq) / (inp.gpu_memory_gib or 1.0)) / 100
+        plan.problems.append(
+            f"{where} cannot hold vLLM's copy of the weights ({weights:.2f} GiB) plus the KV cache of one "
+            f"{inp.seq_len}-token sequence ({per_seq:.2f} GiB): vLLM refuses to start. Raise "
+            f"grpo.vllm_gpu_memory_utilization to at least {need:.2f}, shorten grpo.max_completion_length, "
+            "or set grpo.use_vllm=off.")
+    elif reserve < weights + rows * per_seq:
+        plan.warnings.append(
+            f"{where} holds the weights ({weights:.2f} GiB) and the KV cache of {int((reserve - weights) / per_seq)} "
+            f"of the {rows} rows generated per call ({per_seq:.2f} GiB each): vLLM queues the rest, generation is slower.")
+
+
+def window_mask_bytes(inp: PlanInput, rows: int, act: int) -> float:
+    """Rows longer than a sliding window get a materialised tokens x tokens bool mask per row (transformers'
+    sdpa_mask), which SDPA turns into an additive copy in the compute dtype in every sliding layer and
+    keeps for the backward. (Packed GRPO rows carry their own mask: packed_mask_bytes.)"""
+    s = inp.shape
+    if (not s.sliding_window or inp.seq_len <= s.sliding_window or inp.attn_implementation == "eager"
+            or (inp.method == "grpo" and inp.pack_groups)):
+        return 0.0
+    square = inp.seq_len * inp.seq_len
+    return rows * square * (1 + act * (1 if inp.gradient_checkpointing else s.sliding_layers))
+
+
+def packed_mask_bytes(inp: PlanInput, tokens: int, act: int, layers: int) -> float:
+    """The packed rows' tokens x tokens mask (tifa_lite.methods.grpo_groups.attention_mask_for): a bool
+    one for SDPA, which turns it into an additive mask in the compute dtype in every layer and keeps
+    that copy for the backward (one layer's at a time under checkpointing: the re-run makes it again);
+    eager reads an fp32 additive mask directly."""
+    square = tokens * tokens
+    if inp.attn_implementation == "eager":
+        return square * 4
+    return square * (1 + act * (1 if inp.gradient_checkpointing else layers))
 
 
 def unique_prompts(rows: int, num_generations: int) -> int:

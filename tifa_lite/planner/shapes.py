@@ -35,6 +35,14 @@ class ModelShape:
     qkv_bias: bool = False
     source: str = ""
     checkpoint_dtype: str = "bf16"  # dtype the weights are stored in (config.json torch_dtype / dtype)
+    # What differs between the dense families (tifa_lite.modeling.zoo builds one of each):
+    fused_qkv: bool = False  # one qkv_proj (Phi-3)
+    fused_gate_up: bool = False  # one gate_up_proj (Phi-3, GLM-4)
+    norms_per_layer: int = 2  # Gemma 2/3 and GLM-4 also normalise each sublayer's output
+    qk_norm: bool = False  # RMSNorm on q and k per head (Qwen3, Gemma 3)
+    norm_returns_input_dtype: bool = False  # Gemma's RMSNorm: output.type_as(x), whatever its weight's dtype
+    sliding_window: int | None = None  # tokens a sliding-window layer sees
+    sliding_layers: int = 0  # how many layers use it
 
     @property
     def q_dim(self) -> int:
@@ -47,10 +55,9 @@ class ModelShape:
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of every linear layer in one decoder block, by its HF module name."""
         h, q, kv, i = self.hidden, self.q_dim, self.kv_dim, self.intermediate
-        return {
-            "q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
-        }
+        attn = {"qkv_proj": (h, q + 2 * kv)} if self.fused_qkv else {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv)}
+        mlp = {"gate_up_proj": (h, 2 * i)} if self.fused_gate_up else {"gate_proj": (h, i), "up_proj": (h, i)}
+        return {**attn, "o_proj": (q, h), **mlp, "down_proj": (i, h)}
 
     @property
     def linear_params(self) -> int:
@@ -68,7 +75,7 @@ class ModelShape:
 
     @property
     def norm_params(self) -> int:
-        return self.layers * 2 * self.hidden + self.hidden
+        return self.layers * (self.norms_per_layer * self.hidden + (2 * self.head_dim if self.qk_norm else 0)) + self.hidden
 
     @property
     def total_params(self) -> int:
@@ -79,8 +86,53 @@ class ModelShape:
         return max(self.linear_params // self.layers, self.embedding_params)
 
 
+# Per model_type, what the dense families do differently (their modeling_*.py in transformers).
+_FUSED_QKV = {"phi3"}
+_FUSED_GATE_UP = {"phi3", "glm4"}
+_FOUR_NORMS = {"gemma2", "gemma3", "gemma3_text", "glm4"}
+_QK_NORM = {"qwen3", "gemma3", "gemma3_text"}
+_GEMMA_NORM = {"gemma", "gemma2", "gemma3", "gemma3_text"}
+
+
+def unplannable(cfg: dict[str, Any]) -> str | None:
+    """Why the planner's dense-decoder arithmetic does not describe this config (None: it does)."""
+    experts = next((cfg[k] for k in ("num_experts", "num_local_experts", "n_routed_experts") if cfg.get(k)), None)
+    if experts:
+        return (f"mixture of experts ({experts} experts): its expert weights are 3-D tensors that bitsandbytes leaves "
+                "unquantised and PEFT adapts per expert, and the tokens each expert keeps depend on the routing")
+    if cfg.get("kv_lora_rank"):
+        return "multi-head latent attention (kv_lora_rank): its cache and projections are not q/k/v heads"
+    if "linear_attention" in (cfg.get("layer_types") or []):
+        return "linear-attention layers (layer_types): their recurrent state and convolution are not attention heads"
+    return None
+
+
+def _sliding(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Sliding-window layers: named in layer_types (Gemma 3), else every layer where the family applies
+    config.sliding_window (Mistral, Phi-3; Qwen2 only with use_sliding_window)."""
+    window = cfg.get("sliding_window")
+    if not window:
+        return {}
+    types = cfg.get("layer_types")
+    if types:
+        count = sum(t == "sliding_attention" for t in types)
+    elif cfg.get("model_type") in ("mistral", "phi3") or cfg.get("use_sliding_window"):
+        count = int(cfg["num_hidden_layers"])
+    else:
+        count = 0
+    return {"sliding_window": int(window), "sliding_layers": count} if count else {}
+
+
 def model_shape_from_config_dict(cfg: dict[str, Any], name: str = "", source: str = "") -> ModelShape:
     cfg = cfg.get("text_config", cfg) if "hidden_size" not in cfg else cfg
+    reason = unplannable(cfg)
+    if reason:
+        raise ConfigError(
+            f"the memory planner cannot plan {name or cfg.get('model_type', 'this model')} "
+            f"({cfg.get('model_type')}): {reason}. Plan a dense model of the same size instead; train.auto_fit "
+            "trains such a model as written."
+        )
+    model_type = cfg.get("model_type")
     try:
         hidden = int(cfg["hidden_size"])
         heads = int(cfg["num_attention_heads"])
@@ -97,6 +149,12 @@ def model_shape_from_config_dict(cfg: dict[str, Any], name: str = "", source: st
             qkv_bias=bool(cfg.get("attention_bias", False)) or cfg.get("model_type") in ("qwen2",),
             source=source,
             checkpoint_dtype=_DTYPES.get(str(cfg.get("dtype") or cfg.get("torch_dtype") or "bfloat16"), "bf16"),
+            fused_qkv=model_type in _FUSED_QKV,
+            fused_gate_up=model_type in _FUSED_GATE_UP,
+            norms_per_layer=4 if model_type in _FOUR_NORMS else 2,
+            qk_norm=model_type in _QK_NORM,
+            norm_returns_input_dtype=model_type in _GEMMA_NORM,
+            **_sliding(cfg),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(

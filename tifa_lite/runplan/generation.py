@@ -13,6 +13,13 @@ from tifa_lite.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def vllm_max_model_length(grpo) -> int:
+    """The context vLLM colocate is started with (``grpo`` is the recipe's section): without it vLLM
+    reserves a KV cache for the model's whole context (32k for Qwen2.5). MGRPO's second pass
+    generates after the first answer, so its prompt carries one completion more."""
+    return grpo.max_prompt_length + grpo.passes * grpo.max_completion_length
+
+
 def vllm_importable() -> bool:
     return importlib.util.find_spec("vllm") is not None
 

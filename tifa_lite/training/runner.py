@@ -123,6 +123,10 @@ def run_config(config: RecipeConfig) -> TrainResult:
         from tifa_lite.planner import apply_auto_fit
 
         config = apply_auto_fit(config, plan.hardware)
+    if plan.vllm:
+        from tifa_lite.planner import check_generation_reserve
+
+        check_generation_reserve(config, plan.hardware)  # vLLM would stop at its start, after the load
     for line in plan.describe():
         console.stage("plan: %s", line)
     work_dir = partial_dir(output_dir)
