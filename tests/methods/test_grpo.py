@@ -239,6 +239,16 @@ def test_build_trainer_trains_and_logs_each_reward(tmp_path, tiny_model_dir, sam
     assert lora and all(p.requires_grad for p in lora)
 
 
+def longest_run_of_single_tokens(lengths: list[int]) -> int:
+    """Decoding steps in a row that fed one token (the shared prefill's first-use check and the
+    prompt's forwards come before them)."""
+    best = run = 0
+    for n in lengths:
+        run = run + 1 if n == 1 else 0
+        best = max(best, run)
+    return best
+
+
 def test_generation_keeps_the_kv_cache_when_the_checkpoint_turned_it_off(tmp_path, tiny_model_dir, sample_data):
     import torch
 
@@ -254,7 +264,7 @@ def test_generation_keeps_the_kv_cache_when_the_checkpoint_turned_it_off(tmp_pat
         with_kwargs=True)
     trainer.train()
     # Prompt once, then one new token per step: the cache is used (without it every step re-runs the sequence).
-    assert lengths[1:8] == [1] * 7
+    assert longest_run_of_single_tokens(lengths) >= 7
 
 
 def test_failing_reward_is_named_during_training(tmp_path, tiny_model_dir, sample_data):
@@ -333,5 +343,5 @@ def test_looped_model_generates_with_the_cache_and_trains(tmp_path, tiny_model_d
     lora_b = [n for n, p in trainer.model.named_parameters() if "lora_B" in n]
     assert len(lora_b) == 2 * 7  # two distinct layers, seven linears each: one LoRA for both passes
     trainer.train()
-    assert lengths[1:8] == [1] * 7
+    assert longest_run_of_single_tokens(lengths) >= 7
     assert trainer.state.global_step == 1 and any("loss" in h for h in trainer.state.log_history)

@@ -215,7 +215,7 @@ def measure(model_dir: Path, card: str, method: str, setting: Setting = Setting(
         completion = torch.randint(3, vocab, (s.num_generations, s.completion_len))
         ids = torch.cat([prompt, completion], dim=1)
         packed = pack_groups(ids, torch.ones_like(ids), s.completion_len)
-        mask = attention_mask_for(model, packed.allowed)
+        mask = attention_mask_for(model, packed)  # one mask, or one per layer kind (windows)
         input_ids, square = packed.input_ids, packed.input_ids.shape[1]
         kwargs = dict(attention_mask=mask, position_ids=packed.position_ids)
     else:
@@ -228,7 +228,8 @@ def measure(model_dir: Path, card: str, method: str, setting: Setting = Setting(
     loss.backward()
     measured["activations"] = sum(saved.layer.values())
     if mask is not None:
-        measured["packed attention mask"] = _tensor_bytes([mask]) + sum(saved.masks.values())
+        masks = list(mask.values()) if isinstance(mask, dict) else [mask]
+        measured["packed attention mask"] = _tensor_bytes(masks) + sum(saved.masks.values())
     trainable = [p for p in model.parameters() if p.requires_grad]
     measured["LoRA params"] = _tensor_bytes(trainable)
     measured["LoRA grads"] = _tensor_bytes([p.grad for p in trainable])
