@@ -109,9 +109,10 @@ def replacing_dir(target: str | Path, label: str = "partial") -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
     staging = target.with_name(f".{target.name}.{label}-{_temp_tag()}")
-    # A plain mkdir, not mkdtemp: the folder becomes the user's output and gets their umask, not 0700.
-    staging.mkdir()
     try:
+        # Made inside the try: a signal the moment it exists must still remove it.
+        # A plain mkdir, not mkdtemp: the folder becomes the user's output and gets their umask, not 0700.
+        staging.mkdir()
         yield staging
         swap_dir(staging, target)
     except BaseException:
@@ -145,9 +146,10 @@ def replacing_file(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
     tmp = target.with_name(f".{target.name}.{_temp_tag()}.partial")
-    # Created with the user's umask (mkstemp would make it 0600, and the rename keeps that).
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
+        # Made inside the try: a signal the moment it exists must still remove it.
+        # Created with the user's umask (mkstemp would make it 0600, and the rename keeps that).
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         yield tmp
         os.replace(tmp, target)
     except BaseException:

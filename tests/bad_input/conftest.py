@@ -62,6 +62,12 @@ def run_cli(*args, as_user: int | None = None, timeout: float = 300) -> Outcome:
 
 def kill_when(args, ready, timeout: float = 240) -> Outcome:
     """Start ``tifa-lite ARGS``, SIGKILL it as soon as ``ready()`` is true (polled every 10 ms)."""
+    return signal_when(args, ready, signal.SIGKILL, timeout)
+
+
+def signal_when(args, ready, signum: int, timeout: float = 240) -> Outcome:
+    """Start ``tifa-lite ARGS``, send it ``signum`` as soon as ``ready()`` is true (polled every
+    10 ms) and wait for it to end; a process that ignores the signal fails the test."""
     proc = subprocess.Popen([sys.executable, "-m", "tifa_lite", *map(str, args)], env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
@@ -69,17 +75,18 @@ def kill_when(args, ready, timeout: float = 240) -> Outcome:
         while not ready():
             if proc.poll() is not None:
                 out, err = proc.communicate()
-                pytest.fail(f"the command ended (exit {proc.returncode}) before the kill point:\n{err[-3000:]}")
+                pytest.fail(f"the command ended (exit {proc.returncode}) before the signal point:\n{err[-3000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("the kill point was never reached")
+                pytest.fail("the signal point was never reached")
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        os.kill(proc.pid, signum)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
     return Outcome(proc.returncode, out, err)
 
 
@@ -89,6 +96,11 @@ def assert_refused(outcome: Outcome, *names: str, code: int = 2) -> None:
     assert outcome.code == code, outcome.err
     for name in names:
         assert name in outcome.err, f"{name!r} not in: {outcome.err}"
+
+
+def hidden(folder: Path) -> list[str]:
+    """Hidden entries anywhere below ``folder``: temporary files and folders, locks."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.startswith("."))
 
 
 def leftovers(folder: Path) -> list[str]:
