@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -136,7 +137,9 @@ def run_config(config: RecipeConfig) -> TrainResult:
             console.stage("trainer ready: %s", console.describe_trainer(trainer, config))
             if resume_from:
                 console.stage("resuming from %s", resume_from)
-            with interrupts.deferring_term():
+            # Under a launcher the ranks could see the signal at different steps and disagree on
+            # saving (a collective): there it stops at once, back to the last scheduled checkpoint.
+            with interrupts.deferring_term() if (env_world_size() or 1) == 1 else nullcontext():
                 train_output = trainer.train(resume_from_checkpoint=resume_from)
             interrupts.raise_pending()  # a SIGTERM stopped it after saving a checkpoint
             if env_world_size() is not None:
