@@ -158,3 +158,42 @@ def read_only_user():
 
 def conversation(user: str = "Hi there", assistant: str = "Hello! How can I help?") -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``small_fs(size)`` → a folder on a fresh tmpfs of ``size`` (e.g. ``"1m"``), really full
+    when full; unmounted afterwards. Skipped, with the reason, where mounting is not allowed."""
+    mounts: list[Path] = []
+
+    def make(size: str) -> Path:
+        if shutil.which("mount") is None:
+            pytest.skip("no `mount` command here to make a small file system")
+        folder = tmp_path / f"fs{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a {size} tmpfs here (needs root where mounts are allowed): {done.stderr.strip()}")
+        mounts.append(folder)
+        return folder
+
+    try:
+        yield make
+    finally:
+        for folder in mounts:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Take all but ``leave`` bytes of the file system ``folder`` is on."""
+    filler = folder / "filler"
+    free = shutil.disk_usage(folder).free - leave
+    try:
+        with filler.open("wb") as fh:
+            while free > 0:
+                fh.write(b"\0" * min(free, 1 << 20))
+                free -= 1 << 20
+    except OSError:  # full a few blocks early: as good
+        pass
+    return filler

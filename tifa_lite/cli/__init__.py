@@ -93,6 +93,15 @@ def _dispatch(argv: list[str]) -> int:
     except TifaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from tifa_lite import diskspace
+
+        if not diskspace.is_disk_full(exc):
+            raise
+        # A command with no estimate of its own: where it wrote, or its output.
+        where = getattr(exc, "filename", None) or getattr(args, "output", None) or "."
+        print(f"error: {diskspace.message(where, None)}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 if __name__ == "__main__":

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tifa_lite import interrupts
+from tifa_lite import diskspace, interrupts
 from tifa_lite.atomic import check_output_path, swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
+from tifa_lite.runlock import output_lock
 from tifa_lite.training.resume import RESOLVED_CONFIG, check_same_run, checkpoint_step, keep_previous_config
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,34 @@ def train(
 
 
 def run_config(config: RecipeConfig) -> TrainResult:
+    from tifa_lite.distributed.runtime import is_main_process
+
+    output_dir = check_output_path(config.train.output_dir, "train.output_dir")
+    # One run per output folder (the ranks of one launch are one run: rank 0 holds it).
+    with output_lock(output_dir, "train.output_dir") if is_main_process() else nullcontext():
+        need = _disk_needed(config)
+        with diskspace.translating(output_dir, need, "train.output_dir"):
+            if need and is_main_process():
+                diskspace.require(output_dir, need, "train.output_dir")
+            return _run_locked(config, output_dir)
+
+
+def _disk_needed(config: RecipeConfig) -> int | None:
+    """Checkpoints and final weights (:mod:`tifa_lite.planner.disk`); None when the model's
+    shape cannot be read without loading it (then only a late out-of-space is translated)."""
+    from tifa_lite.planner.disk import training_bytes
+
+    try:
+        return training_bytes(config)
+    except Exception as exc:  # a GGUF base, an uncached hub id: the load says what is wrong
+        log.debug("no disk estimate: %s", exc)
+        return None
+
+
+def _run_locked(config: RecipeConfig, output_dir: Path) -> TrainResult:
     from tifa_lite.backends import load_for_training_with_backend, preload_backend
     from tifa_lite.runplan import resolve_plan
 
-    output_dir = check_output_path(config.train.output_dir, "train.output_dir")
     if output_dir.exists() and any(output_dir.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
