@@ -48,6 +48,17 @@ class FinalStep(TrainerCallback):
         return control
 
 
+class CheckpointModes(TrainerCallback):
+    """A checkpoint is the user's output too (an interrupted run keeps it), but safetensors
+    writes its weights 0600: give them the umask's modes, as every other file has."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from tifa_lite.atomic import follow_umask
+
+        if state.is_world_process_zero:
+            follow_umask(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
 class StopOnSignal(TrainerCallback):
     """A deferred SIGTERM (:func:`tifa_lite.interrupts.deferring_term`) is acted on at the end
     of the step it came in: a checkpoint is saved and training stops; the runner then raises

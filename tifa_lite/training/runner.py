@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tifa_lite import diskspace, interrupts
-from tifa_lite.atomic import check_output_path, swap_dir, write_text
+from tifa_lite.atomic import check_output_path, follow_umask, swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
@@ -124,7 +124,9 @@ def _run_locked(config: RecipeConfig, output_dir: Path) -> TrainResult:
     from tifa_lite.methods import get_method
     from tifa_lite.methods.common import Run, early_training_arguments
     from tifa_lite.methods.precheck import check_before_load
-    from tifa_lite.training.outputs import FinalStep, MetricsRecorder, StopOnSignal, finalize_outputs, last_metrics
+    from tifa_lite.training.outputs import (
+        CheckpointModes, FinalStep, MetricsRecorder, StopOnSignal, finalize_outputs, last_metrics,
+    )
 
     # Under a launcher this brings up the process group, so that rank 0 can own the folder below.
     config = prepare_distributed(config)
@@ -157,6 +159,7 @@ def _run_locked(config: RecipeConfig, output_dir: Path) -> TrainResult:
             # Held-out rows without train.eval_steps are evaluated at the end at least.
             trainer.add_callback(FinalStep(evaluate=trainer.eval_dataset is not None and trainer.args.eval_strategy == "no"))
             trainer.add_callback(StopOnSignal())
+            trainer.add_callback(CheckpointModes())
             stopped["trainer"] = trainer
             console.stage("data built: %s", console.describe_data(run.data_report))
             console.stage("trainer ready: %s", console.describe_trainer(trainer, config))
@@ -179,6 +182,7 @@ def _run_locked(config: RecipeConfig, output_dir: Path) -> TrainResult:
     if is_main_process():
         # Not cut by a signal: the run is finished, and half its checkpoints gone would help no one.
         with interrupts.critical():
+            follow_umask(work_dir)  # the weights, written 0600 by safetensors, included
             # Swapped in before the checkpoints go, so a failed swap leaves a resumable folder.
             swap_dir(work_dir, output_dir)
             if not config.train.keep_checkpoints:
