@@ -78,3 +78,16 @@ def test_the_api_raises_one_line_without_the_library_frames():
     assert "To resume: call work(...) again" in str(caught.value)
     frames = [f.name for f in traceback.extract_tb(caught.value.__traceback__)]
     assert "deep" not in frames and "wait_for_signal" not in frames, frames
+
+
+def test_an_interrupt_a_library_turned_into_its_own_error_is_still_an_interrupt():
+    def library_call():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            wait_for_signal()
+        except Interrupted:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+
+    with pytest.raises(Interrupted) as caught, interrupts.handling(), interrupts.describe(where="in `merge`"):
+        library_call()
+    assert str(caught.value).startswith("stopped by SIGINT in `merge`.")

@@ -173,12 +173,23 @@ def describe(where: str | Callable[[], str | None] | None = None, kept: str | Ca
         yield
     except KeyboardInterrupt as exc:
         interrupted = exc if isinstance(exc, Interrupted) else Interrupted(signal.SIGINT)
-        for name, value in (("where", where), ("kept", kept), ("resume", resume)):
-            if getattr(interrupted, name) is None and value is not None:
-                setattr(interrupted, name, value() if callable(value) else value)
+        _fill(interrupted, where, kept, resume)
         if interrupted is exc:
             raise
         raise interrupted from None
+    except Exception:
+        if _State.raised is None:
+            raise
+        # Raised inside native code that called back into Python (safetensors reading a tensor):
+        # the library reports its own error instead, but the cause is the signal.
+        raise _fill(Interrupted(_State.raised), where, kept, resume) from None
+
+
+def _fill(interrupted: Interrupted, where, kept, resume) -> Interrupted:
+    for name, value in (("where", where), ("kept", kept), ("resume", resume)):
+        if getattr(interrupted, name) is None and value is not None:
+            setattr(interrupted, name, value() if callable(value) else value)
+    return interrupted
 
 
 def api(call: str) -> Callable:

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +67,10 @@ def kill_when(args, ready, timeout: float = 240) -> Outcome:
     return signal_when(args, ready, signal.SIGKILL, timeout)
 
 
-def signal_when(args, ready, signum: int, timeout: float = 240) -> Outcome:
+def signal_when(args, ready, signum: int, timeout: float = 240, meanwhile=None) -> Outcome:
     """Start ``tifa-lite ARGS``, send it ``signum`` as soon as ``ready()`` is true (polled every
-    10 ms) and wait for it to end; a process that ignores the signal fails the test."""
+    10 ms) and wait for it to end; a process that ignores the signal fails the test.
+    ``meanwhile(proc)`` runs between ``ready()`` and the signal."""
     proc = subprocess.Popen([sys.executable, "-m", "tifa_lite", *map(str, args)], env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
@@ -79,6 +82,8 @@ def signal_when(args, ready, signum: int, timeout: float = 240) -> Outcome:
             if time.monotonic() > deadline:
                 pytest.fail("the signal point was never reached")
             time.sleep(0.01)
+        if meanwhile is not None:
+            meanwhile(proc)
         os.kill(proc.pid, signum)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -88,6 +93,31 @@ def signal_when(args, ready, signum: int, timeout: float = 240) -> Outcome:
     if signum == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
     return Outcome(proc.returncode, out, err)
+
+
+@contextmanager
+def signal_self_when(ready, signum: int):
+    """For a command run in this process (no second torch import to wait for): a thread sends
+    ``signum`` to this process once ``ready()``. A signal that comes after the command has put
+    back its handlers meets a no-op one, not pytest's."""
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if ready():
+                os.kill(os.getpid(), signum)
+                return
+            time.sleep(0.01)
+
+    previous = signal.signal(signum, lambda *_: None)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        signal.signal(signum, previous)
 
 
 def assert_refused(outcome: Outcome, *names: str, code: int = 2) -> None:

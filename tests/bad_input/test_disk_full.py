@@ -54,7 +54,7 @@ def test_a_disk_that_fills_up_during_training_ends_in_one_line(cli, train_args, 
     filler = threading.Thread(target=fill_once_training)
     filler.start()
     try:
-        outcome = cli(*train_args(data, train__output_dir=fs / "run", train__max_steps=40, train__save_steps=20,
+        outcome = cli(*train_args(data, train__output_dir=fs / "run", train__max_steps=40, train__save_steps=2,
                                   train__logging_steps=1))
     finally:
         filler.join()

@@ -7,16 +7,10 @@ appears, a training step is logged), so no test waits on a long run."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import threading
-import time
-from contextlib import contextmanager
 
-import pytest
-
-from tests.bad_input.conftest import any_match, hidden, leftovers, signal_when
+from tests.bad_input.conftest import any_match, assert_refused, hidden, leftovers, signal_self_when, signal_when
 from tests.bad_input.test_kills import adapter, chat_data  # noqa: F401  (fixtures)
 
 
@@ -33,39 +27,51 @@ def assert_one_line_stop(outcome, signum: int, *names: str) -> str:
     return line
 
 
-def test_sigterm_mid_training_saves_a_checkpoint_and_says_how_to_resume(train_args, tmp_path):
+def test_sigterm_mid_training_saves_a_checkpoint_and_a_second_run_meanwhile_is_refused(cli, train_args, tmp_path):
+    """Preemption of a real training process; while it trains, a second run into the same
+    train.output_dir is refused (it would share run.partial) and the first goes on."""
     data = chat_data(tmp_path / "chat.jsonl", 8)
     # No scheduled checkpoint: the one found afterwards is the one the SIGTERM made.
     args = train_args(data, train__max_steps=100000, train__save_steps=100000, train__logging_steps=1)
     partial = tmp_path / "run.partial"
-    outcome = signal_when(args, lambda: (partial / "metrics.jsonl").is_file(), signal.SIGTERM)
+    second = {}
 
+    def second_run(first):
+        second["outcome"] = cli(*args)  # a real run too, in this process
+        second["first_alive"] = first.poll() is None
+        second["pid"] = first.pid
+
+    outcome = signal_when(args, lambda: (partial / "metrics.jsonl").is_file(), signal.SIGTERM, meanwhile=second_run)
+
+    assert_refused(second["outcome"], f"is being written by another run: PID {second['pid']}", "`tifa-lite train ",
+                   "train.output_dir=")
+    assert second["first_alive"]
     checkpoints = sorted(partial.glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "trainer_state.json").is_file(), checkpoints
     step = json.loads((checkpoints[0] / "trainer_state.json").read_text())["global_step"]
     assert checkpoints[0].name == f"checkpoint-{step}"
     assert_one_line_stop(outcome, signal.SIGTERM, f"at step {step} of 100000", f"Kept: checkpoint-{step} in {partial}",
                          "train.max_steps=100000")
-    assert hidden(tmp_path) == []
+    assert hidden(tmp_path) == []  # the lock went with the run
 
 
-def test_ctrl_c_before_the_first_checkpoint_removes_the_run(train_args, tmp_path):
+def test_ctrl_c_before_the_first_checkpoint_removes_the_run(cli, train_args, tmp_path):
     data = chat_data(tmp_path / "chat.jsonl", 8)
     args = train_args(data, train__max_steps=100000, train__save_steps=100000, train__logging_steps=1)
-    outcome = signal_when(args, lambda: (tmp_path / "run.partial" / "metrics.jsonl").is_file(), signal.SIGINT)
+    with signal_self_when(lambda: (tmp_path / "run.partial" / "metrics.jsonl").is_file(), signal.SIGINT):
+        outcome = cli(*args)
 
     assert_one_line_stop(outcome, signal.SIGINT, "no checkpoint yet")
     assert not (tmp_path / "run.partial").exists() and not (tmp_path / "run").exists()
     assert leftovers(tmp_path) == []
 
 
-def test_ctrl_c_during_merge_removes_the_staging_folder(adapter, tmp_path):  # noqa: F811
-    signum = signal.SIGINT
+def test_ctrl_c_during_merge_removes_the_staging_folder(cli, adapter, tmp_path):  # noqa: F811
     out = tmp_path / "merged"
-    args = ["merge", "--adapter", adapter, "--output", out, "--dtype", "fp32", "--no-check"]
-    outcome = signal_when(args, any_match(tmp_path, ".merged.merging-*"), signum)
+    with signal_self_when(any_match(tmp_path, ".merged.merging-*"), signal.SIGINT):
+        outcome = cli("merge", "--adapter", adapter, "--output", out, "--dtype", "fp32", "--no-check")
 
-    assert_one_line_stop(outcome, signum, "in `merge`", "Kept: nothing new")
+    assert_one_line_stop(outcome, signal.SIGINT, "in `merge`", "Kept: nothing new")
     assert not out.exists()
     assert leftovers(tmp_path) == []
 
@@ -94,31 +100,6 @@ def test_sigterm_during_data_roleplay_removes_the_partial_file(tmp_path):
     assert_one_line_stop(outcome, signal.SIGTERM, "in `data roleplay`")
     assert not out.exists()
     assert leftovers(out.parent) == []
-
-
-@contextmanager
-def signal_self_when(ready, signum: int):
-    """For a command run in this process (cheaper than a new one: no second torch import):
-    a thread sends ``signum`` to this process once ``ready()``. A signal that comes after the
-    command has put back its handlers meets a no-op one, not pytest's."""
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            if ready():
-                os.kill(os.getpid(), signum)
-                return
-            time.sleep(0.01)
-
-    previous = signal.signal(signum, lambda *_: None)
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        signal.signal(signum, previous)
 
 
 def test_sigterm_during_pairs_keeps_the_journal(cli, tiny_model_dir, sample_data, tmp_path):
