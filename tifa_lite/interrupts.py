@@ -10,10 +10,10 @@ prints the result as one line and exits 128 + the signal (130, 143); the Python 
 without the library frames.
 
 Training defers SIGTERM to the end of the current optimizer step, then saves a checkpoint and
-stops (:class:`tifa_lite.training.outputs.StopOnSignal`): preemption then loses at most the step in flight. The
-step gets :data:`TERM_GRACE_S` seconds to end (``docker stop`` kills after 10, Slurm after
-30); a step still running then is abandoned for the last checkpoint, and a second signal
-stops at once. A checkpoint being written is never cut (:func:`critical`).
+stops (:class:`tifa_lite.training.outputs.StopOnSignal`): preemption then loses at most the
+step in flight. The step gets :data:`TERM_GRACE_S` seconds to end (``docker stop`` kills after
+10, Slurm after 30); a step still running then is abandoned for the last checkpoint, and a
+second signal stops at once. A checkpoint being written is never cut (:func:`critical`).
 """
 
 from __future__ import annotations
@@ -100,14 +100,12 @@ def handling() -> Iterator[None]:
         return
     if _State.installed == 0:
         _State.previous = {sig: signal.signal(sig, _handler) for sig in SIGNALS}
-        _State.previous[signal.SIGALRM] = signal.signal(signal.SIGALRM, _grace_over)
     _State.installed += 1
     try:
         yield
     finally:
         _State.installed -= 1
         if _State.installed == 0:
-            signal.setitimer(signal.ITIMER_REAL, 0)
             for sig, previous in _State.previous.items():
                 signal.signal(sig, previous)
             _State.unwinding, _State.deferring, _State.critical, _State.pending = False, 0, 0, None
@@ -116,15 +114,20 @@ def handling() -> Iterator[None]:
 
 @contextmanager
 def deferring_term() -> Iterator[None]:
-    """A training loop: SIGTERM is noted (:func:`pending`) for :class:`StopTrainingOnSignal`
-    to act on at the step's end, instead of raised mid-step."""
+    """A training loop: SIGTERM is noted (:func:`pending`) for
+    :class:`tifa_lite.training.outputs.StopOnSignal` to act on at the step's end, instead of
+    raised mid-step; SIGALRM ends the grace (:data:`TERM_GRACE_S`) while this block runs."""
+    if not _State.installed or threading.current_thread() is not threading.main_thread():
+        yield  # no handlers of ours, nothing to defer
+        return
     _State.deferring += 1
+    previous = signal.signal(signal.SIGALRM, _grace_over)
     try:
         yield
     finally:
         _State.deferring -= 1
-        if not _State.deferring:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @contextmanager
