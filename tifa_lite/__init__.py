@@ -5,6 +5,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
+from tifa_lite.interrupts import api as _api
+
+
+@_api("train(...)")
 def train(recipe, profile=None, **overrides):
     """Run a recipe: ``train("recipes/sft_qlora_roleplay.yaml", **{"train.max_steps": 2})``."""
     from tifa_lite.training.runner import train as _train
@@ -18,6 +22,7 @@ def load_recipe(recipe, overrides=None, profile=None):
     return _load(recipe, overrides, profile)
 
 
+@_api("merge(...)")
 def merge(adapter, output, **kwargs):
     """Merge a LoRA/QLoRA adapter into its 16-bit base, self-checked: ``merge("outputs/run", "outputs/merged")``."""
     from tifa_lite.merging import merge as _merge

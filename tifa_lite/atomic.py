@@ -33,6 +33,21 @@ def _umask() -> int:
     return mask
 
 
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` (and everything under a folder) the modes of a file or folder the user made:
+    safetensors writes its files 0600 and ``mkdtemp`` makes 0700, so another user could not
+    read the weights of a shared output."""
+    mask = _umask()
+    path = Path(path)
+    entries = [path, *path.rglob("*")] if path.is_dir() and not path.is_symlink() else [path]
+    for entry in entries:
+        if entry.is_symlink() or not entry.exists():
+            continue
+        mode = (0o777 if entry.is_dir() else 0o666) & ~mask
+        if entry.stat().st_mode & 0o777 != mode:
+            os.chmod(entry, mode)
+
+
 def _temp_tag() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -109,10 +124,12 @@ def replacing_dir(target: str | Path, label: str = "partial") -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
     staging = target.with_name(f".{target.name}.{label}-{_temp_tag()}")
-    # A plain mkdir, not mkdtemp: the folder becomes the user's output and gets their umask, not 0700.
-    staging.mkdir()
     try:
+        # Made inside the try: a signal the moment it exists must still remove it.
+        # A plain mkdir, not mkdtemp: the folder becomes the user's output and gets their umask, not 0700.
+        staging.mkdir()
         yield staging
+        follow_umask(staging)
         swap_dir(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -145,10 +162,12 @@ def replacing_file(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(target)
     tmp = target.with_name(f".{target.name}.{_temp_tag()}.partial")
-    # Created with the user's umask (mkstemp would make it 0600, and the rename keeps that).
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
+        # Made inside the try: a signal the moment it exists must still remove it.
+        # Created with the user's umask (mkstemp would make it 0600, and the rename keeps that).
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
         yield tmp
+        follow_umask(tmp)  # a writer may have replaced it with a 0600 file of its own
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

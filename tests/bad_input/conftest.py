@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,13 @@ def run_cli(*args, as_user: int | None = None, timeout: float = 300) -> Outcome:
 
 def kill_when(args, ready, timeout: float = 240) -> Outcome:
     """Start ``tifa-lite ARGS``, SIGKILL it as soon as ``ready()`` is true (polled every 10 ms)."""
+    return signal_when(args, ready, signal.SIGKILL, timeout)
+
+
+def signal_when(args, ready, signum: int, timeout: float = 240, meanwhile=None) -> Outcome:
+    """Start ``tifa-lite ARGS``, send it ``signum`` as soon as ``ready()`` is true (polled every
+    10 ms) and wait for it to end; a process that ignores the signal fails the test.
+    ``meanwhile(proc)`` runs between ``ready()`` and the signal."""
     proc = subprocess.Popen([sys.executable, "-m", "tifa_lite", *map(str, args)], env=subprocess_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
@@ -69,18 +78,46 @@ def kill_when(args, ready, timeout: float = 240) -> Outcome:
         while not ready():
             if proc.poll() is not None:
                 out, err = proc.communicate()
-                pytest.fail(f"the command ended (exit {proc.returncode}) before the kill point:\n{err[-3000:]}")
+                pytest.fail(f"the command ended (exit {proc.returncode}) before the signal point:\n{err[-3000:]}")
             if time.monotonic() > deadline:
-                pytest.fail("the kill point was never reached")
+                pytest.fail("the signal point was never reached")
             time.sleep(0.01)
-        os.kill(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+        if meanwhile is not None:
+            meanwhile(proc)
+        os.kill(proc.pid, signum)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    if signum == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
     return Outcome(proc.returncode, out, err)
+
+
+@contextmanager
+def signal_self_when(ready, signum: int):
+    """For a command run in this process (no second torch import to wait for): a thread sends
+    ``signum`` to this process once ``ready()``. A signal that comes after the command has put
+    back its handlers meets a no-op one, not pytest's."""
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if ready():
+                os.kill(os.getpid(), signum)
+                return
+            time.sleep(0.01)
+
+    previous = signal.signal(signum, lambda *_: None)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        signal.signal(signum, previous)
 
 
 def assert_refused(outcome: Outcome, *names: str, code: int = 2) -> None:
@@ -89,6 +126,11 @@ def assert_refused(outcome: Outcome, *names: str, code: int = 2) -> None:
     assert outcome.code == code, outcome.err
     for name in names:
         assert name in outcome.err, f"{name!r} not in: {outcome.err}"
+
+
+def hidden(folder: Path) -> list[str]:
+    """Hidden entries anywhere below ``folder``: temporary files and folders, locks."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.startswith("."))
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -167,3 +209,42 @@ def read_only_user():
 
 def conversation(user: str = "Hi there", assistant: str = "Hello! How can I help?") -> dict:
     return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """``small_fs(size)`` → a folder on a fresh tmpfs of ``size`` (e.g. ``"1m"``), really full
+    when full; unmounted afterwards. Skipped, with the reason, where mounting is not allowed."""
+    mounts: list[Path] = []
+
+    def make(size: str) -> Path:
+        if shutil.which("mount") is None:
+            pytest.skip("no `mount` command here to make a small file system")
+        folder = tmp_path / f"fs{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a {size} tmpfs here (needs root where mounts are allowed): {done.stderr.strip()}")
+        mounts.append(folder)
+        return folder
+
+    try:
+        yield make
+    finally:
+        for folder in mounts:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path, leave: int = 0) -> Path:
+    """Take all but ``leave`` bytes of the file system ``folder`` is on."""
+    filler = folder / "filler"
+    free = shutil.disk_usage(folder).free - leave
+    try:
+        with filler.open("wb") as fh:
+            while free > 0:
+                fh.write(b"\0" * min(free, 1 << 20))
+                free -= 1 << 20
+    except OSError:  # full a few blocks early: as good
+        pass
+    return filler

@@ -233,7 +233,7 @@ def test_real_launch_without_deepspeed_refuses(capsys, on_h100, without_deepspee
     import subprocess
 
     started = []
-    monkeypatch.setattr(subprocess, "call", lambda *a, **k: started.append(a) or 0)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: started.append(a) or 0)
     code = main(["launch", RECIPE, "--profile", "h100x16_zero3", "--master-addr", MASTER])
     err = capsys.readouterr().err
     assert code == 2 and "DeepSpeed is not installed on this node" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from tifa_lite.errors import TifaError
@@ -55,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tifa_lite import interrupts
+
+    # From the first moment: Ctrl-C or SIGTERM during the imports below is one line too.
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    resume = "tifa-lite " + shlex.join(argv)
+    with interrupts.handling():
+        try:
+            with interrupts.describe(resume=resume):
+                return _dispatch(argv)
+        except interrupts.Interrupted as exc:
+            print(f"tifa-lite: {exc}", file=sys.stderr)
+            return exc.exit_code
+
+
+def _dispatch(argv: list[str]) -> int:
     parser = build_parser()
     # Overrides may follow options too (`train R --profile P key=val`): argparse stops
     # filling the positional list at the first option, so collect the leftover key=value.
@@ -67,13 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     from tifa_lite.console import configure_cli_logging
 
     configure_cli_logging(args.verbose)
+    from tifa_lite.interrupts import describe, raise_swallowed
+
+    command = " ".join(filter(None, (args.command, getattr(args, f"{args.command}_command", None))))
     try:
-        result = args.handler(args)
+        with describe(where=f"in `{command}`"):
+            result = args.handler(args)
+            raise_swallowed()
     except TifaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return int(result or 0)
+    except Exception as exc:
+        from tifa_lite import diskspace
 
+        if not diskspace.is_disk_full(exc):
+            raise
+        # A command with no estimate of its own: where it wrote, or its output.
+        where = getattr(exc, "filename", None) or getattr(args, "output", None) or "."
+        print(f"error: {diskspace.message(where, None)}", file=sys.stderr)
+        return 2
+    return int(result or 0)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -95,4 +95,17 @@ def run(args) -> int:
         spec.hostfile = str(hostfile)
     cmd = build_command(spec)
     print(f"# node {spec.node_rank}: {' '.join(cmd)}", flush=True)
-    return subprocess.call(cmd, env={**os.environ, **env})
+    from tifa_lite.interrupts import Interrupted
+
+    proc = subprocess.Popen(cmd, env={**os.environ, **env})
+    try:
+        return proc.wait()
+    except Interrupted as exc:
+        # The launcher passes the signal on to every rank, which then stops as a single run does;
+        # killing the launcher instead would leave the ranks running.
+        proc.send_signal(exc.signum)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise

@@ -82,7 +82,12 @@ def _build(args, outcomes, need_reference: bool = False) -> int:
     check_output_path(args.output, "--output", kind="file")
     items = _prompts(args, need_reference)
     settings = {k: v for k, v in vars(args).items() if k not in ("handler", "verbose")}
-    with PairJournal(args.output, settings) as journal:
+    from tifa_lite.interrupts import describe
+    from tifa_lite.runlock import output_lock
+
+    with output_lock(args.output, "--output"), PairJournal(args.output, settings) as journal, describe(kept=lambda: (
+            f"{len(journal.outcomes)} of {len(items)} prompt(s) done, in the journal {journal.path} "
+            "(the same command continues from there)")):
         done = journal.done
         if any(item.where not in done for item in items):
             model, tokenizer = _model(args)

@@ -36,6 +36,9 @@ import numpy as np
 import torch
 
 from tifa_lite.atomic import check_output_path, replacing_file
+from tifa_lite import diskspace
+from tifa_lite.planner.disk import gguf_bytes
+from tifa_lite.runlock import output_lock
 from tifa_lite.errors import ConfigError, TifaError
 from tifa_lite.export.llamacpp_convert import CONVERTERS
 from tifa_lite.export.llamacpp_convert import OUTTYPES as LLAMA_CPP_OUTTYPES
@@ -328,6 +331,12 @@ def round_trip(model_dir: Path, gguf_file: Path, outtype: str, tolerance: float 
     }
 
 
+def _read_shape(model_dir: Path):
+    from tifa_lite.planner.shapes import model_shape_from_config_dict
+
+    return model_shape_from_config_dict(json.loads((model_dir / "config.json").read_text(encoding="utf-8")))
+
+
 def export_gguf(
     model: str | Path,
     output: str | Path,
@@ -357,7 +366,14 @@ def export_gguf(
         raise ConfigError(f"--model {model_dir}: no config.json, not a model folder.{hint}")
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another file or pass --overwrite.")
-    with replacing_file(output) as tmp:
+    try:
+        need = gguf_bytes(_read_shape(model_dir), outtype, converter)
+    except (ConfigError, KeyError, TypeError, ValueError):  # an architecture the planner does not read
+        need = None
+    if need:
+        diskspace.require(output, need, "--output")
+    with output_lock(output, "--output"), diskspace.translating(output, need, "--output"), \
+            replacing_file(output) as tmp:
         if converter == "builtin":
             write_gguf(model_dir, tmp, outtype)
         else:

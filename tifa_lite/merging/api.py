@@ -12,6 +12,10 @@ from typing import Any
 import torch
 
 from tifa_lite.atomic import check_output_path, replacing_dir
+from tifa_lite import diskspace
+from tifa_lite.planner.disk import merged_bytes
+from tifa_lite.planner.shapes import model_shape_from_config_dict
+from tifa_lite.runlock import output_lock
 from tifa_lite.errors import ConfigError
 from tifa_lite.hardware import torch_dtype as to_torch_dtype
 from tifa_lite.merging import layer_loop, stream
@@ -55,6 +59,11 @@ def merge(
     Returns the report (also written to ``<output>/merge_report.json``). Raises
     :class:`MergeError` when the self-check fails; then no output folder is left."""
     output = check_output_path(output, "--output")
+    with output_lock(output, "--output"), diskspace.translating(output, key="--output"):
+        return _merge(adapter, output, dtype, base, overwrite, max_shard_size, check, tolerance, base_weights)
+
+
+def _merge(adapter, output: Path, dtype, base, overwrite, max_shard_size, check, tolerance, base_weights) -> dict[str, Any]:
     if output.exists() and not overwrite:
         raise ConfigError(f"--output {output} already exists. Choose another folder or pass --overwrite.")
     if layer_loop.looped(adapter) is not None:  # written out as an ordinary deeper model first
@@ -73,6 +82,12 @@ def merge(
     base_ref = resolve_base(info, base)
     shards = stream.base_shards(base_ref.path) if not base_ref.gguf_file else None
     check_compatible(info, base_ref, stream.base_shapes(shards) if shards else None)
+    try:
+        need = merged_bytes(model_shape_from_config_dict(base_ref.config), dtype)
+    except (ConfigError, KeyError, TypeError, ValueError):  # an architecture the planner does not read
+        need = None
+    if need:
+        diskspace.require(output, need, "--output")
     if not info.modules:
         raise MergeError(f"{info.path}: the adapter holds no LoRA weights; there is nothing to merge.")
     loader = ModelLoader.for_adapter(info)

@@ -48,6 +48,57 @@ class FinalStep(TrainerCallback):
         return control
 
 
+class CheckpointModes(TrainerCallback):
+    """A checkpoint is the user's output too (an interrupted run keeps it), but safetensors
+    writes its weights 0600: give them the umask's modes, as every other file has."""
+
+    def on_save(self, args, state, control, **kwargs):
+        from tifa_lite.atomic import follow_umask
+
+        if state.is_world_process_zero:
+            follow_umask(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+
+class StopOnSignal(TrainerCallback):
+    """A deferred SIGTERM (:func:`tifa_lite.interrupts.deferring_term`) is acted on at the end
+    of the step it came in: a checkpoint is saved and training stops; the runner then raises
+    the interrupt. Every checkpoint save, this one or a scheduled one, is a critical write
+    that no signal cuts (from the step's end, where the save is decided, to ``on_save``)."""
+
+    def __init__(self):
+        self.saving = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        from tifa_lite import interrupts
+
+        if interrupts.pending() and not self.saving:
+            interrupts.step_ended()
+            control.should_save = True
+            control.should_training_stop = True
+        if control.should_save and not self.saving:
+            self.saving = True
+            interrupts.enter_critical()
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        from tifa_lite import interrupts
+
+        self._release()
+        if interrupts.pending():  # came while the checkpoint was written
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._release()
+
+    def _release(self):
+        from tifa_lite import interrupts
+
+        if self.saving:
+            self.saving = False
+            interrupts.leave_critical()
+
+
 def last_metrics(log_history: list[dict]) -> dict:
     """The final training summary (train_loss, …) and the last evaluation (eval_loss, …)."""
     out: dict = {}

@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tifa_lite.atomic import check_output_path, swap_dir, write_text
+from tifa_lite import diskspace, interrupts
+from tifa_lite.atomic import check_output_path, follow_umask, swap_dir, write_text
 from tifa_lite.config import dump_config, load_recipe
 from tifa_lite.config.schema import RecipeConfig
 from tifa_lite.errors import ConfigError
+from tifa_lite.runlock import output_lock
 from tifa_lite.training.resume import RESOLVED_CONFIG, check_same_run, checkpoint_step, keep_previous_config
 
 log = logging.getLogger(__name__)
@@ -88,10 +91,34 @@ def train(
 
 
 def run_config(config: RecipeConfig) -> TrainResult:
+    from tifa_lite.distributed.runtime import is_main_process
+
+    output_dir = check_output_path(config.train.output_dir, "train.output_dir")
+    # One run per output folder (the ranks of one launch are one run: rank 0 holds it).
+    with output_lock(output_dir, "train.output_dir") if is_main_process() else nullcontext():
+        need = _disk_needed(config)
+        with diskspace.translating(output_dir, need, "train.output_dir"):
+            if need and is_main_process():
+                diskspace.require(output_dir, need, "train.output_dir")
+            return _run_locked(config, output_dir)
+
+
+def _disk_needed(config: RecipeConfig) -> int | None:
+    """Checkpoints and final weights (:mod:`tifa_lite.planner.disk`); None when the model's
+    shape cannot be read without loading it (then only a late out-of-space is translated)."""
+    from tifa_lite.planner.disk import training_bytes
+
+    try:
+        return training_bytes(config)
+    except Exception as exc:  # a GGUF base, an uncached hub id: the load says what is wrong
+        log.debug("no disk estimate: %s", exc)
+        return None
+
+
+def _run_locked(config: RecipeConfig, output_dir: Path) -> TrainResult:
     from tifa_lite.backends import load_for_training_with_backend, preload_backend
     from tifa_lite.runplan import resolve_plan
 
-    output_dir = check_output_path(config.train.output_dir, "train.output_dir")
     if output_dir.exists() and any(output_dir.iterdir()) and not config.train.overwrite_output_dir:
         raise ConfigError(
             f"train.output_dir {output_dir} already holds a finished run. Choose another "
@@ -115,7 +142,9 @@ def run_config(config: RecipeConfig) -> TrainResult:
     from tifa_lite.methods import get_method
     from tifa_lite.methods.common import Run, early_training_arguments
     from tifa_lite.methods.precheck import check_before_load
-    from tifa_lite.training.outputs import FinalStep, MetricsRecorder, finalize_outputs, last_metrics
+    from tifa_lite.training.outputs import (
+        CheckpointModes, FinalStep, MetricsRecorder, StopOnSignal, finalize_outputs, last_metrics,
+    )
 
     # Under a launcher this brings up the process group, so that rank 0 can own the folder below.
     config = prepare_distributed(config)
@@ -132,43 +161,55 @@ def run_config(config: RecipeConfig) -> TrainResult:
     work_dir = partial_dir(output_dir)
     resume_from = _resume_point(config, work_dir)
     check_before_load(config, plan)  # data errors in seconds, not after a minutes-long model load
-    created = _prepare_work_dir(config, work_dir, resume_from, plan)
-    try:
-        # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
-        early_args = early_training_arguments(config, work_dir, plan)
-        model, tokenizer, peft_config = load_for_training_with_backend(config, plan)
-        console.stage("model loaded: %s", console.describe_model(config, plan.precision, plan.backend))
-        if env_world_size() is not None:
-            log.info("rank %d after loading: %s", env_rank(), load_report(model))
-        recorder = MetricsRecorder(work_dir / "metrics.jsonl", append=resume_from is not None)
-        run = Run(
-            config=config, work_dir=work_dir, model=model, tokenizer=tokenizer,
-            peft_config=peft_config, plan=plan, callbacks=[recorder],
-        )
-        trainer = get_method(config.train.method).build_trainer(run)
-        del early_args  # the trainer's own arguments now carry the DeepSpeed config
-        # Held-out rows without train.eval_steps are evaluated at the end at least.
-        trainer.add_callback(FinalStep(evaluate=trainer.eval_dataset is not None and trainer.args.eval_strategy == "no"))
-        console.stage("data built: %s", console.describe_data(run.data_report))
-        console.stage("trainer ready: %s", console.describe_trainer(trainer, config))
-        if resume_from:
-            console.stage("resuming from %s", resume_from)
-        train_output = trainer.train(resume_from_checkpoint=resume_from)
-        if env_world_size() is not None:
-            log.info("rank %d after training: %s", env_rank(), weights_fingerprint(trainer.model))
-        finalize_outputs(trainer, run)
-    except BaseException:
-        # Rank 0 owns the folder; the other ranks may be writing into it or already gone.
-        if is_main_process() and created and latest_checkpoint(work_dir) is None:
-            shutil.rmtree(work_dir, ignore_errors=True)
-        raise
+    stopped: dict[str, Any] = {}
+    with interrupts.describe(where=lambda: _where_stopped(stopped.get("trainer")), kept=lambda: _what_was_kept(work_dir)):
+        created = _prepare_work_dir(config, work_dir, resume_from, plan)
+        try:
+            # Held until the trainer exists: under ZeRO-3 it makes from_pretrained partition at load.
+            early_args = early_training_arguments(config, work_dir, plan)
+            model, tokenizer, peft_config = load_for_training_with_backend(config, plan)
+            console.stage("model loaded: %s", console.describe_model(config, plan.precision, plan.backend))
+            if env_world_size() is not None:
+                log.info("rank %d after loading: %s", env_rank(), load_report(model))
+            recorder = MetricsRecorder(work_dir / "metrics.jsonl", append=resume_from is not None)
+            run = Run(
+                config=config, work_dir=work_dir, model=model, tokenizer=tokenizer,
+                peft_config=peft_config, plan=plan, callbacks=[recorder],
+            )
+            trainer = get_method(config.train.method).build_trainer(run)
+            del early_args  # the trainer's own arguments now carry the DeepSpeed config
+            # Held-out rows without train.eval_steps are evaluated at the end at least.
+            trainer.add_callback(FinalStep(evaluate=trainer.eval_dataset is not None and trainer.args.eval_strategy == "no"))
+            trainer.add_callback(StopOnSignal())
+            trainer.add_callback(CheckpointModes())
+            stopped["trainer"] = trainer
+            console.stage("data built: %s", console.describe_data(run.data_report))
+            console.stage("trainer ready: %s", console.describe_trainer(trainer, config))
+            if resume_from:
+                console.stage("resuming from %s", resume_from)
+            # Under a launcher the ranks could see the signal at different steps and disagree on
+            # saving (a collective): there it stops at once, back to the last scheduled checkpoint.
+            with interrupts.deferring_term() if (env_world_size() or 1) == 1 else nullcontext():
+                train_output = trainer.train(resume_from_checkpoint=resume_from)
+            interrupts.raise_pending()  # a SIGTERM stopped it after saving a checkpoint
+            if env_world_size() is not None:
+                log.info("rank %d after training: %s", env_rank(), weights_fingerprint(trainer.model))
+            finalize_outputs(trainer, run)
+        except BaseException:
+            # Rank 0 owns the folder; the other ranks may be writing into it or already gone.
+            if is_main_process() and created and latest_checkpoint(work_dir) is None:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            raise
 
     if is_main_process():
-        # Swapped in before the checkpoints go, so a failed swap leaves a resumable folder.
-        swap_dir(work_dir, output_dir)
-        if not config.train.keep_checkpoints:
-            for checkpoint in output_dir.glob("checkpoint-*"):
-                shutil.rmtree(checkpoint)
+        # Not cut by a signal: the run is finished, and half its checkpoints gone would help no one.
+        with interrupts.critical():
+            follow_umask(work_dir)  # the weights, written 0600 by safetensors, included
+            # Swapped in before the checkpoints go, so a failed swap leaves a resumable folder.
+            swap_dir(work_dir, output_dir)
+            if not config.train.keep_checkpoints:
+                for checkpoint in output_dir.glob("checkpoint-*"):
+                    shutil.rmtree(checkpoint)
     barrier()
     return TrainResult(
         output_dir=output_dir,
@@ -177,6 +218,19 @@ def run_config(config: RecipeConfig) -> TrainResult:
         metrics={**last_metrics(trainer.state.log_history), **train_output.metrics},
         resumed_from=str(resume_from) if resume_from else None,
     )
+
+
+def _where_stopped(trainer) -> str:
+    if trainer is None:
+        return "before training began"
+    return f"at step {trainer.state.global_step} of {trainer.state.max_steps}"
+
+
+def _what_was_kept(work_dir: Path) -> str:
+    checkpoint = latest_checkpoint(work_dir) if work_dir.is_dir() else None
+    if checkpoint is None:
+        return "no checkpoint yet, so nothing (the run starts over)"
+    return f"{checkpoint.name} in {work_dir} (the same command resumes from it)"
 
 
 def _resume_point(config: RecipeConfig, work_dir: Path) -> str | None:
