@@ -141,7 +141,7 @@ def test_soak_200_mixed_requests_with_20_disconnects(long_server, tiny_session):
         if kind == 0:
             return "left" if _read_then_leave(url, never_ending, pieces=2) == 2 else "short"
         if kind == 1:
-            r = httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO, "n": 2}, timeout=budget_s)
+            r = httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO, "n": 50}, timeout=budget_s)  # above --max-n
             return str(r.status_code)
         body = {"messages": [{"role": "user", "content": f"Request {i}: say hi"}], "max_tokens": 3,
                 "presence_penalty": 0.5, "min_p": 0.05, "stream": kind in (2, 3, 4)}

@@ -11,7 +11,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from tifa_lite.serving.openai_api import _safe_prefix  # noqa: E402
+from tifa_lite.conversation.reply_text import safe_text  # noqa: E402
 
 HELLO = [{"role": "user", "content": "Hello, who are you?"}]
 
@@ -101,8 +101,9 @@ BAD = [
     ({"messages": [{"role": "system", "content": "only a system turn"}]}, "messages"),
     ({"messages": HELLO, "temperature": 5}, "temperature"),
     ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
-    ({"messages": HELLO, "n": 2}, "n"),
-    ({"messages": HELLO, "logprobs": True}, "logprobs"),
+    ({"messages": HELLO, "n": 5}, "n"),  # above the server's cap of 4
+    ({"messages": HELLO, "n": 0}, "n"),
+    ({"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
      "tool_choice"),
     ({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
@@ -191,10 +192,11 @@ def test_server_default_system_prompt_applies_only_without_one(tiny_session):
 
 
 def test_stream_holds_back_a_possible_stop_string():
-    assert _safe_prefix("Hello wor", ["world"]) == "Hello "
-    assert _safe_prefix("Hello world and more", ["world"]) == "Hello "
-    assert _safe_prefix("Hello", None) == "Hello"
-    assert _safe_prefix("abc", ["x"]) == "abc"
+    assert safe_text("Hello wor", ["world"]) == "Hello"
+    assert safe_text("Hello world and more", ["world"]) == "Hello"
+    assert safe_text("Hello", None) == "Hello"
+    assert safe_text("abc", ["x"]) == "abc"
+    assert safe_text("abc ", ["x"], strip=False) == "abc "
 
 
 def test_serve_command_builds_the_server_from_the_chat_options(tiny_model_dir, tmp_path, monkeypatch):
