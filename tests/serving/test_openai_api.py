@@ -204,7 +204,8 @@ def test_serve_command_builds_the_server_from_the_chat_options(tiny_model_dir, t
     from tifa_lite.serving import openai_api
 
     seen = {}
-    monkeypatch.setattr(openai_api, "serve", lambda server, host, port: seen.update(server=server, host=host, port=port))
+    monkeypatch.setattr(openai_api, "serve", lambda server, host, port, cors_origins=None: seen.update(
+        server=server, host=host, port=port, cors=cors_origins))
     card = tmp_path / "card.txt"
     card.write_text("You are Tifa.\n")
     assert main(["serve", "--model", str(tiny_model_dir), "--port", "8123", "--system-file", str(card),

@@ -7,7 +7,9 @@ from __future__ import annotations
 def register(sub) -> None:
     from tifa_lite.cli.chat import add_session_arguments
     from tifa_lite.serving.engines import ENGINES
-    from tifa_lite.serving.openai_api import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP, DEFAULT_PORT
+    from tifa_lite.serving.openai_api import (
+        DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_N, DEFAULT_MAX_TOKENS_CAP, DEFAULT_PORT,
+    )
 
     p = sub.add_parser("serve", help="serve a model or adapter as an OpenAI-compatible /v1/chat/completions (pip install 'tifa-lite[serve]')")
     add_session_arguments(p)
@@ -21,6 +23,11 @@ def register(sub) -> None:
                    help=f"a request's max_tokens above this is lowered to it (default {DEFAULT_MAX_TOKENS_CAP}; 0: none)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help=f"larger request bodies get a 413 (default {DEFAULT_MAX_BODY_BYTES})")
+    p.add_argument("--max-n", type=int, default=DEFAULT_MAX_N,
+                   help=f"most replies one request may ask for with `n` (one batched generation; default {DEFAULT_MAX_N})")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let a browser page from ORIGIN call the server (repeatable; '*' for any; default: none), "
+                        "e.g. Open WebUI's Direct Connections")
     p.add_argument("--gguf", help="--engine llama.cpp: the GGUF to serve (from `tifa-lite export gguf`; "
                                   "default: the embedded model's own file)")
     p.add_argument("--n-ctx", type=int, default=4096, help="--engine llama.cpp: context length")
@@ -40,8 +47,9 @@ def run(args) -> int:
     session = session_from_args(args)
     # The session's system prompt is the default for requests that bring none.
     system, session.system = session.system, None
-    serve(ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes),
-          host=args.host, port=args.port)
+    server = ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes,
+                        max_n=args.max_n)
+    serve(server, host=args.host, port=args.port, cors_origins=args.cors_origin or None)
     return 0
 
 
