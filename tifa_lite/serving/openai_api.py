@@ -179,6 +179,11 @@ class ChatServer:
             if window > 0 and penalty != 1.0:
                 processors = (WindowedRepetitionPenalty(penalty, window),)
         prompt_tokens = int(inputs["input_ids"].shape[1])
+        if (request.num_predict or 0) < 0 and "max_new_tokens" not in sampling:
+            # Ollama's "no limit" (-1) and "fill the context" (-2): as far as the cap and the context allow
+            room = [x for x in (self.max_tokens_cap, self.context_length and self.context_length - prompt_tokens) if x]
+            if room:
+                sampling["max_new_tokens"] = max(1, min(room))
         self.check_length(prompt_tokens, sampling, param)
         kwargs = dict(sampling, presence_penalty=request.presence_penalty or 0.0,
                       frequency_penalty=request.frequency_penalty or 0.0, logit_bias=request.logit_bias)
