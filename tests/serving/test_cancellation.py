@@ -24,7 +24,8 @@ def long_server(tiny_session):
     from tests.serving.conftest import _run
     from tifa_lite.serving.openai_api import ChatServer
 
-    chat_server = ChatServer(tiny_session, "tiny", max_tokens_cap=None)
+    # one row at a time: a second request waits in the batcher's queue behind the first
+    chat_server = ChatServer(tiny_session, "tiny", max_tokens_cap=None, max_batch=1)
     for url in _run(chat_server):
         yield chat_server, url
 

@@ -144,7 +144,7 @@ def test_unknown_route_is_a_json_404(live_server):
 
 def test_a_failed_generation_answers_500_and_the_server_goes_on(live_server, monkeypatch):
     chat_server, url = live_server
-    real = chat_server.session.model.generate
+    real = chat_server.session.model.forward
     calls = {"n": 0}
 
     def fail_once(*args, **kwargs):
@@ -153,7 +153,7 @@ def test_a_failed_generation_answers_500_and_the_server_goes_on(live_server, mon
             raise RuntimeError("simulated out of memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(chat_server.session.model, "generate", fail_once)
+    monkeypatch.setattr(chat_server.session.model, "forward", fail_once)
     r = httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}, timeout=30)
     assert r.status_code == 500 and "simulated out of memory" in r.json()["error"]["message"]
     with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=30,

@@ -8,7 +8,8 @@ def register(sub) -> None:
     from tifa_lite.cli.chat import add_session_arguments
     from tifa_lite.serving.engines import ENGINES
     from tifa_lite.serving.openai_api import (
-        DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_N, DEFAULT_MAX_TOKENS_CAP, DEFAULT_PORT,
+        DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_N, DEFAULT_MAX_QUEUE, DEFAULT_MAX_TOKENS_CAP,
+        DEFAULT_PORT,
     )
 
     p = sub.add_parser("serve", help="serve a model or adapter as an OpenAI-compatible /v1/chat/completions (pip install 'tifa-lite[serve]')")
@@ -25,6 +26,10 @@ def register(sub) -> None:
                    help=f"larger request bodies get a 413 (default {DEFAULT_MAX_BODY_BYTES})")
     p.add_argument("--max-n", type=int, default=DEFAULT_MAX_N,
                    help=f"most replies one request may ask for with `n` (one batched generation; default {DEFAULT_MAX_N})")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"replies decoded together (continuous batching; default {DEFAULT_MAX_BATCH}; 1: one at a time)")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                   help=f"requests waiting or running; more get a 503 (default {DEFAULT_MAX_QUEUE})")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let a browser page from ORIGIN call the server (repeatable; '*' for any; default: none), "
                         "e.g. Open WebUI's Direct Connections")
@@ -48,7 +53,7 @@ def run(args) -> int:
     # The session's system prompt is the default for requests that bring none.
     system, session.system = session.system, None
     server = ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes,
-                        max_n=args.max_n)
+                        max_n=args.max_n, max_batch=args.max_batch, max_queue=args.max_queue)
     serve(server, host=args.host, port=args.port, cors_origins=args.cors_origin or None)
     return 0
 

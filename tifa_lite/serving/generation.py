@@ -68,30 +68,35 @@ class LogitsTap:
         return TokenLogprob(token, float(scores[token]), top)
 
 
-class StopStrings:
-    """A ``generate`` stopping criterion: a row ends once its reply holds a stop string, found
-    by the same rule the reply's text is cut with (transformers' ``stop_strings`` would build
-    tables over the whole vocabulary for every request, and could disagree at the edges)."""
+STOP_TAIL = 8  # tokens beyond the longest stop string: a new match ends within them
 
-    TAIL = 8  # tokens beyond the longest stop string: a new match ends within them
+
+def stop_hit(sink: "TokenSink", tokens: list[int]) -> bool:
+    """Whether a reply's tokens hold one of the sink's stop strings, by the rule the reply's
+    text is cut with. An earlier match would have ended the reply already, so past a few
+    dozen tokens only the tail is decoded."""
+    window = max(len(s) for s in sink.stop) + STOP_TAIL
+    if len(tokens) <= 4 * window:
+        return final_text(decode(sink.tokenizer, tokens), sink.stop, sink.strip, sink.think_open)[1]
+    tail = decode(sink.tokenizer, tokens[-window:])
+    return any(s in tail for s in sink.stop)
+
+
+class StopStrings:
+    """A ``generate`` stopping criterion for :func:`stop_hit` (transformers' ``stop_strings``
+    would build tables over the whole vocabulary for every request, and could disagree with
+    the cut at the edges)."""
 
     def __init__(self, sink: "TokenSink", prompt_len: int):
         self.sink, self.prompt_len = sink, prompt_len
-        self.window = max(len(s) for s in sink.stop) + self.TAIL
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         hits = []
         for i, row in enumerate(input_ids[:, self.prompt_len:].tolist()):
-            if len(row) <= 4 * self.window:  # short: the whole rule, leading whitespace and all
-                hit = final_text(decode(self.sink.tokenizer, row), self.sink.stop, self.sink.strip,
-                                 self.sink.think_open)[1]
-            else:  # an earlier match would have stopped the row already: only the tail is new
-                tail = decode(self.sink.tokenizer, row[-self.window:])
-                hit = any(s in tail for s in self.sink.stop)
-            hits.append(hit)
-            if hit and i < len(self.sink.rows):
+            hits.append(stop_hit(self.sink, row))
+            if hits[-1] and i < len(self.sink.rows):
                 self.sink.stopped.add(i)
         return torch.tensor(hits, dtype=torch.bool, device=input_ids.device)
 
@@ -120,19 +125,25 @@ class TokenSink:
         if not self._prompt_seen:  # generate hands the prompt over first
             self._prompt_seen = True
             return
+        for i, token in enumerate(value.reshape(-1).tolist()):
+            self.record(i, token, self.tap.entry(i, token) if self.tap is not None else None)
+            if i in self.stopped:
+                self.rows[i].done = self.rows[i].done or "stop"
+        self.notify()
+
+    def record(self, i: int, token: int, logprob: TokenLogprob | None = None) -> None:
+        """Reply ``i``'s next token (ignored once the reply is over: padding)."""
         with self.lock:
-            for i, token in enumerate(value.reshape(-1).tolist()):
-                row = self.rows[i]
-                if row.done:
-                    continue
-                row.tokens.append(token)
-                if token in self.eos_ids:
-                    row.done = "eos"
-                    continue
-                if self.tap is not None:
-                    row.logprobs.append(self.tap.entry(i, token))
-                if i in self.stopped:
-                    row.done = "stop"
+            row = self.rows[i]
+            if row.done:
+                return
+            row.tokens.append(token)
+            if token in self.eos_ids:
+                row.done = "eos"
+            elif logprob is not None:
+                row.logprobs.append(logprob)
+
+    def notify(self) -> None:
         if self.on_step is not None:
             self.on_step()
 

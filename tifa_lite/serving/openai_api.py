@@ -47,7 +47,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,8 @@ DEFAULT_MAX_TOKENS_CAP = 2048
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
 # n replies are one batched generate: memory and time grow with n; SillyTavern's swipes ask 2-4.
 DEFAULT_MAX_N = 4
+DEFAULT_MAX_BATCH = 8  # replies (a request with n asks for n) decoded together
+DEFAULT_MAX_QUEUE = 64  # requests waiting or running; more get a 503
 
 
 @dataclass
@@ -94,8 +96,10 @@ class ChatServer:
 
     def __init__(self, session, model_id: str, context_length: int | None = None, system: str | None = None,
                  max_tokens_cap: int | None = DEFAULT_MAX_TOKENS_CAP, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 max_n: int = DEFAULT_MAX_N):
+                 max_n: int = DEFAULT_MAX_N, max_batch: int = DEFAULT_MAX_BATCH, max_queue: int = DEFAULT_MAX_QUEUE,
+                 batching: bool = True):
         from tifa_lite.conversation.template_structure import end_of_turn_ids
+        from tifa_lite.serving import batcher
 
         self.session = session
         self.model_id = model_id
@@ -117,6 +121,14 @@ class ChatServer:
         self.counts = {"started": 0, "finished": 0, "cancelled": 0, "never_started": 0, "failed": 0}
         self.running = 0
         self.cancelled_tokens: deque[int] = deque(maxlen=1000)  # how far stopped generations got
+        self.max_queue = max_queue
+        self.waiting = 0  # the one-at-a-time path's queue (the batcher keeps its own)
+        self.batcher = None
+        if batching and batcher.supports(session.model):
+            self.batcher = batcher.Batcher(session, self.eos_ids, max_batch, max_queue, on_done=self._count)
+        elif batching:
+            log.info("this model's KV cache cannot be batched (sliding-window or hybrid layers): "
+                     "requests are generated one at a time")
 
     def log_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._logged:
@@ -196,9 +208,46 @@ class ChatServer:
         return TokenSink(self.session.tokenizer, job.n, self.eos_ids, job.stop, job.strip, job.think_open,
                          on_step=on_step)
 
-    def generate(self, job: Job, sink: TokenSink | None = None) -> list[Choice] | None:
-        """Run one job on the worker; None when its client left before its turn."""
+    def submit(self, job: Job, sink: TokenSink | None = None) -> Future:
+        """Queue one job: batched with the others when the model allows, else on the single
+        worker; the future's result is None when its client left before its turn. Past
+        ``max_queue`` waiting or running requests, a 503."""
         sink = sink or self.sink(job)
+        if self.batcher is not None:
+            return self.batcher.submit(job, sink)
+        with self._lock:
+            if self.waiting >= self.max_queue:
+                raise BadRequest(f"the server has {self.waiting} requests waiting or running, its limit "
+                                 "(serve --max-queue); try again shortly", status=503, kind="server_error")
+            self.waiting += 1
+        future = self.worker.submit(self.generate_alone, job, sink)
+        future.add_done_callback(lambda _: self._left_queue())
+        return future
+
+    def _left_queue(self) -> None:
+        with self._lock:
+            self.waiting -= 1
+
+    def generate(self, job: Job, sink: TokenSink | None = None) -> list[Choice] | None:
+        """Run one job and wait for it (tests, the benchmark)."""
+        return self.submit(job, sink).result()
+
+    def _count(self, job: Job, started: bool, error: Exception | None, choices=None) -> None:
+        with self._lock:
+            if not started:
+                self.counts["never_started"] += 1
+            elif error is not None:
+                self.counts["started"] += 1
+                self.counts["failed"] += 1
+            else:
+                self.counts["started"] += 1
+                cancelled = job.cancel.is_set()
+                self.counts["cancelled" if cancelled else "finished"] += 1
+                if cancelled and choices:
+                    self.cancelled_tokens.append(sum(c.completion_tokens for c in choices))
+
+    def generate_alone(self, job: Job, sink: TokenSink) -> list[Choice] | None:
+        """One job with ``generate``, on the single worker (models the batcher cannot take)."""
         with self._lock:
             if job.cancel.is_set():
                 self.counts["never_started"] += 1
@@ -235,8 +284,9 @@ class ChatServer:
         return choices
 
     def health(self) -> dict[str, Any]:
+        running = len(self.batcher.live) if self.batcher is not None else self.running
         with self._lock:
-            return {"status": "ok", "running": self.running, **self.counts}
+            return {"status": "ok", "running": running, **self.counts}
 
     def models(self) -> dict[str, Any]:
         meta = {"max_n": self.max_n, "max_tokens_cap": self.max_tokens_cap,
@@ -349,11 +399,19 @@ def build_app(server: ChatServer, cors_origins: list[str] | None = None):
             return JSONResponse(error_body(exc.message, exc.kind, exc.param), status_code=exc.status)
         if parsed.stream:
             include_usage = bool(parsed.stream_options and parsed.stream_options.include_usage)
-            return StreamingResponse(_stream(server, request_id, job, include_usage, chat),
+            wake = asyncio.Event()
+            sink = server.sink(job, on_step=lambda: loop.call_soon_threadsafe(wake.set))
+            try:
+                future = server.submit(job, sink)
+            except BadRequest as exc:  # the queue is full
+                return JSONResponse(error_body(exc.message, exc.kind, exc.param), status_code=exc.status)
+            return StreamingResponse(_stream(server, request_id, job, sink, wake, future, include_usage, chat),
                                      media_type="text/event-stream")
         watcher = asyncio.ensure_future(_cancel_on_disconnect(request, job.cancel))
         try:
-            choices = await loop.run_in_executor(server.worker, server.generate, job)
+            choices = await asyncio.wrap_future(server.submit(job))
+        except BadRequest as exc:  # the queue is full
+            return JSONResponse(error_body(exc.message, exc.kind, exc.param), status_code=exc.status)
         except Exception as exc:  # one failed generation answers its own request only
             log.exception("generation failed")
             return JSONResponse(error_body(f"generation failed: {exc}", "server_error"), status_code=500)
@@ -383,11 +441,9 @@ def add_cors(app, origins: list[str]) -> None:
                        allow_headers=["*"], max_age=600)
 
 
-async def _stream(server: ChatServer, request_id: str, job: Job, include_usage: bool, chat: bool = True):
-    loop = asyncio.get_running_loop()
-    wake = asyncio.Event()
-    sink = server.sink(job, on_step=lambda: loop.call_soon_threadsafe(wake.set))
-    future = loop.run_in_executor(server.worker, server.generate, job, sink)
+async def _stream(server: ChatServer, request_id: str, job: Job, sink: TokenSink, wake: asyncio.Event,
+                  future: Future, include_usage: bool, chat: bool = True):
+    future = asyncio.wrap_future(future)
     tokenizer = server.session.tokenizer
     streams = sink.streams()
     logprobs_sent = [0] * job.n
