@@ -13,7 +13,7 @@ def register(sub) -> None:
     )
 
     p = sub.add_parser("serve", help="serve a model or adapter as an OpenAI-compatible /v1/chat/completions (pip install 'tifa-lite[serve]')")
-    add_session_arguments(p)
+    add_session_arguments(p, many_adapters=True)
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--name", help="the model id clients see in /v1/models (default: the folder's name)")
@@ -42,23 +42,37 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from tifa_lite.serving.adapters import parse_adapters
+
+    args.adapter, adapters = parse_adapters(args.adapter)
+    if adapters and not args.model:
+        from tifa_lite.serving.engines import _base_name
+
+        args.model = _base_name(None, next(iter(adapters.values())))
     name = args.name or Path(args.adapter or args.model).name
     cap = args.max_tokens_cap or None
     if args.engine != "transformers":
-        return _run_engine(args, name, cap)
+        return _run_engine(args, name, cap, adapters)
     from tifa_lite.cli.chat import session_from_args
     from tifa_lite.serving.openai_api import ChatServer, serve
 
     session = session_from_args(args)
     # The session's system prompt is the default for requests that bring none.
     system, session.system = session.system, None
+    personas = None
+    if adapters:
+        from tifa_lite.serving.adapters import attach
+
+        personas = attach(session, adapters, recipe=args.recipe, preset=args.preset, keep_think=args.keep_think or None,
+                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                          repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
     server = ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes,
-                        max_n=args.max_n, max_batch=args.max_batch, max_queue=args.max_queue)
+                        max_n=args.max_n, max_batch=args.max_batch, max_queue=args.max_queue, personas=personas)
     serve(server, host=args.host, port=args.port, cors_origins=args.cors_origin or None)
     return 0
 
 
-def _run_engine(args, name: str, cap: int | None) -> int:
+def _run_engine(args, name: str, cap: int | None, adapters: dict | None = None) -> int:
     from tifa_lite.cli.chat import system_prompt
     from tifa_lite.serving.engines import engine_spec
 
@@ -73,10 +87,15 @@ def _run_engine(args, name: str, cap: int | None) -> int:
         repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
     )
     if args.engine == "vllm":
-        return vllm_engine.serve(spec, args.host, args.port, bits=args.bits)
+        return vllm_engine.serve(spec, args.host, args.port, bits=args.bits, adapters=adapters,
+                                 cors_origins=args.cors_origin or None)
     from tifa_lite.errors import ConfigError
     from tifa_lite.serving import llamacpp_engine
 
+    if adapters:
+        raise ConfigError("--engine llama.cpp serves one GGUF: several --adapter NAME=PATH are not served by "
+                          "llama-cpp-python's server (one model, its LoRA fixed at load); use the default engine "
+                          "or --engine vllm for many characters on one base.")
     if args.adapter:
         raise ConfigError("--engine llama.cpp serves a GGUF, not an adapter: `tifa-lite merge` it, export the merged "
                           "model with `tifa-lite export gguf`, then pass --gguf.")

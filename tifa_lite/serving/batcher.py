@@ -81,6 +81,7 @@ class Batcher:
         self.mask: torch.Tensor | None = None
         self.last: torch.Tensor | None = None  # each row's newest token, fed at the next step
         self.live: dict[int, _Pending] = {}
+        self.mixed_adapters = False  # several adapters on the base: every row names its own
         self._lock = threading.Lock()
         self._wake = threading.Event()
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -145,7 +146,8 @@ class Batcher:
         from tifa_lite.conversation.session import generation_kwargs
 
         job = item.job
-        asked = generation_kwargs({**self.session.sampling, **job.kwargs})
+        session = job.session or self.session
+        asked = generation_kwargs({**session.sampling, **job.kwargs})
         config = copy.deepcopy(self.model.generation_config)
         config.update(**asked)
         # generate()'s order: penalties and biases, the caller's processors, then the warpers
@@ -154,7 +156,7 @@ class Batcher:
             processors.append(RepetitionPenaltyLogitsProcessor(config.repetition_penalty))
         if job.kwargs.get("logit_bias"):
             processors.append(SequenceBiasLogitsProcessor(
-                sequence_bias=sequence_bias(job.kwargs["logit_bias"], self.session.vocab_size())))
+                sequence_bias=sequence_bias(job.kwargs["logit_bias"], session.vocab_size())))
         processors += list(job.processors)
         presence, frequency = job.kwargs.get("presence_penalty") or 0.0, job.kwargs.get("frequency_penalty") or 0.0
         if presence or frequency:
@@ -172,16 +174,15 @@ class Batcher:
             if config.typical_p is not None and config.typical_p < 1.0:
                 processors.append(TypicalLogitsWarper(mass=config.typical_p))
         generator = torch.Generator(device="cpu")
-        seed = job.kwargs.get("seed", self.session.seed)
+        seed = job.kwargs.get("seed", session.seed)
         generator.manual_seed(seed) if seed is not None else generator.seed()
         return [_Row(job, item.sink, i, list(prompt), generator, processors, greedy, config.max_new_tokens,
                      adapter=getattr(job, "adapter", None)) for i in range(job.n)]
 
     def _forward(self, **inputs):
         kwargs = {} if self._keeps_logits else {"logits_to_keep": None}
-        adapters = [row.adapter for row in self.rows]
-        if any(adapters):  # PEFT's mixed-adapter batch: each row through its own LoRA
-            kwargs["adapter_names"] = [a or "__base__" for a in adapters]
+        if self.mixed_adapters:  # PEFT's mixed-adapter batch: each row through its own LoRA or none
+            kwargs["adapter_names"] = [row.adapter or "__base__" for row in self.rows]
         with self.session.generation_lock, torch.no_grad():
             return self.model(**{k: v for k, v in {**inputs, **kwargs}.items() if v is not None}, use_cache=True)
 

@@ -89,6 +89,9 @@ class Job:
     think_open: bool = False
     processors: tuple = ()
     cancel: threading.Event = field(default_factory=threading.Event)
+    session: Any = None  # the character's session (template, sampling); the server's own when None
+    adapter: str | None = None  # its PEFT adapter when several are served
+    model_id: str | None = None
 
 
 class ChatServer:
@@ -97,9 +100,10 @@ class ChatServer:
     def __init__(self, session, model_id: str, context_length: int | None = None, system: str | None = None,
                  max_tokens_cap: int | None = DEFAULT_MAX_TOKENS_CAP, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  max_n: int = DEFAULT_MAX_N, max_batch: int = DEFAULT_MAX_BATCH, max_queue: int = DEFAULT_MAX_QUEUE,
-                 batching: bool = True):
+                 batching: bool = True, personas: list | None = None):
         from tifa_lite.conversation.template_structure import end_of_turn_ids
         from tifa_lite.serving import batcher
+        from tifa_lite.serving.adapters import BASE, Persona
 
         self.session = session
         self.model_id = model_id
@@ -123,9 +127,13 @@ class ChatServer:
         self.cancelled_tokens: deque[int] = deque(maxlen=1000)  # how far stopped generations got
         self.max_queue = max_queue
         self.waiting = 0  # the one-at-a-time path's queue (the batcher keeps its own)
+        # Several characters on one base: the base under its own id, then each adapter's.
+        self.personas = {model_id: Persona(model_id, session, BASE if personas else None)}
+        self.personas.update({p.model_id: p for p in personas or []})
         self.batcher = None
         if batching and batcher.supports(session.model):
             self.batcher = batcher.Batcher(session, self.eos_ids, max_batch, max_queue, on_done=self._count)
+            self.batcher.mixed_adapters = bool(personas)
         elif batching:
             log.info("this model's KV cache cannot be batched (sliding-window or hybrid layers): "
                      "requests are generated one at a time")
@@ -135,11 +143,23 @@ class ChatServer:
             self._logged.add(key)
             log.info(message, *args)
 
-    def conversation(self, request: ChatRequest) -> list[dict[str, str]]:
-        return conversation_turns(request, self.names_in_template, self.system)
+    def conversation(self, request: ChatRequest, session=None) -> list[dict[str, str]]:
+        names = self.names_in_template if session is None or session is self.session else \
+            template_renders_names(getattr(session.tokenizer, "chat_template", None))
+        return conversation_turns(request, names, self.system)
 
-    def check_length(self, prompt_tokens: int, sampling: dict[str, Any], param: str = "messages") -> None:
-        max_new = sampling.get("max_new_tokens") or self.session.sampling.get("max_new_tokens") or 0
+    def persona(self, model: str | None):
+        """The character a request's ``model`` names; with one model served, any name is it."""
+        if len(self.personas) == 1 or model is None:
+            return self.personas[self.model_id] if model not in self.personas else self.personas[model]
+        if model not in self.personas:
+            raise BadRequest(f"model: {model!r} is not served here; choose one of {', '.join(self.personas)}",
+                             param="model", status=404, kind="not_found_error")
+        return self.personas[model]
+
+    def check_length(self, prompt_tokens: int, sampling: dict[str, Any], param: str = "messages",
+                     session=None) -> None:
+        max_new = sampling.get("max_new_tokens") or (session or self.session).sampling.get("max_new_tokens") or 0
         if self.context_length and prompt_tokens + max_new > self.context_length:
             raise BadRequest(
                 f"{param}: the prompt is {prompt_tokens} tokens and max_tokens {max_new}; together they exceed "
@@ -150,20 +170,25 @@ class ChatServer:
     def prepare(self, raw: bytes) -> tuple[ChatRequest, Job]:
         """Parse, check and tokenise one chat request body (on the preparer thread)."""
         request = parse_request(raw, ChatRequest)
-        messages = self.conversation(request)
+        persona = self.persona(request.model)
+        messages = self.conversation(request, persona.session)
         try:
-            inputs = self.session.prompt_ids(messages)
+            inputs = persona.session.prompt_ids(messages)
         except Exception as exc:  # the chat template refused the conversation (raise_exception)
             raise BadRequest(f"messages: the chat template cannot render them: {exc}", param="messages") from None
-        return request, self._job(request, inputs, "messages", think_open=self.session.opens_think(messages))
+        return request, self._job(request, inputs, "messages", persona,
+                                  think_open=persona.session.opens_think(messages))
 
     def prepare_completion(self, raw: bytes) -> tuple[CompletionRequest, Job]:
         """The same for ``/v1/completions``: the prompt is tokenised as sent, no chat template."""
         request = parse_request(raw, CompletionRequest)
-        inputs = self.session.tokenizer(request.prompt, return_tensors="pt")
-        return request, self._job(request, dict(inputs), "prompt", strip=False)
+        persona = self.persona(request.model)
+        inputs = persona.session.tokenizer(request.prompt, return_tensors="pt")
+        return request, self._job(request, dict(inputs), "prompt", persona, strip=False)
 
-    def _job(self, request, inputs: dict[str, Any], param: str, strip: bool = True, think_open: bool = False) -> Job:
+    def _job(self, request, inputs: dict[str, Any], param: str, persona, strip: bool = True,
+             think_open: bool = False) -> Job:
+        session = persona.session
         from tifa_lite.conversation.logits import WindowedRepetitionPenalty
 
         for name in request.ignored_fields():
@@ -173,12 +198,12 @@ class ChatServer:
             raise BadRequest(f"n: up to {self.max_n} replies per request on this server (serve --max-n); got {n}",
                              param="n")
         sampling = request.sampling()
-        asked = sampling.get("max_new_tokens") or self.session.sampling.get("max_new_tokens")
+        asked = sampling.get("max_new_tokens") or session.sampling.get("max_new_tokens")
         if self.max_tokens_cap and asked and asked > self.max_tokens_cap:
             self.log_once("cap", "max_tokens above --max-tokens-cap %d are lowered to it", self.max_tokens_cap)
             sampling["max_new_tokens"] = self.max_tokens_cap
         if request.logit_bias:
-            vocab = self.session.vocab_size()
+            vocab = session.vocab_size()
             outside = [k for k in request.logit_bias if not 0 <= int(k) < vocab]
             if outside:
                 raise BadRequest(f"logit_bias: token id {outside[0]} is outside the vocabulary (0..{vocab - 1})",
@@ -186,7 +211,7 @@ class ChatServer:
         processors: tuple = ()
         window = request.penalty_window()
         if window is not None:  # Ollama's repeat_last_n: the penalty looks at the last `window` tokens only
-            penalty = sampling.get("repetition_penalty") or self.session.sampling.get("repetition_penalty") or 1.0
+            penalty = sampling.get("repetition_penalty") or session.sampling.get("repetition_penalty") or 1.0
             sampling["repetition_penalty"] = 1.0
             if window > 0 and penalty != 1.0:
                 processors = (WindowedRepetitionPenalty(penalty, window),)
@@ -196,16 +221,17 @@ class ChatServer:
             room = [x for x in (self.max_tokens_cap, self.context_length and self.context_length - prompt_tokens) if x]
             if room:
                 sampling["max_new_tokens"] = max(1, min(room))
-        self.check_length(prompt_tokens, sampling, param)
+        self.check_length(prompt_tokens, sampling, param, session)
         kwargs = dict(sampling, presence_penalty=request.presence_penalty or 0.0,
                       frequency_penalty=request.frequency_penalty or 0.0, logit_bias=request.logit_bias)
         if request.seed is not None:
             kwargs["seed"] = request.seed
         return Job(inputs, request.stop, kwargs, prompt_tokens, n=n, logprobs=request.logprobs_k(), strip=strip,
-                   think_open=think_open, processors=processors)
+                   think_open=think_open, processors=processors, session=session, adapter=persona.adapter,
+                   model_id=persona.model_id)
 
     def sink(self, job: Job, on_step: Any = None) -> TokenSink:
-        return TokenSink(self.session.tokenizer, job.n, self.eos_ids, job.stop, job.strip, job.think_open,
+        return TokenSink((job.session or self.session).tokenizer, job.n, self.eos_ids, job.stop, job.strip, job.think_open,
                          on_step=on_step)
 
     def submit(self, job: Job, sink: TokenSink | None = None) -> Future:
@@ -261,9 +287,11 @@ class ChatServer:
                 sink.tap = tap
                 try:
                     stopping = (StopStrings(sink, job.prompt_tokens),) if job.stop else ()
-                    _, kwargs = self.session.generate_tokens(
-                        job.inputs, sink, cancel=job.cancel, n=job.n, logits_processors=job.processors,
-                        stopping=stopping, **job.kwargs)
+                    session = job.session or self.session
+                    with _adapter_on(session.model, job.adapter):
+                        _, kwargs = session.generate_tokens(
+                            job.inputs, sink, cancel=job.cancel, n=job.n, logits_processors=job.processors,
+                            stopping=stopping, **job.kwargs)
                 finally:
                     if tap is not None:
                         tap.close()
@@ -293,12 +321,16 @@ class ChatServer:
                 "ignored_parameters": sorted(NO_EFFECT_FIELDS + OLLAMA_IGNORED),
                 "mapped_parameters": dict(OLLAMA_MAPPED)}
         return {"object": "list", "data": [
-            {"id": self.model_id, "object": "model", "created": self.created, "owned_by": "tifa-lite", "meta": meta}]}
+            {"id": p.model_id, "object": "model", "created": self.created, "owned_by": "tifa-lite",
+             "meta": {**meta, "adapter": p.adapter not in (None, "__base__"), "sampling": p.session.sampling,
+                      "think_policy": "strip" if p.session.strip_think else "keep"}}
+            for p in self.personas.values()]}
 
     def completion(self, request_id: str, job: Job, choices: list[Choice]) -> dict[str, Any]:
-        tokenizer = self.session.tokenizer
+        tokenizer = (job.session or self.session).tokenizer
         return {
-            "id": request_id, "object": "chat.completion", "created": int(time.time()), "model": self.model_id,
+            "id": request_id, "object": "chat.completion", "created": int(time.time()),
+            "model": job.model_id or self.model_id,
             "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
                          "logprobs": chat_logprobs(tokenizer, c.logprobs) if c.logprobs is not None else None,
                          "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
@@ -306,9 +338,10 @@ class ChatServer:
         }
 
     def text_completion(self, request_id: str, job: Job, choices: list[Choice]) -> dict[str, Any]:
-        tokenizer = self.session.tokenizer
+        tokenizer = (job.session or self.session).tokenizer
         return {
-            "id": request_id, "object": "text_completion", "created": int(time.time()), "model": self.model_id,
+            "id": request_id, "object": "text_completion", "created": int(time.time()),
+            "model": job.model_id or self.model_id,
             "choices": [{"index": i, "text": c.text,
                          "logprobs": completion_logprobs(tokenizer, c.logprobs) if c.logprobs is not None else None,
                          "finish_reason": c.finish_reason} for i, c in enumerate(choices)],
@@ -316,18 +349,32 @@ class ChatServer:
         }
 
     def chunk(self, request_id: str, delta: dict[str, Any], finish: str | None = None, index: int = 0,
-              logprobs: Any = None, **extra: Any) -> str:
+              logprobs: Any = None, model: str | None = None, **extra: Any) -> str:
         choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         body = {"id": request_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": self.model_id, "choices": [choice], **extra}
+                "model": model or self.model_id, "choices": [choice], **extra}
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
     def text_chunk(self, request_id: str, text: str, finish: str | None = None, index: int = 0,
-                   logprobs: Any = None) -> str:
+                   logprobs: Any = None, model: str | None = None) -> str:
         choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
         body = {"id": request_id, "object": "text_completion", "created": int(time.time()),
-                "model": self.model_id, "choices": [choice]}
+                "model": model or self.model_id, "choices": [choice]}
         return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+
+def _adapter_on(model, adapter: str | None):
+    """The one adapter a one-at-a-time generation runs with (the base: all of them off)."""
+    import contextlib
+
+    from tifa_lite.serving.adapters import BASE
+
+    if adapter is None:
+        return contextlib.nullcontext()
+    if adapter == BASE:
+        return model.disable_adapter()
+    model.set_adapter(adapter)
+    return contextlib.nullcontext()
 
 
 def _usage(prompt: int, completion: int) -> dict[str, int]:
@@ -444,7 +491,8 @@ def add_cors(app, origins: list[str]) -> None:
 async def _stream(server: ChatServer, request_id: str, job: Job, sink: TokenSink, wake: asyncio.Event,
                   future: Future, include_usage: bool, chat: bool = True):
     future = asyncio.wrap_future(future)
-    tokenizer = server.session.tokenizer
+    tokenizer = sink.tokenizer
+    model = job.model_id or server.model_id
     streams = sink.streams()
     logprobs_sent = [0] * job.n
 
@@ -456,13 +504,13 @@ async def _stream(server: ChatServer, request_id: str, job: Job, sink: TokenSink
     def piece(i: int, text: str, entries, finish: str | None = None) -> str:
         if chat:
             return server.chunk(request_id, {"content": text} if text or finish is None else {}, finish, index=i,
-                                logprobs=shaped(entries))
-        return server.text_chunk(request_id, text, finish, index=i, logprobs=shaped(entries))
+                                logprobs=shaped(entries), model=model)
+        return server.text_chunk(request_id, text, finish, index=i, logprobs=shaped(entries), model=model)
 
     try:
         if chat:
             for i in range(job.n):
-                yield server.chunk(request_id, {"role": "assistant", "content": ""}, index=i)
+                yield server.chunk(request_id, {"role": "assistant", "content": ""}, index=i, model=model)
         ended = False
         while not ended:
             await wake.wait()
@@ -493,7 +541,7 @@ async def _stream(server: ChatServer, request_id: str, job: Job, sink: TokenSink
             yield piece(i, "", [], choice.finish_reason)
         if include_usage:
             body = {"id": request_id, "object": "chat.completion.chunk" if chat else "text_completion",
-                    "created": int(time.time()), "model": server.model_id, "choices": [],
+                    "created": int(time.time()), "model": model, "choices": [],
                     "usage": _usage(job.prompt_tokens, sum(c.completion_tokens for c in choices))}
             yield f"data: {json.dumps(body)}\n\n"
         yield "data: [DONE]\n\n"
