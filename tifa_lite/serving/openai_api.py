@@ -12,30 +12,33 @@ it with a 500 (unknown fields get a 422). Adapting it would mean subclassing its
 :class:`~tifa_lite.conversation.session.ChatSession`, which already renders and samples the way
 training and ``tifa-lite chat`` do.
 
-Requests are shaped by what role-play front ends send (SillyTavern's chat-completion source,
-Open WebUI's OpenAI connection, the ``openai`` client), so the rule for a field is what it
-would do to the reply:
+Requests are shaped by what role-play front ends send (SillyTavern's chat- and text-completion
+sources, Open WebUI's OpenAI connection, the ``openai`` client), so the rule for a field is what
+it would do to the reply (the README's table lists them):
 
-* honoured: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``repetition_penalty``,
-  ``presence_penalty``/``frequency_penalty`` (OpenAI's additive definition),
-  ``logit_bias``, ``seed``, ``stop``, ``max_tokens``/``max_completion_tokens`` (clamped to
-  the server's ``--max-tokens-cap``), ``stream_options.include_usage``; ``developer`` turns
-  are system turns; ``name`` is passed to a chat template that renders it, else written
-  before the content as ``name: content``;
-* accepted and ignored, logged once per field: what cannot change the reply here
-  (``logprobs: false``, ``tools`` with ``tool_choice`` auto/none, ``response_format``
-  ``text``, ``reasoning_effort``, ``user``, ``parallel_tool_calls`` and fields of other
-  vendors);
-* refused with a 400 naming the field: what would silently answer something else than
-  asked (``n > 1``, ``logprobs: true``, ``tool_choice`` required or a named function,
-  ``response_format`` ``json_object``/``json_schema``), and values out of range.
+* honoured: ``temperature``, ``top_p``, ``top_k``, ``min_p``, ``typical_p``,
+  ``repetition_penalty``, ``presence_penalty``/``frequency_penalty`` (OpenAI's additive
+  definition), ``logit_bias``, ``seed``, ``stop``, ``max_tokens``/``max_completion_tokens``
+  (clamped to the server's ``--max-tokens-cap``), ``stream_options.include_usage``,
+  ``logprobs``/``top_logprobs`` (:mod:`tifa_lite.serving.generation`), ``n`` up to ``--max-n``,
+  Ollama's ``repeat_penalty``/``repeat_last_n``/``num_predict``; ``developer`` turns are system
+  turns; ``name`` and SillyTavern's example turns as :func:`~tifa_lite.serving.requests.conversation_turns`
+  says;
+* accepted and ignored, logged once per field and listed in ``/v1/models``' metadata: what
+  cannot change the reply here (``tools`` with ``tool_choice`` auto/none, ``response_format``
+  ``text``, ``reasoning_effort``, ``user``, Ollama's llama.cpp-only options, other vendors' fields);
+* refused with a 400 naming the field: what would silently answer something else than asked
+  (``n`` above the cap, ``tool_choice`` required or a named function, ``response_format``
+  ``json_object``/``json_schema``, ``echo``/``suffix`` on completions), and values out of range.
 
 Errors have OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), never a 500
-for a bad request. Generations run one at a time on a single worker thread (one model, one
-set of weights), so concurrent requests queue instead of fighting over the cores; parsing and
-tokenising run on their own thread, off the event loop. A client that disconnects sets its
-request's cancel event: a running generation stops at the next token, a queued one never
-starts. A failed generation answers that request with a 500 and the server goes on.
+for a bad request. Generations are batched (:mod:`tifa_lite.serving.batcher`: requests that
+arrive together share forward passes) or, for a model whose cache cannot be batched, run one at
+a time on a single worker thread; parsing and tokenising run on their own thread, off the event
+loop. A client that disconnects sets its request's cancel event: a running generation stops at
+the next token, a queued one never starts. A failed generation answers its requests with a 500
+and the server goes on. Whole and streamed replies come from the same tokens by the same rule
+(:mod:`tifa_lite.conversation.reply_text`), so a stream is exactly the whole reply.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route's `request: Request`
