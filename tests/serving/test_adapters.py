@@ -167,3 +167,15 @@ def test_vllm_command_serves_every_adapter_as_a_lora_module(tiny_model_dir, char
     assert cmd[cmd.index("--max-lora-rank") + 1] == "8"  # r=4, rounded up to what vLLM accepts
     assert cmd[cmd.index("--served-model-name") + 1] == "smol"  # the base under its own name
     assert json.loads(cmd[cmd.index("--allowed-origins") + 1]) == ["*"]
+
+
+def test_check_adapters_command_prints_the_parity_table(tiny_model_dir, characters, tmp_path, capsys):
+    from tifa_lite.cli import main
+
+    prompts = tmp_path / "held_out.jsonl"
+    prompts.write_text(json.dumps({"messages": [*HELLO, {"role": "assistant", "content": "Tong."}]}) + "\n")
+    assert main(["serve", "--model", str(tiny_model_dir), "--adapter", f"tong={characters['tong']}",
+                 "--adapter", f"hermione={characters['hermione']}", "--check-adapters", "--check-prompts", str(prompts),
+                 "--check-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "greedy same" in out and out.count("\ntong ") + out.count("\nhermione ") == 2

@@ -33,6 +33,11 @@ def register(sub) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let a browser page from ORIGIN call the server (repeatable; '*' for any; default: none), "
                         "e.g. Open WebUI's Direct Connections")
+    p.add_argument("--check-adapters", action="store_true",
+                   help="with --adapter NAME=PATH: compare each adapter as served with the same adapter merged on "
+                        "held-out prompts (greedy tokens, KL), print the table and exit (1 if any greedy reply differs)")
+    p.add_argument("--check-prompts", help="--check-adapters: held-out prompts, a messages JSONL (default: built-in)")
+    p.add_argument("--check-tokens", type=int, default=32, help="--check-adapters: greedy tokens per prompt")
     p.add_argument("--gguf", help="--engine llama.cpp: the GGUF to serve (from `tifa-lite export gguf`; "
                                   "default: the embedded model's own file)")
     p.add_argument("--n-ctx", type=int, default=4096, help="--engine llama.cpp: context length")
@@ -66,10 +71,24 @@ def run(args) -> int:
         personas = attach(session, adapters, recipe=args.recipe, preset=args.preset, keep_think=args.keep_think or None,
                           temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                           repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
+    if args.check_adapters:
+        return _check_adapters(args, personas or [], adapters)
     server = ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes,
                         max_n=args.max_n, max_batch=args.max_batch, max_queue=args.max_queue, personas=personas)
     serve(server, host=args.host, port=args.port, cors_origins=args.cors_origin or None)
     return 0
+
+
+def _check_adapters(args, personas: list, adapters: dict) -> int:
+    from tifa_lite.errors import ConfigError
+    from tifa_lite.serving.adapters import check_table, merged_copy, parity, read_prompts
+
+    if not personas:
+        raise ConfigError("--check-adapters compares named adapters: give --adapter NAME=PATH (one or more).")
+    prompts = read_prompts(args.check_prompts)
+    rows = [parity(p, merged_copy(args.model, adapters[p.model_id]), prompts, args.check_tokens) for p in personas]
+    print(check_table(rows))
+    return 0 if all(r["greedy_same"] == r["prompts"] for r in rows) else 1
 
 
 def _run_engine(args, name: str, cap: int | None, adapters: dict | None = None) -> int:

@@ -17,6 +17,7 @@ distributions.
 from __future__ import annotations
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,44 @@ def persona_session(base_session, adapter_dir: Path, *, recipe=None, preset=None
     resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)
     return ChatSession(base_session.model, tokenizer, resolved, system=None, strip_think=think_policy_strips(policy),
                        seed=base_session.seed, generation_lock=base_session.generation_lock)
+
+
+# Held-out prompts when none are given: role-play openings no training set here contains.
+DEFAULT_PROMPTS = [
+    [{"role": "user", "content": "The tavern door bangs open in the storm. Who are you, stranger?"}],
+    [{"role": "user", "content": "Tell me what you remember about the day we met."}],
+    [{"role": "system", "content": "Stay in character."}, {"role": "user", "content": "Why should I trust you?"}],
+]
+
+
+def read_prompts(path: str | Path | None, limit: int = 4) -> list[list[dict[str, str]]]:
+    """Conversations up to their last user turn, from a messages JSONL (or the defaults)."""
+    if path is None:
+        return DEFAULT_PROMPTS[:limit]
+    prompts = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            messages = json.loads(line)["messages"]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"{path}:{number}: not a JSON object with a `messages` list") from None
+        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
+        if last_user is not None:
+            prompts.append(messages[: last_user + 1])
+        if len(prompts) >= limit:
+            break
+    if not prompts:
+        raise ConfigError(f"{path}: no conversation with a user turn")
+    return prompts
+
+
+def check_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'model':<20} {'prompts':>7} {'greedy same':>11} {'argmax agree':>12} {'KL mean':>9} {'KL max':>9}"]
+    for r in rows:
+        lines.append(f"{r['model']:<20} {r['prompts']:>7} {r['greedy_same']:>11} {r['argmax_agree']:>12.3f} "
+                     f"{r['kl_mean']:>9.2e} {r['kl_max']:>9.2e}")
+    return "\n".join(lines)
 
 
 def merged_copy(base: str | Path, adapter_dir: Path):
