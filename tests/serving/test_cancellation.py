@@ -24,7 +24,8 @@ def long_server(tiny_session):
     from tests.serving.conftest import _run
     from tifa_lite.serving.openai_api import ChatServer
 
-    chat_server = ChatServer(tiny_session, "tiny", max_tokens_cap=None)
+    # one row at a time: a second request waits in the batcher's queue behind the first
+    chat_server = ChatServer(tiny_session, "tiny", max_tokens_cap=None, max_batch=1)
     for url in _run(chat_server):
         yield chat_server, url
 
@@ -141,7 +142,7 @@ def test_soak_200_mixed_requests_with_20_disconnects(long_server, tiny_session):
         if kind == 0:
             return "left" if _read_then_leave(url, never_ending, pieces=2) == 2 else "short"
         if kind == 1:
-            r = httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO, "n": 2}, timeout=budget_s)
+            r = httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO, "n": 50}, timeout=budget_s)  # above --max-n
             return str(r.status_code)
         body = {"messages": [{"role": "user", "content": f"Request {i}: say hi"}], "max_tokens": 3,
                 "presence_penalty": 0.5, "min_p": 0.05, "stream": kind in (2, 3, 4)}

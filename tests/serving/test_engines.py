@@ -63,7 +63,8 @@ def test_front_end_bodies_pass_through(spec, name):
     assert body["messages"] and body["stream"] == FRONTEND_REQUESTS[name]["stream"]
 
 
-@pytest.mark.parametrize("bad,param", [({"messages": HELLO, "n": 3}, "n"), ({"messages": HELLO, "logprobs": True}, "logprobs"),
+@pytest.mark.parametrize("bad,param", [({"messages": HELLO, "n": 3}, "n"),
+                                       ({"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
                                        ({"messages": HELLO, "response_format": {"type": "json_object"}}, "response_format")])
 def test_engine_body_refuses_like_our_server(spec, bad, param):
     with pytest.raises(BadRequest) as refused:

@@ -188,3 +188,90 @@ def test_a_clients_temperature_samples_even_on_a_greedy_server(tiny_session):
     assert job.kwargs["do_sample"] is False
     _, job = server.prepare(json.dumps({"messages": HELLO}).encode())
     assert "do_sample" not in job.kwargs  # the server's own default applies
+
+
+# --- Open WebUI's Ollama-style parameters -----------------------------------------------------
+
+def test_ollama_parameters_are_mapped_not_ignored(tiny_session, caplog):
+    from tifa_lite.conversation.logits import WindowedRepetitionPenalty
+    from tifa_lite.serving.openai_api import ChatServer
+
+    server = ChatServer(tiny_session, "tiny", max_tokens_cap=50)
+    body = {"messages": HELLO, "temperature": 0.7, "repeat_penalty": 1.3, "num_predict": 7, "typical_p": 0.5}
+    with caplog.at_level(logging.INFO, logger="tifa_lite.serving.openai_api"):
+        _, job = server.prepare(json.dumps(body).encode())
+    assert (job.kwargs["repetition_penalty"], job.kwargs["max_new_tokens"], job.kwargs["typical_p"]) == (1.3, 7, 0.5)
+    assert not [r for r in caplog.records if "accepted and ignored" in r.getMessage()]
+    _, job = server.prepare(json.dumps({**body, "num_predict": -1}).encode())
+    assert job.kwargs["max_new_tokens"] == 50  # Ollama's "no limit" is the server's cap
+    _, job = server.prepare(json.dumps({**body, "repeat_last_n": 16}).encode())
+    assert job.kwargs["repetition_penalty"] == 1.0  # applied by the windowed processor instead
+    [windowed] = job.processors
+    assert isinstance(windowed, WindowedRepetitionPenalty) and (windowed.penalty, windowed.window) == (1.3, 16)
+    _, job = server.prepare(json.dumps({**body, "repeat_last_n": 0}).encode())
+    assert job.kwargs["repetition_penalty"] == 1.0 and job.processors == ()  # 0: off, as in Ollama
+
+
+def test_windowed_repetition_penalty_looks_at_the_last_tokens_only():
+    from tifa_lite.conversation.logits import WindowedRepetitionPenalty
+
+    ids = torch.tensor([[1, 2, 3, 4]])
+    scores = torch.tensor([[2.0, 2.0, 2.0, -2.0, 2.0]])
+    out = WindowedRepetitionPenalty(2.0, window=2)(ids, scores.clone())
+    assert out.tolist() == [[2.0, 2.0, 2.0, -4.0, 1.0]]  # tokens 3 and 4 only; 1 and 2 are out of the window
+
+
+def test_repeat_penalty_changes_the_reply(wide_server):
+    _, url = wide_server
+    plain = _post(url, {"messages": HELLO, "max_tokens": 8, "temperature": 0}).json()
+    penalised = _post(url, {"messages": HELLO, "max_tokens": 8, "temperature": 0, "repeat_penalty": 50.0,
+                            "repeat_last_n": 64, "num_predict": 8}).json()
+    assert penalised["choices"][0]["message"]["content"] != plain["choices"][0]["message"]["content"]
+
+
+def test_models_metadata_lists_what_is_ignored_and_mapped(wide_server):
+    from tifa_lite.serving.requests import OLLAMA_IGNORED
+
+    _, url = wide_server
+    [model] = httpx.get(f"{url}/v1/models", timeout=30).json()["data"]
+    meta = model["meta"]
+    assert {"mirostat", "num_ctx", "tfs_z", "tools", "reasoning_effort"} <= set(meta["ignored_parameters"])
+    assert set(OLLAMA_IGNORED) <= set(meta["ignored_parameters"])
+    assert set(meta["mapped_parameters"]) == {"repeat_penalty", "repeat_last_n", "num_predict", "typical_p"}
+    assert meta["max_n"] == 4 and meta["max_tokens_cap"] == 8
+
+
+# --- SillyTavern's example dialogue -------------------------------------------------------------
+
+def test_example_dialogue_becomes_the_cards_turns(tiny_session):
+    from tests.serving.frontend_requests import SILLYTAVERN_CHAT
+    from tifa_lite.serving.openai_api import ChatServer
+    from tifa_lite.serving.requests import ChatRequest
+
+    server = ChatServer(tiny_session, "tiny")
+    named = ChatRequest.model_validate({**SILLYTAVERN_CHAT, "user_name": "Cloud", "char_name": "Tifa"})
+    turns = server.conversation(named)
+    assert turns[2] == {"role": "user", "content": "Cloud: Do you serve anything without alcohol?"}
+    assert turns[3] == {"role": "assistant", "content": "Tifa: *slides a glass over* Sure, try this one."}
+    prompt = tiny_session.tokenizer.apply_chat_template(turns, tokenize=False)
+    assert "example_user" not in prompt and "example_assistant" not in prompt
+    # without the card's names: the example turns are spoken by nobody in particular
+    plain = server.conversation(ChatRequest.model_validate(SILLYTAVERN_CHAT))
+    assert plain[2] == {"role": "user", "content": "Do you serve anything without alcohol?"}
+    assert plain[3]["role"] == "assistant" and "example" not in json.dumps(plain)
+    # a template that renders names gets them as `name`, the card's
+    server.names_in_template = True
+    kept = server.conversation(named)
+    assert kept[3] == {"role": "assistant", "content": "*slides a glass over* Sure, try this one.", "name": "Tifa"}
+
+
+def test_example_names_come_from_the_conversation_when_not_sent(tiny_session):
+    from tifa_lite.serving.openai_api import ChatServer
+    from tifa_lite.serving.requests import ChatRequest
+
+    server = ChatServer(tiny_session, "tiny")
+    turns = server.conversation(ChatRequest.model_validate({"messages": [
+        {"role": "system", "name": "example_assistant", "content": "*waves*"},
+        {"role": "assistant", "name": "Barret", "content": "Yo."},
+        {"role": "user", "name": "Cloud", "content": "Hi"}]}))
+    assert turns[0] == {"role": "assistant", "content": "Barret: *waves*"}

@@ -11,7 +11,7 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from tifa_lite.serving.openai_api import _safe_prefix  # noqa: E402
+from tifa_lite.conversation.reply_text import safe_text  # noqa: E402
 
 HELLO = [{"role": "user", "content": "Hello, who are you?"}]
 
@@ -101,8 +101,9 @@ BAD = [
     ({"messages": [{"role": "system", "content": "only a system turn"}]}, "messages"),
     ({"messages": HELLO, "temperature": 5}, "temperature"),
     ({"messages": HELLO, "max_tokens": 0}, "max_tokens"),
-    ({"messages": HELLO, "n": 2}, "n"),
-    ({"messages": HELLO, "logprobs": True}, "logprobs"),
+    ({"messages": HELLO, "n": 5}, "n"),  # above the server's cap of 4
+    ({"messages": HELLO, "n": 0}, "n"),
+    ({"messages": HELLO, "logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ({"messages": HELLO, "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
      "tool_choice"),
     ({"messages": HELLO, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
@@ -143,7 +144,7 @@ def test_unknown_route_is_a_json_404(live_server):
 
 def test_a_failed_generation_answers_500_and_the_server_goes_on(live_server, monkeypatch):
     chat_server, url = live_server
-    real = chat_server.session.model.generate
+    real = chat_server.session.model.forward
     calls = {"n": 0}
 
     def fail_once(*args, **kwargs):
@@ -152,7 +153,7 @@ def test_a_failed_generation_answers_500_and_the_server_goes_on(live_server, mon
             raise RuntimeError("simulated out of memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(chat_server.session.model, "generate", fail_once)
+    monkeypatch.setattr(chat_server.session.model, "forward", fail_once)
     r = httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}, timeout=30)
     assert r.status_code == 500 and "simulated out of memory" in r.json()["error"]["message"]
     with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=30,
@@ -191,10 +192,11 @@ def test_server_default_system_prompt_applies_only_without_one(tiny_session):
 
 
 def test_stream_holds_back_a_possible_stop_string():
-    assert _safe_prefix("Hello wor", ["world"]) == "Hello "
-    assert _safe_prefix("Hello world and more", ["world"]) == "Hello "
-    assert _safe_prefix("Hello", None) == "Hello"
-    assert _safe_prefix("abc", ["x"]) == "abc"
+    assert safe_text("Hello wor", ["world"]) == "Hello"
+    assert safe_text("Hello world and more", ["world"]) == "Hello"
+    assert safe_text("Hello", None) == "Hello"
+    assert safe_text("abc", ["x"]) == "abc"
+    assert safe_text("abc ", ["x"], strip=False) == "abc "
 
 
 def test_serve_command_builds_the_server_from_the_chat_options(tiny_model_dir, tmp_path, monkeypatch):
@@ -202,7 +204,8 @@ def test_serve_command_builds_the_server_from_the_chat_options(tiny_model_dir, t
     from tifa_lite.serving import openai_api
 
     seen = {}
-    monkeypatch.setattr(openai_api, "serve", lambda server, host, port: seen.update(server=server, host=host, port=port))
+    monkeypatch.setattr(openai_api, "serve", lambda server, host, port, cors_origins=None: seen.update(
+        server=server, host=host, port=port, cors=cors_origins))
     card = tmp_path / "card.txt"
     card.write_text("You are Tifa.\n")
     assert main(["serve", "--model", str(tiny_model_dir), "--port", "8123", "--system-file", str(card),

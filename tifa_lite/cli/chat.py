@@ -6,10 +6,15 @@ from __future__ import annotations
 import sys
 
 
-def add_session_arguments(p) -> None:
-    """What loads a model to talk to; shared by `chat` and `serve`."""
+def add_session_arguments(p, many_adapters: bool = False) -> None:
+    """What loads a model to talk to; shared by `chat` and `serve` (which takes many adapters)."""
     p.add_argument("--model", help="model folder, embedded name or hub id (default: the adapter's base)")
-    p.add_argument("--adapter", help="LoRA adapter folder from a tifa_lite run")
+    if many_adapters:
+        p.add_argument("--adapter", action="append", metavar="[NAME=]PATH",
+                       help="LoRA adapter folder from a tifa_lite run; NAME=PATH (repeatable) serves each one as the "
+                            "model id NAME on one copy of the base, which stays served under its own name")
+    else:
+        p.add_argument("--adapter", help="LoRA adapter folder from a tifa_lite run")
     p.add_argument("--system", help="system prompt text")
     p.add_argument("--system-file", help="read the system prompt from this file")
     p.add_argument("--recipe", help="take sampling defaults from this recipe's sampling: section")

@@ -7,10 +7,13 @@ from __future__ import annotations
 def register(sub) -> None:
     from tifa_lite.cli.chat import add_session_arguments
     from tifa_lite.serving.engines import ENGINES
-    from tifa_lite.serving.openai_api import DEFAULT_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP, DEFAULT_PORT
+    from tifa_lite.serving.openai_api import (
+        DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_N, DEFAULT_MAX_QUEUE, DEFAULT_MAX_TOKENS_CAP,
+        DEFAULT_PORT,
+    )
 
     p = sub.add_parser("serve", help="serve a model or adapter as an OpenAI-compatible /v1/chat/completions (pip install 'tifa-lite[serve]')")
-    add_session_arguments(p)
+    add_session_arguments(p, many_adapters=True)
     p.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--name", help="the model id clients see in /v1/models (default: the folder's name)")
@@ -21,6 +24,20 @@ def register(sub) -> None:
                    help=f"a request's max_tokens above this is lowered to it (default {DEFAULT_MAX_TOKENS_CAP}; 0: none)")
     p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                    help=f"larger request bodies get a 413 (default {DEFAULT_MAX_BODY_BYTES})")
+    p.add_argument("--max-n", type=int, default=DEFAULT_MAX_N,
+                   help=f"most replies one request may ask for with `n` (one batched generation; default {DEFAULT_MAX_N})")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"replies decoded together (continuous batching; default {DEFAULT_MAX_BATCH}; 1: one at a time)")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
+                   help=f"requests waiting or running; more get a 503 (default {DEFAULT_MAX_QUEUE})")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let a browser page from ORIGIN call the server (repeatable; '*' for any; default: none), "
+                        "e.g. Open WebUI's Direct Connections")
+    p.add_argument("--check-adapters", action="store_true",
+                   help="with --adapter NAME=PATH: compare each adapter as served with the same adapter merged on "
+                        "held-out prompts (greedy tokens, KL), print the table and exit (1 if any greedy reply differs)")
+    p.add_argument("--check-prompts", help="--check-adapters: held-out prompts, a messages JSONL (default: built-in)")
+    p.add_argument("--check-tokens", type=int, default=32, help="--check-adapters: greedy tokens per prompt")
     p.add_argument("--gguf", help="--engine llama.cpp: the GGUF to serve (from `tifa-lite export gguf`; "
                                   "default: the embedded model's own file)")
     p.add_argument("--n-ctx", type=int, default=4096, help="--engine llama.cpp: context length")
@@ -51,22 +68,51 @@ def run(args) -> int:
     from pathlib import Path
 
     check_port(args.host, args.port)
+    from tifa_lite.serving.adapters import parse_adapters
+
+    args.adapter, adapters = parse_adapters(args.adapter)
+    if adapters and not args.model:
+        from tifa_lite.serving.engines import _base_name
+
+        args.model = _base_name(None, next(iter(adapters.values())))
     name = args.name or Path(args.adapter or args.model).name
     cap = args.max_tokens_cap or None
     if args.engine != "transformers":
-        return _run_engine(args, name, cap)
+        return _run_engine(args, name, cap, adapters)
     from tifa_lite.cli.chat import session_from_args
     from tifa_lite.serving.openai_api import ChatServer, serve
 
     session = session_from_args(args)
     # The session's system prompt is the default for requests that bring none.
     system, session.system = session.system, None
-    serve(ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes),
-          host=args.host, port=args.port)
+    personas = None
+    if adapters:
+        from tifa_lite.serving.adapters import attach
+
+        personas = attach(session, adapters, recipe=args.recipe, preset=args.preset, keep_think=args.keep_think or None,
+                          temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                          repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
+    if args.check_adapters:
+        return _check_adapters(args, personas or [], adapters)
+    server = ChatServer(session, name, system=system, max_tokens_cap=cap, max_body_bytes=args.max_body_bytes,
+                        max_n=args.max_n, max_batch=args.max_batch, max_queue=args.max_queue, personas=personas)
+    serve(server, host=args.host, port=args.port, cors_origins=args.cors_origin or None)
     return 0
 
 
-def _run_engine(args, name: str, cap: int | None) -> int:
+def _check_adapters(args, personas: list, adapters: dict) -> int:
+    from tifa_lite.errors import ConfigError
+    from tifa_lite.serving.adapters import check_table, merged_copy, parity, read_prompts
+
+    if not personas:
+        raise ConfigError("--check-adapters compares named adapters: give --adapter NAME=PATH (one or more).")
+    prompts = read_prompts(args.check_prompts)
+    rows = [parity(p, merged_copy(args.model, adapters[p.model_id]), prompts, args.check_tokens) for p in personas]
+    print(check_table(rows))
+    return 0 if all(r["greedy_same"] == r["prompts"] for r in rows) else 1
+
+
+def _run_engine(args, name: str, cap: int | None, adapters: dict | None = None) -> int:
     from tifa_lite.cli.chat import system_prompt
     from tifa_lite.serving.engines import engine_spec
 
@@ -81,10 +127,15 @@ def _run_engine(args, name: str, cap: int | None) -> int:
         repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
     )
     if args.engine == "vllm":
-        return vllm_engine.serve(spec, args.host, args.port, bits=args.bits)
+        return vllm_engine.serve(spec, args.host, args.port, bits=args.bits, adapters=adapters,
+                                 cors_origins=args.cors_origin or None)
     from tifa_lite.errors import ConfigError
     from tifa_lite.serving import llamacpp_engine
 
+    if adapters:
+        raise ConfigError("--engine llama.cpp serves one GGUF: several --adapter NAME=PATH are not served by "
+                          "llama-cpp-python's server (one model, its LoRA fixed at load); use the default engine "
+                          "or --engine vllm for many characters on one base.")
     if args.adapter:
         raise ConfigError("--engine llama.cpp serves a GGUF, not an adapter: `tifa-lite merge` it, export the merged "
                           "model with `tifa-lite export gguf`, then pass --gguf.")

@@ -54,3 +54,17 @@ def sequence_bias(logit_bias: dict[str | int, float], vocab_size: int) -> dict[t
             raise ValueError(f"token id {key} is outside the vocabulary (0..{vocab_size - 1})")
         out[(token,)] = float(bias)
     return out
+
+
+class WindowedRepetitionPenalty(LogitsProcessor):
+    """transformers' multiplicative ``repetition_penalty`` over the last ``window`` tokens only
+    (prompt included), which is Ollama's ``repeat_penalty`` with ``repeat_last_n``."""
+
+    def __init__(self, penalty: float, window: int):
+        self.penalty, self.window = penalty, window
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        recent = input_ids[:, -self.window:]
+        picked = torch.gather(scores, 1, recent)
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        return scores.scatter(1, recent, picked)

@@ -26,7 +26,8 @@ from tifa_lite.modeling.inference import load_inference_model
 
 log = logging.getLogger(__name__)
 
-SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens")
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty",
+                 "max_new_tokens")
 
 # Tifa's published recommendation for role-play models.
 SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
@@ -100,15 +101,53 @@ class ChatSession:
 
     def _reply(self, messages, streamer, stop, presence_penalty, frequency_penalty, logit_bias, cancel,
                **sampling: Any) -> "Reply":
+        from tifa_lite.conversation.reply_text import decode, final_text
+
+        inputs = self.prompt_ids(messages)
+        prompt_len = inputs["input_ids"].shape[1]
+        if cancel is not None and cancel.is_set():  # left before its turn came: never start
+            if streamer is not None:
+                streamer.end()
+            return Reply(text="", prompt_tokens=prompt_len, completion_tokens=0, finish_reason="cancelled")
+        output, kwargs = self.generate_tokens(inputs, streamer, stop, presence_penalty, frequency_penalty, logit_bias,
+                                              cancel, **sampling)
+        new = output[0, prompt_len:]
+        text, hit_stop = final_text(decode(self.tokenizer, new), stop, think_open=self.opens_think(messages))
+        ended = len(new) > 0 and int(new[-1]) in set(kwargs["eos_token_id"])
+        limit = kwargs.get("max_new_tokens")
+        at_limit = limit is not None and len(new) >= limit and not (ended or hit_stop)
+        finish = "cancelled" if cancel is not None and cancel.is_set() else "length" if at_limit else "stop"
+        return Reply(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
+
+    def opens_think(self, messages: list[dict[str, str]]) -> bool:
+        """Whether the generation prompt opens a ``<think>`` block (deepseek_r1), so the reply
+        is its continuation."""
+        from tifa_lite.conversation.templates import apply_think_policy
+
+        prompt = self.tokenizer.apply_chat_template(
+            apply_think_policy(messages, self.strip_think), add_generation_prompt=True, tokenize=False,
+        )
+        return prompt.rstrip().endswith("<think>")
+
+    def generate_tokens(self, inputs, streamer: Any = None, stop: list[str] | None = None,
+                        presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                        logit_bias: dict[str, float] | None = None, cancel: threading.Event | None = None,
+                        logits_processors: tuple = (), stopping: tuple = (), n: int = 1, **sampling: Any):
+        """``generate`` for tokenised ``inputs`` with the session's sampling under ``sampling``
+        and ``n`` replies in one batch: (the output ids, prompt included; the kwargs generate
+        got). The caller holds ``generation_lock``."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         from tifa_lite.conversation.logits import OpenAIPenalties, StopWhenSet, sequence_bias
         from tifa_lite.conversation.template_structure import end_of_turn_ids
-        from tifa_lite.conversation.templates import apply_think_policy
 
-        inputs = {k: v.to(self.model.device) for k, v in self.prompt_ids(messages).items()}
+        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
         kwargs = generation_kwargs({**self.sampling, **sampling})
+        if n > 1 and kwargs["do_sample"]:
+            kwargs["num_return_sequences"] = n
+        elif n > 1:  # greedy refuses num_return_sequences; n identical rows give the n identical replies
+            inputs = {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in inputs.items()}
         # Stop at the template's end of turn too: a chat template may close a turn with a token
         # that is not the model's EOS (a base given a ChatML template), and it would run on.
         kwargs["eos_token_id"] = end_of_turn_ids(self.tokenizer, self.model.generation_config.eos_token_id)
@@ -117,39 +156,22 @@ class ChatSession:
         if stop:
             kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         prompt_len = inputs["input_ids"].shape[1]
+        processors = list(logits_processors)
         if presence_penalty or frequency_penalty:
-            kwargs["logits_processor"] = LogitsProcessorList(
-                [OpenAIPenalties(prompt_len, presence_penalty, frequency_penalty)])
+            processors.append(OpenAIPenalties(prompt_len, presence_penalty, frequency_penalty))
+        if processors:
+            kwargs["logits_processor"] = LogitsProcessorList(processors)
         if logit_bias:
             kwargs["sequence_bias"] = sequence_bias(logit_bias, self.vocab_size())
-        if cancel is not None:
-            if cancel.is_set():  # left before its turn came: never start
-                if streamer is not None:
-                    streamer.end()
-                return Reply(text="", prompt_tokens=prompt_len, completion_tokens=0, finish_reason="cancelled")
-            kwargs["stopping_criteria"] = StoppingCriteriaList([StopWhenSet(cancel)])
+        criteria = list(stopping) + ([StopWhenSet(cancel)] if cancel is not None else [])
+        if criteria:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(criteria)
         seed = sampling.get("seed", self.seed)
         if seed is not None:
             torch.manual_seed(seed)
         with torch.no_grad():
             output = self.model.generate(**inputs, pad_token_id=self.tokenizer.pad_token_id, **kwargs)
-        new = output[0, prompt_len:]
-        text = self.tokenizer.decode(new, skip_special_tokens=True).strip()
-        prompt = self.tokenizer.apply_chat_template(
-            apply_think_policy(messages, self.strip_think), add_generation_prompt=True, tokenize=False,
-        )
-        if prompt.rstrip().endswith("<think>") and not text.startswith("<think>"):
-            # The generation prompt opened the think block (deepseek_r1): the reply is its
-            # continuation, kept whole so the think policy can find the block later.
-            text = "<think>\n" + text
-        hit_stop = [text.find(s) for s in stop or [] if s in text]
-        if hit_stop:  # generate stops *after* the stop string; OpenAI's contract leaves it out
-            text = text[: min(hit_stop)].rstrip()
-        ended = len(new) > 0 and int(new[-1]) in set(kwargs["eos_token_id"])
-        limit = kwargs.get("max_new_tokens")
-        at_limit = limit is not None and len(new) >= limit and not (ended or hit_stop)
-        finish = "cancelled" if cancel is not None and cancel.is_set() else "length" if at_limit else "stop"
-        return Reply(text=text, prompt_tokens=prompt_len, completion_tokens=len(new), finish_reason=finish)
+        return output, kwargs
 
     def vocab_size(self) -> int:
         """How many token ids the model scores (``logit_bias`` ids must be below it)."""
@@ -168,7 +190,7 @@ def generation_kwargs(sampling: dict[str, Any]) -> dict[str, Any]:
     if out.get("temperature") == 0:
         out["do_sample"] = False
     if not out["do_sample"]:
-        for key in ("temperature", "top_p", "top_k", "min_p"):
+        for key in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
             out.pop(key, None)
     return out
 

@@ -35,6 +35,8 @@ class EngineSpec:
     system: str | None = None
     max_tokens_cap: int | None = None
     max_body_bytes: int = 4 * 2**20
+    # llama-cpp-python's server answers one choice whatever `n` says: more is refused, not dropped.
+    max_n: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -96,6 +98,31 @@ def engine_body(raw: bytes, spec: EngineSpec, penalty_key: str = "repetition_pen
     request = parse_request(raw)
     turns = conversation_turns(request, template_renders_names(spec.chat_template), spec.system)
     messages = apply_think_policy(turns, spec.strip_think)
+    body = _sampling_body(request, spec, penalty_key)
+    body.update(messages=messages)
+    if request.logprobs:
+        body.update(logprobs=True, top_logprobs=request.top_logprobs or 0)
+    return body
+
+
+def engine_completion_body(raw: bytes, spec: EngineSpec, penalty_key: str = "repetition_penalty") -> dict[str, Any]:
+    """The same for ``/v1/completions``: the prompt goes as sent (the client's own instruct
+    template), with the recipe's sampling and our limits."""
+    from tifa_lite.serving.requests import CompletionRequest, parse_request
+
+    request = parse_request(raw, CompletionRequest)
+    body = _sampling_body(request, spec, penalty_key)
+    body["prompt"] = request.prompt
+    if request.logprobs is not None:
+        body["logprobs"] = request.logprobs
+    return body
+
+
+def _sampling_body(request, spec: EngineSpec, penalty_key: str) -> dict[str, Any]:
+    from tifa_lite.serving.requests import BadRequest
+
+    if (request.n or 1) > spec.max_n:
+        raise BadRequest(f"n: up to {spec.max_n} replies per request with this engine; got {request.n}", param="n")
     asked = request.sampling()
     merged = {**spec.sampling, **asked}
     greedy = merged.get("do_sample") is False
@@ -103,7 +130,7 @@ def engine_body(raw: bytes, spec: EngineSpec, penalty_key: str = "repetition_pen
     if spec.max_tokens_cap and (max_tokens is None or max_tokens > spec.max_tokens_cap):
         max_tokens = spec.max_tokens_cap
     body: dict[str, Any] = {
-        "model": spec.model_id, "messages": messages, "stream": request.stream,
+        "model": spec.model_id, "stream": request.stream,
         "temperature": 0.0 if greedy else merged.get("temperature", 1.0),
         "top_p": merged.get("top_p") or 1.0, "top_k": merged.get("top_k") or 0, "min_p": merged.get("min_p") or 0.0,
         penalty_key: merged.get("repetition_penalty") or 1.0,
@@ -117,18 +144,25 @@ def engine_body(raw: bytes, spec: EngineSpec, penalty_key: str = "repetition_pen
         value = getattr(request, key)
         if value is not None:
             body[key] = value
+    if merged.get("typical_p"):
+        body["typical_p"] = merged["typical_p"]
     return body
+
+
+ROUTES = {"/v1/chat/completions": engine_body, "/v1/completions": engine_completion_body}
 
 
 class NormalisedRequests:
     """ASGI middleware: every ``POST /v1/chat/completions`` body goes through
-    :func:`engine_body`; a refused one is answered here with OpenAI's error shape."""
+    :func:`engine_body` and every ``POST /v1/completions`` through
+    :func:`engine_completion_body`; a refused one is answered here with OpenAI's error shape."""
 
     def __init__(self, app, spec: EngineSpec, penalty_key: str = "repetition_penalty"):
         self.app, self.spec, self.penalty_key = app, spec, penalty_key
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"].rstrip("/") != "/v1/chat/completions":
+        rewrite = ROUTES.get(scope["path"].rstrip("/")) if scope["type"] == "http" else None
+        if rewrite is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         from tifa_lite.serving.requests import BadRequest, error_body
 
@@ -145,7 +179,7 @@ class NormalisedRequests:
             if not message.get("more_body"):
                 break
         try:
-            body = json.dumps(engine_body(b"".join(chunks), self.spec, self.penalty_key)).encode()
+            body = json.dumps(rewrite(b"".join(chunks), self.spec, self.penalty_key)).encode()
         except BadRequest as exc:
             return await _json(send, exc.status, error_body(exc.message, exc.kind, exc.param))
         delivered = False

@@ -16,8 +16,19 @@ MAX_STOP_STRINGS = 16  # OpenAI allows 4; llama.cpp any number; SillyTavern may 
 
 # Fields that cannot change the reply here: accepted, logged once (what each one means is in
 # the module docstring). Anything else unknown is logged the same way.
-NO_EFFECT_FIELDS = ("logprobs", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls", "response_format",
+NO_EFFECT_FIELDS = ("tools", "tool_choice", "parallel_tool_calls", "response_format",
                     "reasoning_effort", "user", "store", "metadata", "service_tier", "modalities")
+# Ollama's options (Open WebUI's advanced parameters) with no counterpart here: they tune
+# llama.cpp's own sampler or memory (mirostat, tail-free sampling, context, threads) or
+# Ollama itself. Listed in /v1/models' metadata and the README, and logged once when sent.
+OLLAMA_IGNORED = ("mirostat", "mirostat_eta", "mirostat_tau", "tfs_z", "num_ctx", "num_batch", "num_keep",
+                  "num_thread", "num_gpu", "use_mmap", "use_mlock", "penalize_newline", "keep_alive", "format")
+# Ollama's names for what is honoured here, and what each one becomes.
+OLLAMA_MAPPED = {"repeat_penalty": "repetition_penalty", "repeat_last_n": "the window repetition_penalty looks at "
+                 "(0: off, -1: prompt and reply)", "num_predict": "max_tokens (-1, -2: the server's cap)",
+                 "typical_p": "typical_p (locally typical sampling)"}
+# SillyTavern sends its example dialogue as system turns with these names.
+EXAMPLE_NAMES = {"example_user": "user", "example_assistant": "assistant"}
 
 
 class _Strict(BaseModel):
@@ -44,11 +55,12 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
-class ChatRequest(BaseModel):
+class _GenerationRequest(BaseModel):
+    """The fields chat and text completions share."""
+
     model_config = ConfigDict(extra="allow")  # other vendors' fields: ignored, logged once
 
     model: str | None = None
-    messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -56,28 +68,22 @@ class ChatRequest(BaseModel):
     # Not in OpenAI's schema, but sent by role-play clients and in our recipes; 0 is "off".
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
     repetition_penalty: float | None = Field(None, gt=0.0)
+    # Ollama's names (Open WebUI's advanced parameters): repeat_penalty is repetition_penalty
+    # over the last repeat_last_n tokens (0: off, -1: the whole context), num_predict is
+    # max_tokens (-1/-2, "no limit"/"fill the context": the server's cap).
+    repeat_penalty: float | None = Field(None, gt=0.0)
+    repeat_last_n: int | None = Field(None, ge=-1)
+    num_predict: int | None = Field(None, ge=-2)
     max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
-    n: int | None = None
+    n: int | None = Field(None, ge=1)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
     user: str | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _one_choice(cls, value: int | None) -> int | None:
-        if value is not None and value != 1:
-            raise ValueError("only n=1 is served (one reply per request)")
-        return value
 
     @field_validator("stop")
     @classmethod
@@ -98,12 +104,40 @@ class ChatRequest(BaseModel):
                 raise ValueError(f"token {key}: bias {bias} is outside -100..100")
         return value or None
 
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value: bool | None):
-        if value:
-            raise ValueError("log-probabilities are not returned by this server; send logprobs: false")
-        return value
+    def ignored_fields(self) -> list[str]:
+        """The fields sent that change nothing here (for the log)."""
+        sent = self.model_fields_set | set(self.model_extra or {})
+        return sorted(k for k in sent if k in NO_EFFECT_FIELDS or k in (self.model_extra or {}))
+
+    def asked_max_tokens(self) -> int | None:
+        return self.max_tokens or (self.num_predict if self.num_predict and self.num_predict > 0 else None)
+
+    def penalty_window(self) -> int | None:
+        """How many recent tokens ``repetition_penalty`` looks at (None: prompt and reply, as
+        transformers does; 0: no penalty)."""
+        return None if self.repeat_last_n in (None, -1) else self.repeat_last_n
+
+    def sampling(self) -> dict[str, Any]:
+        out = {
+            "temperature": self.temperature, "top_p": self.top_p,
+            "top_k": self.top_k or None, "min_p": self.min_p or None,  # 0 means "off" in every front end
+            "typical_p": self.typical_p if self.typical_p and self.typical_p < 1 else None,
+            "repetition_penalty": self.repetition_penalty or self.repeat_penalty,
+            "max_new_tokens": self.asked_max_tokens(),
+        }
+        if self.temperature is not None:  # a client's temperature wins over a greedy server default
+            out["do_sample"] = self.temperature > 0
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class ChatRequest(_GenerationRequest):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
 
     @field_validator("tool_choice")
     @classmethod
@@ -122,21 +156,57 @@ class ChatRequest(BaseModel):
                              "only {\"type\": \"text\"}")
         return value
 
-    def ignored_fields(self) -> list[str]:
-        """The fields sent that change nothing here (for the log)."""
-        sent = self.model_fields_set | set(self.model_extra or {})
-        return sorted(k for k in sent if k in NO_EFFECT_FIELDS or k in (self.model_extra or {}))
+    def asked_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or super().asked_max_tokens()
 
-    def sampling(self) -> dict[str, Any]:
-        out = {
-            "temperature": self.temperature, "top_p": self.top_p,
-            "top_k": self.top_k or None, "min_p": self.min_p or None,  # 0 means "off" in every front end
-            "repetition_penalty": self.repetition_penalty,
-            "max_new_tokens": self.max_completion_tokens or self.max_tokens,
-        }
-        if self.temperature is not None:  # a client's temperature wins over a greedy server default
-            out["do_sample"] = self.temperature > 0
-        return {k: v for k, v in out.items() if v is not None}
+    def logprobs_k(self) -> int | None:
+        """None: no log-probabilities; k: the chosen token's and the k likeliest."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class CompletionRequest(_GenerationRequest):
+    """``/v1/completions``: the prompt is the client's own instruct template, sent as is."""
+
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value):
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise ValueError("one prompt per request (a list of one string, or a string)")
+            value = value[0]
+        if not value:
+            raise ValueError("is empty")
+        return value
+
+    @field_validator("echo")
+    @classmethod
+    def _no_echo(cls, value: bool):
+        if value:
+            raise ValueError("echo is not served; the client has its prompt already")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value):
+        if value:
+            raise ValueError("insertion (suffix) is not served by a causal model here")
+        return value
+
+    @field_validator("best_of")
+    @classmethod
+    def _no_best_of(cls, value, info: ValidationInfo):
+        if value is not None and value != (info.data.get("n") or 1):
+            raise ValueError("best_of other than n is not served (no ranking of replies here)")
+        return value
+
+    def logprobs_k(self) -> int | None:
+        return self.logprobs
 
 
 class BadRequest(Exception):
@@ -149,20 +219,22 @@ def error_body(message: str, kind: str = "invalid_request_error", param: str | N
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
 
-def parse_request(raw: bytes) -> ChatRequest:
+def parse_request(raw: bytes, schema: type[_GenerationRequest] | None = None) -> Any:
+    schema = schema or ChatRequest
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object with a `messages` list")
+        what = "a `messages` list" if schema is ChatRequest else "a `prompt`"
+        raise BadRequest(f"the request body must be a JSON object with {what}")
     try:  # JSON may spell a lone UTF-16 surrogate ("\ud800"), which no tokenizer can encode
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise BadRequest("a string in the request holds a lone UTF-16 surrogate (such as \\ud800), which is "
                          "not text; send valid Unicode") from None
     try:
-        return ChatRequest.model_validate(body)
+        return schema.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or None
@@ -182,21 +254,41 @@ def template_renders_names(template: str | None) -> bool:
     return bool(template and _NAME_IN_TEMPLATE.search(template))
 
 
+def card_names(request: ChatRequest) -> dict[str, str | None]:
+    """Who speaks for each role in example dialogue: the request's ``user_name``/``char_name``
+    (SillyTavern's names for the persona and the card), else the ``name`` the conversation's
+    own user/assistant turns carry, else nobody."""
+    extra = request.model_extra or {}
+    names: dict[str, str | None] = {"user": extra.get("user_name"), "assistant": extra.get("char_name")}
+    for m in request.messages:
+        if m.name and m.role in names and not names[m.role] and m.name not in EXAMPLE_NAMES:
+            names[m.role] = m.name
+    return {role: name if isinstance(name, str) and name else None for role, name in names.items()}
+
+
 def conversation_turns(request: ChatRequest, names_in_template: bool, system: str | None) -> list[dict[str, str]]:
-    """The request's turns as the chat template takes them: ``developer`` is ``system``, a
-    ``name`` the template would drop is written before the content, and ``system`` (the
-    server's character card) comes first when the request brings no system turn of its own."""
+    """The request's turns as the chat template takes them: ``developer`` is ``system``;
+    SillyTavern's ``example_user``/``example_assistant`` system turns are user/assistant turns
+    spoken by the card's names (:func:`card_names`), never labelled "example_user"; any other
+    ``name`` is the speaker's, passed to a template that renders it and otherwise written before
+    the content as ``name: content``; and ``system`` (the server's character card) comes first
+    when the request brings no system turn of its own."""
+    if not any(m.role == "user" for m in request.messages):
+        raise BadRequest("messages: at least one user message is needed", param="messages")
+    speakers = card_names(request)
     messages = []
     for m in request.messages:
-        turn = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-        if m.name:
+        role, name = ("system" if m.role == "developer" else m.role), m.name
+        if m.role == "system" and name in EXAMPLE_NAMES:
+            role = EXAMPLE_NAMES[name]
+            name = speakers[role]
+        turn = {"role": role, "content": m.text()}
+        if name:
             if names_in_template:
-                turn["name"] = m.name
+                turn["name"] = name
             else:  # group chats need to know who speaks
-                turn["content"] = f"{m.name}: {turn['content']}"
+                turn["content"] = f"{name}: {turn['content']}"
         messages.append(turn)
-    if not any(m["role"] == "user" for m in messages):
-        raise BadRequest("messages: at least one user message is needed", param="messages")
     if system and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": system})
     return messages

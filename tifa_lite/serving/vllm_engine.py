@@ -53,14 +53,24 @@ def generation_defaults(spec: EngineSpec) -> dict[str, float | int]:
 
 
 def vllm_command(spec: EngineSpec, template_file: Path, host: str, port: int, bits: int | None = None,
-                 max_model_len: int | None = None) -> list[str]:
-    served = f"{spec.model_id}-base" if spec.adapter_dir is not None else spec.model_id
+                 max_model_len: int | None = None, adapters: dict[str, Path] | None = None,
+                 cors_origins: list[str] | None = None) -> list[str]:
+    """``vllm serve`` for the spec: its one adapter served as the spec's name (the base as
+    NAME-base), or ``adapters`` (NAME=PATH, many characters on one base: vLLM's LoRA modules,
+    chosen per request by ``model``; the base under the spec's name)."""
+    modules = dict(adapters or {})
+    if spec.adapter_dir is not None and not modules:
+        modules = {spec.model_id: spec.adapter_dir}
+    served = f"{spec.model_id}-base" if spec.adapter_dir is not None and not adapters else spec.model_id
     cmd = ["vllm", "serve", spec.base, "--host", host, "--port", str(port), "--served-model-name", served,
            "--chat-template", str(template_file),
            "--generation-config", "vllm", "--override-generation-config", json.dumps(generation_defaults(spec))]
-    if spec.adapter_dir is not None:
-        cmd += ["--enable-lora", "--lora-modules", f"{spec.model_id}={spec.adapter_dir}",
-                "--max-lora-rank", str(lora_rank(spec.adapter_dir))]
+    if modules:
+        cmd += ["--enable-lora", "--lora-modules", *(f"{name}={path}" for name, path in modules.items()),
+                "--max-lora-rank", str(max(lora_rank(Path(path)) for path in modules.values())),
+                "--max-loras", str(len(modules))]
+    if cors_origins:
+        cmd += ["--allowed-origins", json.dumps(list(cors_origins))]
     if bits == 4:
         cmd += ["--quantization", "bitsandbytes"]
     if max_model_len:
@@ -84,13 +94,14 @@ def write_template(spec: EngineSpec, folder: Path) -> Path:
     return write_text(folder / f"{spec.model_id}.chat_template.jinja", spec.chat_template)
 
 
-def serve(spec: EngineSpec, host: str, port: int, bits: int | None = None) -> int:
+def serve(spec: EngineSpec, host: str, port: int, bits: int | None = None, adapters: dict[str, Path] | None = None,
+          cors_origins: list[str] | None = None) -> int:
     import subprocess
 
     from tifa_lite.modeling.embedded import cache_root
 
     check_can_run()
     template = write_template(spec, cache_root() / "serve")
-    cmd = vllm_command(spec, template, host, port, bits=bits)
+    cmd = vllm_command(spec, template, host, port, bits=bits, adapters=adapters, cors_origins=cors_origins)
     print("starting:", " ".join(cmd), flush=True)
     return subprocess.call(cmd)
