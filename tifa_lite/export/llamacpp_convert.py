@@ -107,8 +107,10 @@ def convert(model_dir: Path, out_file: Path, outtype: str) -> None:
     cmd = [sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0 or not out_file.is_file():
-        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-6:])
-        raise LlamaCppError(f"llama.cpp's convert_hf_to_gguf.py failed on {model_dir}:\n{tail}")
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        reason = lines[-1].strip() if lines else f"exit code {done.returncode}"  # the converter's own error
+        tail = "\n".join(lines[-6:])
+        raise LlamaCppError(f"llama.cpp's convert_hf_to_gguf.py failed on {model_dir}: {reason}\n{tail}")
 
 
 def quantize(src: Path, dst: Path, outtype: str, threads: int | None = None) -> None:
