@@ -26,6 +26,7 @@ greedy divergence, stopping) is the parity report's job (:mod:`tifa_lite.export.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -285,13 +286,30 @@ def _read_back_config(model_dir: Path) -> dict[str, Any]:
     return {"config": LlamaConfig(**fields)}
 
 
+@contextlib.contextmanager
+def _read_back(model_dir: Path):
+    """transformers reads back fewer GGUF architectures than llama.cpp writes (deepseek2, smollm3,
+    …): its refusal, whatever its type, becomes one ExportError that says what was and was not done."""
+    try:
+        yield
+    except (ValueError, RuntimeError, TypeError, KeyError) as error:
+        import transformers
+
+        model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+        raise ExportError(
+            f"the GGUF of {model_dir} ({model_type}) was converted, but transformers {transformers.__version__} cannot "
+            f"read it back to check it ({type(error).__name__}: {str(error).splitlines()[0][:160]}). Check it in "
+            "llama.cpp instead (--check llama.cpp), or keep it unchecked (--no-check). No file was written.") from None
+
+
 def round_trip(model_dir: Path, gguf_file: Path, outtype: str, tolerance: float | None = None) -> dict[str, Any]:
     """Load the GGUF back with transformers (which dequantises q8_0 to fp32 on load) and
     compare next-token logits and tokenisation with the HF folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     hf_tok = AutoTokenizer.from_pretrained(str(model_dir))
-    gguf_tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
+    with _read_back(model_dir):
+        gguf_tok = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
     token_mismatch = [t for t in ROUND_TRIP_TEXTS if hf_tok(t)["input_ids"] != gguf_tok(t)["input_ids"]]
     texts = list(ROUND_TRIP_TEXTS)
     if hf_tok.chat_template:
@@ -305,18 +323,9 @@ def round_trip(model_dir: Path, gguf_file: Path, outtype: str, tolerance: float 
     hf = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
     ref = logits(hf)
     del hf
-    try:
+    with _read_back(model_dir):
         back = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name,
                                                     dtype=torch.float32, **_read_back_config(model_dir)).eval()
-    except (ValueError, RuntimeError, TypeError, KeyError) as error:
-        # transformers reads back fewer GGUF architectures than llama.cpp writes (deepseek2, smollm3, …)
-        import transformers
-
-        model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
-        raise ExportError(
-            f"the GGUF of {model_dir} ({model_type}) was converted, but transformers {transformers.__version__} cannot "
-            f"read it back to check it ({type(error).__name__}: {str(error).splitlines()[0][:160]}). Check it in "
-            "llama.cpp instead (--check llama.cpp), or keep it unchecked (--no-check). No file was written.") from None
     got = logits(back)
     del back
     diff = max(float((a - b).abs().max()) for a, b in zip(ref, got))
