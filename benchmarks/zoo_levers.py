@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tifa_lite.modeling.embedded import embedded_checkpoint  # noqa: E402
 from tifa_lite.modeling.zoo import FAMILIES, build_zoo_model  # noqa: E402
-from tifa_lite.zoo_matrix import CARDS, rehearsing, train_step  # noqa: E402
+from tifa_lite.hardware import rehearsing  # noqa: E402
+from tifa_lite.zoo_matrix import CARDS, train_step  # noqa: E402
 
 OFF = {"grpo.pack_groups": False, "grpo.prefill_once": False, "grpo.dequantize_for_generation": "off"}
 HEADER = ("| family | card | entropy (levers on) | entropy (off) | loss (on) | loss (off) | max abs diff | levers off |\n"

@@ -106,6 +106,8 @@ def fake_cuda(monkeypatch):
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
         monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free, props.total_memory))
+        monkeypatch.setattr(torch.cuda, "get_per_process_memory_fraction", lambda device=None: 1.0)
+        monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
         return props
 
     return set_gpu

@@ -18,6 +18,7 @@ dtype). Only the CUDA kernels differ: what stands in for them is listed in the r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -78,6 +79,24 @@ def rehearsal() -> str | None:
             f"{REHEARSE_ENV}={value!r}: the CPU rehearses {' or '.join(REHEARSED_CARDS)} (or unset it)."
         )
     return value
+
+
+@contextlib.contextmanager
+def rehearsing(card: str | None):
+    """The CPU rehearses ``card`` ("t4" | "a10"; "cpu" or None: no rehearsal) inside the block,
+    for in-process harnesses (the zoo matrix, the planner's measurements); restored after."""
+    before = os.environ.get(REHEARSE_ENV)
+    if card in (None, "cpu"):
+        os.environ.pop(REHEARSE_ENV, None)
+    else:
+        os.environ[REHEARSE_ENV] = card
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(REHEARSE_ENV, None)
+        else:
+            os.environ[REHEARSE_ENV] = before
 
 
 def treated_as_t4() -> bool:

@@ -84,7 +84,7 @@ def _local_folders() -> list[str]:
 
 
 def _table_names() -> list[str]:
-    from tifa_lite.planner.shapes import _ALIASES, EMBEDDED, KNOWN_CONFIGS
+    from tifa_lite.planner.known_models import _ALIASES, EMBEDDED, KNOWN_CONFIGS
 
     return [*KNOWN_CONFIGS, *_ALIASES, *EMBEDDED]
 
@@ -171,7 +171,7 @@ def check_model_source(model_cfg) -> None:
     """The recipe's ``model:`` hub id, checked before torch is even imported (a run's first
     seconds): a local folder, a GGUF file or an embedded name is left to
     :func:`tifa_lite.modeling.resolve.resolve_model`."""
-    from tifa_lite.planner.shapes import EMBEDDED
+    from tifa_lite.planner.known_models import EMBEDDED
 
     name, source = model_cfg.name_or_path, model_cfg.source
     if source == "modelscope":

@@ -13,13 +13,13 @@ whole table for BENCHMARKS.md.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tifa_lite.hardware import rehearsing
 
 REPO = Path(__file__).resolve().parents[1]
 CARDS = ("cpu", "t4", "a10")
@@ -30,6 +30,7 @@ OPTIONAL_STEPS = ("gguf",)
 # One optimizer step on a tiny model: the matrix is about code paths and dtypes, not speed.
 _TINY = {"data.limit": 2, "data.max_length": 192, "data.eval_ratio": 0.0, "data.overlength": "truncate",
          "train.max_steps": 1, "train.per_device_batch_size": 2, "train.gradient_accumulation_steps": 1,
+         "train.global_batch_size": None,
          "train.warmup_ratio": 0.0, "train.progress_bar": False, "train.gradient_checkpointing": False,
          "train.save_steps": 1000, "lora.r": 4, "lora.alpha": 8}
 RECIPES = {
@@ -87,23 +88,6 @@ class _LeverLines(logging.Handler):
         message = record.getMessage()
         if " off for " in message:
             self.lines.append(message.split("; the library")[0])
-
-
-@contextlib.contextmanager
-def rehearsing(card: str):
-    """The card's CPU rehearsal (``TIFA_LITE_REHEARSE``) for the duration of a cell."""
-    before = os.environ.get("TIFA_LITE_REHEARSE")
-    if card == "cpu":
-        os.environ.pop("TIFA_LITE_REHEARSE", None)
-    else:
-        os.environ["TIFA_LITE_REHEARSE"] = card
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("TIFA_LITE_REHEARSE", None)
-        else:
-            os.environ["TIFA_LITE_REHEARSE"] = before
 
 
 def train_step(step: str, model_dir: Path, output_dir: Path, **overrides):

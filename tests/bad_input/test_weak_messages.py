@@ -15,11 +15,18 @@ from tests.bad_input.conftest import RECIPE, assert_refused, conversation
 from tests.bad_input.test_before_load import model_load  # noqa: F401  (fixture)
 
 
-def test_explicit_accumulation_against_the_global_batch_names_both_keys(cli):
+def test_explicit_accumulation_against_the_global_batch_names_both_keys(cli, caplog):
+    # The key typed on the command line wins over the recipe's, and says so naming both.
     outcome = cli("config", RECIPE, "train.gradient_accumulation_steps=4")
-    assert_refused(outcome, "train.gradient_accumulation_steps=4 (given as an override) conflicts with "
-                            f"train.global_batch_size=16 (set by the recipe {RECIPE})",
-                   "Set train.global_batch_size=8 too, or train.global_batch_size=null")
+    assert outcome.code == 0, outcome.err
+    assert ("train.gradient_accumulation_steps=4 (given as an override) replaces train.global_batch_size=16 (set by "
+            f"the recipe {RECIPE}): the global batch is now 2 per device × 4 × world size 1 = 8.") in caplog.text
+    assert "gradient_accumulation_steps: 4" in outcome.out
+    # Two overrides that contradict each other are refused, naming both.
+    both = cli("config", RECIPE, "train.gradient_accumulation_steps=4", "train.global_batch_size=16")
+    assert_refused(both, "train.gradient_accumulation_steps=4 (given as an override) conflicts with "
+                         "train.global_batch_size=16 (set by the override",
+                   "Set train.global_batch_size=8, or train.global_batch_size=null")
     # Consistent, or with the global batch cleared, both are fine.
     assert cli("config", RECIPE, "train.gradient_accumulation_steps=4", "train.per_device_batch_size=4").code == 0
     assert cli("config", RECIPE, "train.gradient_accumulation_steps=4", "train.global_batch_size=null").code == 0

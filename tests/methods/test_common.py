@@ -34,8 +34,9 @@ def test_trainer_config_errors_become_config_errors(tmp_path):
 
 
 def test_use_vllm_accepts_unquoted_yaml_switches():
-    assert load_recipe({}, ["grpo.use_vllm=off"]).grpo.use_vllm == "off"
-    assert load_recipe({}, ["grpo.use_vllm=on"]).grpo.use_vllm == "on"
+    grpo = {"train": {"method": "grpo"}}
+    assert load_recipe(grpo, ["grpo.use_vllm=off"]).grpo.use_vllm == "off"
+    assert load_recipe(grpo, ["grpo.use_vllm=on"]).grpo.use_vllm == "on"
 
 
 def test_ddp_with_lora_does_not_search_for_unused_parameters(tmp_path):

@@ -46,7 +46,7 @@ def test_dequantised_copy_is_counted_per_looped_slot(zoo_model_dir, per_pass):
     from tifa_lite.modeling.dequantized import dequantized_base, linear4bit_layers
     from tifa_lite.modeling.load import load_model, lora_config
     from tifa_lite.planner import plan_config
-    from tifa_lite.planner.measure import rehearsing
+    from tifa_lite.hardware import rehearsing
     from tifa_lite.planner.shapes import read_model_shape
     from tifa_lite.runplan import resolve_plan
 

@@ -7,6 +7,8 @@ change keys; they never select code paths.
 
 from __future__ import annotations
 
+import logging
+
 import difflib
 import re
 from pathlib import Path
@@ -17,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from tifa_lite.errors import ConfigError
 from tifa_lite.config.schema import RecipeConfig, zero3_quant_error
+
+log = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 RECIPES_DIR = PACKAGE_ROOT / "recipes"
@@ -237,7 +241,7 @@ def load_recipe(
         config = RecipeConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, source, origins, tree)) from None
-    _check_explicit_batch(config, origins)
+    config = _check_explicit_batch(config, origins)
     _check_method_sections(config, origins)
     _check_template_file(config)
     _resolve_relative_paths(config, recipe_dir)
@@ -246,26 +250,34 @@ def load_recipe(
     return config
 
 
-def _check_explicit_batch(config: RecipeConfig, origins: Mapping[str, str]) -> None:
+def _check_explicit_batch(config: RecipeConfig, origins: Mapping[str, str]) -> RecipeConfig:
     """The batch rule (tifa_lite.distributed.batch) keeps train.global_batch_size and derives
-    the accumulation from it: an accumulation given as an override that the global batch
-    contradicts would be silently replaced, so the two keys are named instead."""
+    the accumulation from it, which would silently replace an accumulation given as an
+    override. The key the user typed wins over the recipe's (with a line naming both); two
+    overrides that contradict each other are refused, naming both."""
     t, d = config.train, config.distributed
     ga_origin = origins.get("train.gradient_accumulation_steps", "")
     if not ga_origin.startswith("the override") or t.global_batch_size is None:
-        return
+        return config
     micro = d.micro_batch_size or t.per_device_batch_size
     world = d.world_size or 1
-    if micro * t.gradient_accumulation_steps * world == t.global_batch_size:
-        return
+    product = micro * t.gradient_accumulation_steps * world
+    if product == t.global_batch_size:
+        return config
     gb_origin = origins.get("train.global_batch_size", "the recipe")
+    if not gb_origin.startswith("the override"):
+        log.warning(
+            "train.gradient_accumulation_steps=%s (given as an override) replaces train.global_batch_size=%s (set by "
+            "%s): the global batch is now %s per device × %s × world size %s = %s.",
+            t.gradient_accumulation_steps, t.global_batch_size, gb_origin, micro, t.gradient_accumulation_steps,
+            world, product)
+        config.train.global_batch_size = None
+        return config
     raise ConfigError(
         f"train.gradient_accumulation_steps={t.gradient_accumulation_steps} (given as an override) conflicts with "
         f"train.global_batch_size={t.global_batch_size} (set by {gb_origin}): "
-        f"{micro} per device × {t.gradient_accumulation_steps} × world size {world} = "
-        f"{micro * t.gradient_accumulation_steps * world}, and the global batch wins. Set "
-        f"train.global_batch_size={micro * t.gradient_accumulation_steps * world} too, or "
-        "train.global_batch_size=null to use the accumulation as given."
+        f"{micro} per device × {t.gradient_accumulation_steps} × world size {world} = {product}. Set "
+        f"train.global_batch_size={product}, or train.global_batch_size=null to use the accumulation as given."
     )
 
 

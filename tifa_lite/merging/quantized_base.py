@@ -109,14 +109,14 @@ def load_trained(base_path: Path, adapter_dir: Path, quant: TrainedQuant, loader
     from peft import PeftModel
 
     from tifa_lite.merging.adapter import ModelLoader
-    from tifa_lite.modeling.bnb_cpu import keep_narrow_layers_unpacked
+    from tifa_lite.modeling.bnb_cpu import training_arithmetic
 
     loader = loader or ModelLoader.causal_lm()
     kwargs: dict[str, Any] = dict(dtype=quant.dtype, quantization_config=quant.bnb_config(), **loader.kwargs)
     if device_map is not None:
         kwargs["device_map"] = device_map
     base = loader.auto_class.from_pretrained(str(base_path), **kwargs)
-    keep_narrow_layers_unpacked(base)
+    training_arithmetic(base)  # the reference is what training computed
     if loader.head is not None:
         loader.load_head(base, adapter_dir)
     return PeftModel.from_pretrained(base, str(adapter_dir)).eval()

@@ -1,4 +1,5 @@
-"""A bitsandbytes CPU kernel's shape limit, kept out of the way of narrow 4-bit layers.
+"""bitsandbytes' AVX512-BF16 CPU inference kernel: kept out of the way of narrow 4-bit layers,
+and out of a reference that must compute what training computed.
 
 On a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight for its fast kernel at
 the first eval-mode, no-grad forward (``_convert_weight_packed_for_cpu``) and asserts that the
@@ -7,6 +8,10 @@ mid-run: Qwen3.5/Qwen3-Next's linear-attention gates have one output per value h
 Qwen3.5-0.8B), so chat, serve, eval and the merge self-check of those models crash on such a
 CPU. Those layers keep bitsandbytes' plain CPU path (dequantise + matmul), which has no shape
 limit and computes the same NF4 weights.
+
+The same kernel runs only in eval mode without gradients, and sums differently from the
+dequantise-and-matmul path that training takes (a tiny model's greedy replies already differ):
+a reference for "what was trained" (the merge's self-check) keeps the training path everywhere.
 """
 
 from __future__ import annotations
@@ -36,3 +41,13 @@ def keep_narrow_layers_unpacked(model) -> int:
     for layer in narrow:
         layer.support_avx512bf16_for_cpu = False
     return len(narrow)
+
+
+def training_arithmetic(model) -> int:
+    """Every 4-bit layer computes as in training (dequantise + matmul), in eval mode too."""
+    from tifa_lite.modeling.dequantized import linear4bit_layers
+
+    layers = [layer for layer in linear4bit_layers(model) if getattr(layer, "support_avx512bf16_for_cpu", False)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)

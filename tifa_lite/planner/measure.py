@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tifa_lite.hardware import rehearsing
 from tifa_lite.planner.memory import GIB, estimate
 from tifa_lite.planner.shapes import model_shape_from_config_dict
 
@@ -58,19 +58,6 @@ def recipe(model_dir: Path, method: str, s: Setting) -> dict:
                  "max_completion_length": s.completion_len, "use_vllm": "off", "pack_groups": True,
                  "prefill_once": False, "beta": 0.0},
     }
-
-
-@contextlib.contextmanager
-def rehearsing(card: str):
-    old = os.environ.get("TIFA_LITE_REHEARSE")
-    os.environ["TIFA_LITE_REHEARSE"] = card
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TIFA_LITE_REHEARSE", None)
-        else:
-            os.environ["TIFA_LITE_REHEARSE"] = old
 
 
 def planned_terms(config, card: str, model_dir: Path, norm_output_16bit: bool = False) -> dict[str, float]:

@@ -115,22 +115,9 @@ def read_prompts(path: str | Path | None, limit: int = 4) -> list[list[dict[str,
     """Conversations up to their last user turn, from a messages JSONL (or the defaults)."""
     if path is None:
         return DEFAULT_PROMPTS[:limit]
-    prompts = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            messages = json.loads(line)["messages"]
-        except (ValueError, KeyError, TypeError):
-            raise ConfigError(f"{path}:{number}: not a JSON object with a `messages` list") from None
-        last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=None)
-        if last_user is not None:
-            prompts.append(messages[: last_user + 1])
-        if len(prompts) >= limit:
-            break
-    if not prompts:
-        raise ConfigError(f"{path}: no conversation with a user turn")
-    return prompts
+    from tifa_lite.export.parity import load_prompts  # the same reading as `export check`
+
+    return load_prompts(path, limit)
 
 
 def check_table(rows: list[dict[str, Any]]) -> str:
