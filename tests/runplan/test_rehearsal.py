@@ -235,3 +235,23 @@ def test_every_method_trains_a_step_in_the_cards_dtypes(monkeypatch, tiny_model_
     assert [str(d).replace("torch.", "") for d in embeddings] == [
         {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[plan["weight_dtype"]]]
     assert result.global_step == 1 and torch.isfinite(torch.tensor(result.metrics["train_loss"]))
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "gpt_oss", "deepseek_v3"])
+def test_t4_generation_of_an_moe_model_outside_autocast(monkeypatch, zoo_model_dir, family):
+    """The T4's fp32 norms hand an fp32 hidden state to an MoE router's 16-bit gate and to the
+    fused 16-bit expert weights; outside autocast (GRPO's rollouts, chat, serve) Qwen3-MoE failed
+    at its first generated token. Those modules cast their input to their weights' dtype. (On a CPU
+    with AVX512-BF16, DeepSeek-V3's MLA projections narrower than a quantisation block also failed
+    in bitsandbytes' repacking: they keep its plain path.)"""
+    from transformers import AutoTokenizer
+
+    from tifa_lite.modeling.load import load_model
+
+    monkeypatch.setenv("TIFA_LITE_REHEARSE", "t4")
+    folder = zoo_model_dir(family)
+    config = load_recipe({}, [f"model.name_or_path={folder}"])
+    model = load_model(config, resolve_plan(config, purpose="inference"))
+    inputs = AutoTokenizer.from_pretrained(folder)(["Hello there"], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=2, do_sample=False, output_router_logits=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 2

@@ -42,20 +42,52 @@ def _cast_input_to_weight(module, args):
     return None
 
 
+def _cast_floating_inputs(dtype: torch.dtype):
+    def hook(module, args):
+        if any(torch.is_tensor(a) and a.is_floating_point() and a.dtype != dtype for a in args):
+            return tuple(a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+        return None
+
+    return hook
+
+
+def _computes_with_own_16bit_weights(module) -> torch.dtype | None:
+    """The 16-bit dtype of weights a module multiplies by itself (an MoE router's gate, fused
+    expert tensors, GPT-OSS's sinks), or None: norms, embeddings, bitsandbytes and LoRA layers
+    (which cast their own input), containers that hold no weights of their own."""
+    if type(module).__name__.endswith("Norm") or isinstance(module, torch.nn.Embedding):
+        return None
+    own = [p for p in module.parameters(recurse=False) if p.is_floating_point()]
+    if not own or any(type(p).__name__ in ("Params4bit", "Int8Params") for p in own):
+        return None
+    dtypes = {p.dtype for p in own}
+    if len(dtypes) == 1 and dtypes & {torch.float16, torch.bfloat16}:
+        return next(iter(dtypes))
+    return None
+
+
 def cast_head_inputs(model) -> int:
-    """With fp32 norms the hidden state leaving the last norm is fp32, while the LM head (never
-    quantised) or a classifier's score head is 16-bit. Inside autocast that meets no problem;
-    TRL's GRPO generation, ``PeftModel.generate`` and every inference load run outside autocast,
-    where ``F.linear`` refuses fp32 input with fp16 weights ("expected m1 and m2 to have the
-    same dtype"). So the heads cast their input to their own weight's dtype. Plain
-    ``nn.Linear`` modules only: bitsandbytes' layers cast their input themselves. Returns how
-    many heads got the cast."""
+    """With fp32 norms the hidden state leaving a norm is fp32, while the LM head (never
+    quantised), a classifier's score head, an MoE router's gate and fused expert weights are
+    16-bit. Inside autocast that meets no problem; TRL's GRPO generation, ``PeftModel.generate``
+    and every inference load run outside autocast, where ``F.linear``/``matmul`` refuse fp32
+    input with fp16 weights ("expected m1 and m2 to have the same dtype"; Qwen3-MoE's router
+    on a T4 at the first rollout). So those modules cast their floating inputs to their own
+    weights' dtype. bitsandbytes' and LoRA's layers cast their input themselves. Returns how
+    many modules got the cast."""
     heads = [model.get_output_embeddings()] if hasattr(model, "get_output_embeddings") else []
     heads.append(getattr(model, "score", None))
     hooked = 0
+    seen = set()
     for head in {id(h): h for h in heads if h is not None}.values():
         if type(head) is torch.nn.Linear and head.weight.dtype in (torch.float16, torch.bfloat16):
             head.register_forward_pre_hook(_cast_input_to_weight)
+            seen.add(id(head))
+            hooked += 1
+    for module in model.modules():
+        dtype = None if id(module) in seen else _computes_with_own_16bit_weights(module)
+        if dtype is not None and type(module) is not torch.nn.Linear:  # plain Linears: only the heads
+            module.register_forward_pre_hook(_cast_floating_inputs(dtype))
             hooked += 1
     return hooked
 
