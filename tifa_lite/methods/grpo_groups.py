@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import torch
 
 from tifa_lite.modeling.lever_check import (LeverProbe, compute_dtype, difference,
-                                           sequence_mixers_outside_attention, unwrapped)
+                                           sequence_mixers_outside_attention, text_config, unwrapped)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def attention_mask_for(model, packed: PackedGroups, windows: dict[str, int | Non
     mixed layers take as they are) with each kind's window written in as a band over the
     tokens' columns, as transformers' own sliding mask bands the padded row's positions.
     sdpa takes a boolean mask, eager adds its mask to the scores."""
-    windows = windows if windows is not None else attention_windows(_text_config(model))
+    windows = windows if windows is not None else attention_windows(text_config(model))
     eager = attention_kind(model) == "eager"
     distance = packed.position_ids[0][:, None] - packed.position_ids[0][None, :]
 
@@ -165,18 +165,13 @@ def attention_kind(model) -> str | None:
     return getattr(config, "_attn_implementation", None)
 
 
-def _text_config(model):
-    config = model.config
-    return config.get_text_config() if hasattr(config, "get_text_config") else config
-
-
-def attention_windows(text_config) -> dict[str, int | None]:
+def attention_windows(text) -> dict[str, int | None]:
     """Each layer kind's attention window (None: full). Without ``layer_types`` every layer
     has ``config.sliding_window`` (Mistral-7B-v0.1, Phi-3-mini-4k: transformers bands the mask
     whenever it is set), which the configs that gate it (``use_sliding_window``) reset to None."""
-    window = getattr(text_config, "sliding_window", None)
-    kinds = set(getattr(text_config, "layer_types", None) or ["full_attention"])
-    return {kind: window if kind == "sliding_attention" or not getattr(text_config, "layer_types", None) else None
+    window = getattr(text, "sliding_window", None)
+    kinds = set(getattr(text, "layer_types", None) or ["full_attention"])
+    return {kind: window if kind == "sliding_attention" or not getattr(text, "layer_types", None) else None
             for kind in sorted(kinds)}
 
 
@@ -184,7 +179,7 @@ def no_router_logits(model) -> dict:
     """Keyword arguments that stop an MoE model computing its load-balancing loss in a forward
     that only needs log-probs or a cache: that loss reads the attention mask, which a packed
     row's 4-D mask or a prefix's 2-D mask does not fit."""
-    return {"output_router_logits": False} if hasattr(_text_config(model), "output_router_logits") else {}
+    return {"output_router_logits": False} if hasattr(text_config(model), "output_router_logits") else {}
 
 
 def packing_refusal(model) -> str | None:

@@ -25,17 +25,21 @@ def unwrapped(model):
     return getattr(model, "module", model)
 
 
-def family(model) -> str:
+def text_config(model):
+    """The language model's config (a multimodal config's text part); None without a config."""
     config = getattr(unwrapped(model), "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def family(model) -> str:
+    text = text_config(model)
     return str(getattr(text, "model_type", None) or type(unwrapped(model)).__name__)
 
 
 def sequence_mixers_outside_attention(model) -> str | None:
     """What, besides attention, mixes positions in this model: layer kinds other than
     attention (``layer_types``), or convolutions over the sequence. None: attention only."""
-    config = unwrapped(model).config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    text = text_config(model)
     others = sorted(set(getattr(text, "layer_types", None) or []) - set(MASKED_LAYER_KINDS))
     if others:
         return f"{'/'.join(others)} layers"
