@@ -86,7 +86,9 @@ def merge_weight(weight: torch.Tensor, parts: dict[str, torch.Tensor], cfg, modu
 
     out_f, in_f = weight.shape
     base_layer = torch.nn.Linear(in_f, out_f, bias=False, device="meta")
-    base_layer.weight = torch.nn.Parameter(weight.to(torch.float32), requires_grad=False)
+    # A copy even when the base is already fp32: PEFT 0.22's merge writes into the base
+    # layer's tensor in place, and the caller still compares against the original.
+    base_layer.weight = torch.nn.Parameter(weight.to(torch.float32, copy=True), requires_grad=False)
     r, alpha = _layer_rank_alpha(cfg, module)
     # No random init (the weights are loaded next) and no dropout; everything else is the trained config.
     layer_cfg = dataclasses.replace(cfg, init_lora_weights=False, lora_dropout=0.0, inference_mode=True)
