@@ -161,3 +161,99 @@ def test_cli_writes_the_folder_whole(tiny_model_dir, tmp_path, capsys):
     # The runtime must not add a BOS: the SmolLM2 template writes none.
     reader = gguf.GGUFReader(out / "model.gguf")
     assert bool(reader.fields["tokenizer.ggml.add_bos_token"].contents()) is False
+
+
+@pytest.fixture
+def fake_lora_conversion(monkeypatch, tmp_path):
+    """llama.cpp's LoRA converter is exercised in the opt-in llamacpp group
+    (tests/export/test_llamacpp_lora.py); here it is replaced to test the folder and Modelfiles."""
+    from tifa_lite.export import llamacpp_lora
+
+    converted = []
+
+    def convert(folder, base):
+        converted.append(folder.name)
+        path = tmp_path / f"converted-{folder.name}.gguf"
+        path.write_bytes(b"GGUF lora " + folder.name.encode())
+        return path
+
+    monkeypatch.setattr(llamacpp_lora, "cached_lora_gguf", convert)
+    return converted
+
+
+def test_characters_get_one_modelfile_each_with_their_adapter_template_and_sampling(
+        tiny_model_dir, tmp_path, capsys, fake_lora_conversion, monkeypatch):
+    from tests.serving.test_adapters import _make_adapter
+    from tifa_lite.cli import main
+
+    tong = _make_adapter(tiny_model_dir, tmp_path / "tong", 1, {}, {"do_sample": False, "max_new_tokens": 5})
+    hermione = _make_adapter(tiny_model_dir, tmp_path / "hermione", 2, {"chat_template": "deepseek_r1", "think_policy": "keep"},
+                             {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 40})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ollama").write_text("#!/bin/sh\necho 'ollama version is 0.13.5'\n")
+    (bin_dir / "ollama").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    out = tmp_path / "cast"
+    assert main(["export", "ollama", "--model", str(tiny_model_dir), "--adapter", f"tong={tong}",
+                 "--adapter", f"hermione={hermione}", "--output", str(out), "--outtype", "f16",
+                 "--converter", "builtin", "--no-check", "--json"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(printed.strip().splitlines()[-1])
+    assert fake_lora_conversion == ["tong", "hermione"]
+    assert sorted(p.name for p in out.iterdir()) == ["Modelfile.hermione", "Modelfile.tong", "hermione.lora.gguf",
+                                                     "model.gguf", "tong.lora.gguf"]
+    assert (out / "tong.lora.gguf").read_bytes() == b"GGUF lora tong"
+    assert "ollama create tong -f" in printed and "ollama version is 0.13.5" in printed
+    assert report["ollama"]["installed"] == "ollama version is 0.13.5"
+    assert any("one ADAPTER per Ollama model" in rule for rule in report["ollama"]["rules"])
+    tong_file, hermione_file = (out / "Modelfile.tong").read_text(), (out / "Modelfile.hermione").read_text()
+    assert tong_file.startswith("FROM ./model.gguf\nADAPTER ./tong.lora.gguf\n")
+    assert hermione_file.startswith("FROM ./model.gguf\nADAPTER ./hermione.lora.gguf\n")
+    # each its own run's template and sampling: hermione's DeepSeek-R1 template keeps earlier <think> blocks
+    assert _template(tong_file) != _template(hermione_file) and "Thinking" in _template(hermione_file)
+    assert "PARAMETER temperature 0" in tong_file and "PARAMETER num_predict 5" in tong_file
+    assert "PARAMETER temperature 0.7" in hermione_file and "PARAMETER num_predict 40" in hermione_file
+
+
+def test_characters_export_refuses_dora_before_writing(tiny_model_dir, tmp_path, fake_lora_conversion):
+    from tests.export.test_llamacpp_lora import make_adapter
+    from tifa_lite.export.ollama_adapters import export_ollama_characters
+
+    dora = make_adapter(tiny_model_dir, tmp_path / "dora", use_dora=True)
+    with pytest.raises(ConfigError, match="DoRA"):
+        export_ollama_characters(tiny_model_dir, {"dora": dora}, tmp_path / "out", outtype="f16", converter="builtin")
+    assert not (tmp_path / "out").exists() and fake_lora_conversion == []
+
+
+def test_without_ollama_the_terms_say_so(monkeypatch):
+    from tifa_lite.export.ollama_adapters import ollama_terms
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    terms = ollama_terms()
+    assert terms["installed"] is None and "no `ollama` on PATH" in terms["summary"] and len(terms["rules"]) == 3
+
+
+@pytest.mark.llamacpp
+def test_characters_export_runs_in_llama_cpp_as_the_modelfile_says(embedded_model_dir, tmp_path, request):
+    """FROM + ADAPTER read the way Ollama's runner loads them: the base GGUF with the LoRA GGUF."""
+    if "llamacpp" not in (request.config.getoption("-m") or ""):
+        pytest.skip("opt-in group: run `bash scripts/install_llama_cpp.sh` once, then `pytest -m llamacpp`")
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python: bash scripts/install_llama_cpp.sh")
+    from tests.export.test_llamacpp_lora import make_adapter
+    from tifa_lite.export.ollama_adapters import export_ollama_characters
+
+    tong = make_adapter(embedded_model_dir, tmp_path / "tong", seed=1, b_scale=0.3)
+    report = export_ollama_characters("smollm2-135m-instruct", {"tong": tong}, tmp_path / "cast", outtype="q8_0",
+                                      check=False)
+    modelfile = (tmp_path / "cast" / "Modelfile.tong").read_text()
+    base = tmp_path / "cast" / re.search(r"^FROM \./(\S+)$", modelfile, re.M).group(1)
+    lora = tmp_path / "cast" / re.search(r"^ADAPTER \./(\S+)$", modelfile, re.M).group(1)
+    assert lora == Path(report["characters"]["tong"]["lora_gguf"])
+    prompt = "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"
+    texts = []
+    for adapter in (None, lora):
+        llm = llama_cpp.Llama(model_path=str(base), lora_path=str(adapter) if adapter else None, n_ctx=512, verbose=False)
+        texts.append(llm.create_completion(prompt, max_tokens=10, temperature=0.0)["choices"][0]["text"])
+        llm.close()
+    assert texts[0].strip() and texts[1].strip() and texts[0] != texts[1], texts

@@ -181,12 +181,79 @@ def test_serve_engine_llamacpp_serves_the_embedded_gguf(monkeypatch):
     from tifa_lite.serving import llamacpp_engine
 
     seen = {}
-    monkeypatch.setattr(llamacpp_engine, "serve", lambda spec, gguf, host, port, n_ctx: seen.update(
-        spec=spec, gguf=gguf, host=host, port=port, n_ctx=n_ctx))
+    monkeypatch.setattr(llamacpp_engine, "serve", lambda spec, gguf, host, port, n_ctx, characters: seen.update(
+        spec=spec, gguf=gguf, host=host, port=port, n_ctx=n_ctx, characters=characters))
     assert main(["serve", "--engine", "llama.cpp", "--model", "smollm2-135m-instruct", "--port", "8003",
                  "--system", "You are Tifa."]) == 0
     assert seen["gguf"].suffix == ".gguf" and (seen["host"], seen["port"], seen["n_ctx"]) == ("127.0.0.1", 8003, 4096)
     assert seen["spec"].model_id == "smollm2-135m-instruct" and seen["spec"].system == "You are Tifa."
+    assert seen["characters"] == {}
+
+
+@pytest.fixture(scope="module")
+def two_characters(tiny_model_dir, tmp_path_factory):
+    from tests.serving.test_adapters import _make_adapter
+
+    root = tmp_path_factory.mktemp("engine_characters")
+    tong = _make_adapter(tiny_model_dir, root / "tong", 1, {}, {"do_sample": False, "max_new_tokens": 5})
+    hermione = _make_adapter(tiny_model_dir, root / "hermione", 2, {"chat_template": "deepseek_r1", "think_policy": "keep"},
+                             {"do_sample": True, "temperature": 0.7, "max_new_tokens": 4, "repetition_penalty": 1.2})
+    return {"tong": tong, "hermione": hermione}
+
+
+def test_middleware_gives_each_character_its_own_template_sampling_and_think_policy(spec, two_characters):
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from tifa_lite.serving.engines import character_spec
+
+    characters = {name: character_spec(spec, name, folder) for name, folder in two_characters.items()}
+    assert "<think>" in characters["hermione"].chat_template and not characters["hermione"].strip_think
+    assert characters["tong"].strip_think and characters["tong"].chat_template == spec.chat_template
+    seen = []
+
+    async def downstream(request):
+        seen.append(await request.json())
+        return JSONResponse({"ok": True})
+
+    app = NormalisedRequests(Starlette(routes=[Route("/v1/chat/completions", downstream, methods=["POST"])]), spec,
+                             penalty_key="repeat_penalty", characters=characters)
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>hm</think>Hello."},
+               {"role": "user", "content": "Again?"}]
+    with TestClient(app) as client:
+        for model in ("tong", "hermione", "tiny", None):
+            assert client.post("/v1/chat/completions", json={"model": model, "messages": history}).status_code == 200
+        tong, hermione, base, unnamed = seen
+        assert (tong["model"], tong["temperature"], tong["max_tokens"]) == ("tong", 0.0, 5)
+        assert (hermione["model"], hermione["temperature"], hermione["repeat_penalty"]) == ("hermione", 0.7, 1.2)
+        assert "<think>" in hermione["messages"][-2]["content"] and "<think>" not in tong["messages"][-2]["content"]
+        assert base["model"] == unnamed["model"] == "tiny" and base["repeat_penalty"] == 1.17
+        refused = client.post("/v1/chat/completions", json={"model": "aerith", "messages": HELLO})
+        assert refused.status_code == 404 and "tong" in refused.json()["error"]["message"] and len(seen) == 4
+
+
+def test_serve_engine_llamacpp_serves_each_named_adapter_as_a_lora(monkeypatch, two_characters, tmp_path):
+    from tifa_lite.cli import main
+    from tifa_lite.export import llamacpp_lora
+    from tifa_lite.serving import llamacpp_engine
+
+    converted, seen = [], {}
+
+    def fake_convert(folder, base):
+        converted.append((folder, base))
+        return tmp_path / f"{folder.name}.gguf"
+
+    monkeypatch.setattr(llamacpp_lora, "cached_lora_gguf", fake_convert)
+    monkeypatch.setattr(llamacpp_engine, "serve", lambda spec, gguf, host, port, n_ctx, characters: seen.update(
+        spec=spec, characters=characters))
+    assert main(["serve", "--engine", "llama.cpp", "--model", "smollm2-135m-instruct",
+                 "--adapter", f"tong={two_characters['tong']}", "--adapter", f"hermione={two_characters['hermione']}"]) == 0
+    assert [folder.name for folder, _ in converted] == ["tong", "hermione"]
+    assert {name: (c.model_id, lora.name) for name, (c, lora) in seen["characters"].items()} == {
+        "tong": ("tong", "tong.gguf"), "hermione": ("hermione", "hermione.gguf")}
+    assert seen["characters"]["hermione"][0].sampling["repetition_penalty"] == 1.2
 
 
 def test_middleware_hands_the_engine_the_connection_after_the_body(spec):

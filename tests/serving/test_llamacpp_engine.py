@@ -66,3 +66,66 @@ def test_openai_client_and_greedy_defaults(llamacpp_url):
     assert a.choices[0].message.content == b.choices[0].message.content and a.usage.completion_tokens <= 16
     chunks = list(client.chat.completions.create(model="tifa", messages=HELLO, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == a.choices[0].message.content.strip()
+
+
+# ---- many characters on the one base GGUF: llama.cpp's LoRA files, chosen per request ------
+
+PROMPT = "<|im_start|>user\nWho are you, stranger?<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def cast(request, embedded_model_dir, tmp_path_factory):
+    request.getfixturevalue("llama_cpp_server")
+    from tests.export.test_llamacpp_lora import make_adapter
+    from tifa_lite.export.llamacpp_lora import cached_lora_gguf
+
+    root = tmp_path_factory.mktemp("cast")
+    folders = {"tong": make_adapter(embedded_model_dir, root / "tong", seed=1, b_scale=0.3),
+               "hermione": make_adapter(embedded_model_dir, root / "hermione", seed=2, b_scale=0.3)}
+    (folders["tong"] / "tifa_sampling.json").write_text(json.dumps({"do_sample": False}))
+    (folders["hermione"] / "tifa_sampling.json").write_text(json.dumps({"do_sample": False, "repetition_penalty": 1.3}))
+    return {name: (folder, cached_lora_gguf(folder, base=embedded_model_dir)) for name, folder in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def cast_url(cast):
+    from tests.serving.conftest import _serve_asgi
+    from tifa_lite.serving import llamacpp_engine
+    from tifa_lite.serving.engines import character_spec, engine_spec
+
+    spec = engine_spec("smollm2-135m-instruct", None, "base", preset="greedy", max_tokens_cap=12)
+    characters = {name: (character_spec(spec, name, folder), lora) for name, (folder, lora) in cast.items()}
+    app = llamacpp_engine.build_app(spec, llamacpp_engine.gguf_for("smollm2-135m-instruct", None), n_ctx=1024,
+                                    characters=characters)
+    for url in _serve_asgi(app):
+        yield url
+
+
+def _complete(url: str, model: str) -> str:
+    r = httpx.post(f"{url}/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": 12}, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()["choices"][0]["text"]
+
+
+def test_each_character_answers_with_its_own_adapter_on_one_base(cast_url, cast):
+    import llama_cpp
+
+    from tifa_lite.serving.llamacpp_engine import gguf_for
+
+    assert [m["id"] for m in httpx.get(f"{cast_url}/v1/models", timeout=30).json()["data"]] == ["base", "tong", "hermione"]
+    # back and forth: a switch must not reuse the other character's cached prompt
+    order = ["base", "tong", "hermione", "tong", "base", "hermione", "tong"]
+    answers = [(model, _complete(cast_url, model)) for model in order]
+    by_model = {}
+    for model, text in answers:
+        by_model.setdefault(model, set()).add(text)
+    assert all(len(texts) == 1 for texts in by_model.values()), by_model
+    assert len({next(iter(t)) for t in by_model.values()}) == 3, by_model  # three different characters
+    # the served character equals llama.cpp with that one LoRA loaded at start (greedy, its penalty)
+    for name, penalty in (("tong", 1.0), ("hermione", 1.3)):
+        llm = llama_cpp.Llama(model_path=str(gguf_for("smollm2-135m-instruct", None)), lora_path=str(cast[name][1]),
+                              n_ctx=1024, verbose=False)
+        direct = llm.create_completion(PROMPT, max_tokens=12, temperature=0.0, repeat_penalty=penalty, top_k=0,
+                                       top_p=1.0, min_p=0.0)["choices"][0]["text"]
+        llm.close()
+        assert by_model[name] == {direct}, (name, by_model[name], direct)

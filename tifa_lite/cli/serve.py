@@ -120,11 +120,12 @@ def _run_engine(args, name: str, cap: int | None, adapters: dict | None = None) 
         from tifa_lite.serving import vllm_engine
 
         vllm_engine.check_can_run()  # before reading anything: a clear error on a machine without CUDA
+    sampling = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                    repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens)
     spec = engine_spec(
         args.model, args.adapter, name, chat_template=args.chat_template, keep_think=args.keep_think,
         recipe=args.recipe, preset=args.preset, system=system_prompt(args), max_tokens_cap=cap,
-        max_body_bytes=args.max_body_bytes, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, max_new_tokens=args.max_new_tokens,
+        max_body_bytes=args.max_body_bytes, **sampling,
     )
     if args.engine == "vllm":
         return vllm_engine.serve(spec, args.host, args.port, bits=args.bits, adapters=adapters,
@@ -132,12 +133,19 @@ def _run_engine(args, name: str, cap: int | None, adapters: dict | None = None) 
     from tifa_lite.errors import ConfigError
     from tifa_lite.serving import llamacpp_engine
 
-    if adapters:
-        raise ConfigError("--engine llama.cpp serves one GGUF: several --adapter NAME=PATH are not served by "
-                          "llama-cpp-python's server (one model, its LoRA fixed at load); use the default engine "
-                          "or --engine vllm for many characters on one base.")
     if args.adapter:
         raise ConfigError("--engine llama.cpp serves a GGUF, not an adapter: `tifa-lite merge` it, export the merged "
-                          "model with `tifa-lite export gguf`, then pass --gguf.")
-    llamacpp_engine.serve(spec, llamacpp_engine.gguf_for(args.model, args.gguf), args.host, args.port, args.n_ctx)
+                          "model with `tifa-lite export gguf`, then pass --gguf; or name it, --adapter NAME=PATH, to "
+                          "serve it as a LoRA on the base GGUF.")
+    characters = {}
+    if adapters:
+        from tifa_lite.export.llamacpp_lora import cached_lora_gguf
+        from tifa_lite.serving.engines import character_spec
+
+        for alias, folder in adapters.items():
+            character = character_spec(spec, alias, folder, recipe=args.recipe, preset=args.preset,
+                                       keep_think=args.keep_think or None, **sampling)
+            characters[alias] = (character, cached_lora_gguf(folder, base=spec.base))
+    llamacpp_engine.serve(spec, llamacpp_engine.gguf_for(args.model, args.gguf), args.host, args.port, args.n_ctx,
+                          characters=characters)
     return 0

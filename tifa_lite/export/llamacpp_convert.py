@@ -1,7 +1,7 @@
 """llama.cpp's own HF → GGUF conversion and quantisation, from the pinned llama-cpp-python
 source release (the one ``scripts/install_llama_cpp.sh`` compiles).
 
-That sdist carries llama.cpp itself (``vendor/llama.cpp``): ``convert_hf_to_gguf.py`` with
+That sdist carries llama.cpp itself (``vendor/llama.cpp``): ``convert_hf_to_gguf.py`` (and ``convert_lora_to_gguf.py`` for adapters) with
 its ``conversion`` package and its own ``gguf-py`` (the converter puts that one first on
 its path, so the ``gguf`` installed here does not matter to it). pip fetches the sdist like
 any dependency (``pip download``); the three pieces are extracted once into
@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 VERSION = "0.3.36"  # the same pin as scripts/install_llama_cpp.sh and the `llamacpp` extra
 SDIST = f"llama_cpp_python-{VERSION}.tar.gz"
 _VENDOR = f"llama_cpp_python-{VERSION}/vendor/llama.cpp/"
-_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/", "LICENSE")
+_SCRIPTS = ("convert_hf_to_gguf.py", "convert_lora_to_gguf.py")
+_MEMBERS = (*_SCRIPTS, "conversion/", "gguf-py/", "LICENSE")
 
 # outtype → how it is made: the converter's own --outtype, or libllama's ftype constant.
 CONVERTER_TYPES = {"f16": "f16", "bf16": "bf16", "q8_0": "q8_0"}
@@ -54,7 +55,7 @@ def cache_root() -> Path:
 def converter_dir() -> Path:
     """The extracted converter (fetched and extracted on first use)."""
     target = cache_root() / f"llama.cpp-{VERSION}"
-    if (target / "convert_hf_to_gguf.py").is_file():
+    if all((target / script).is_file() for script in _SCRIPTS):
         return target
     sdist = _sdist()
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -65,11 +66,14 @@ def converter_dir() -> Path:
                 if rel != member.name and rel.startswith(_MEMBERS) and (member.isfile() or member.isdir()):
                     member.name = rel
                     tar.extract(member, staging, filter="data")
-        if not (staging / "convert_hf_to_gguf.py").is_file():
-            raise LlamaCppError(f"{sdist} holds no vendor/llama.cpp/convert_hf_to_gguf.py; delete it and retry.")
-        if target.exists():  # another process finished first
+        missing = [script for script in _SCRIPTS if not (staging / script).is_file()]
+        if missing:
+            raise LlamaCppError(f"{sdist} holds no vendor/llama.cpp/{missing[0]}; delete it and retry.")
+        if all((target / script).is_file() for script in _SCRIPTS):  # another process finished first
             shutil.rmtree(staging)
         else:
+            if target.exists():  # an extraction from before the LoRA converter was needed
+                shutil.rmtree(target)
             staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -60,6 +60,7 @@ def modelfile_text(
     add_bos: bool = False,
     system: str | None = None,
     gguf_name: str = GGUF_NAME,
+    adapter_file: str | None = None,
 ) -> str:
     """The Modelfile for ``tokenizer``'s chat template; raises if the TEMPLATE would render
     the check conversations differently from the Jinja template."""
@@ -89,7 +90,7 @@ def modelfile_text(
                 "the Ollama TEMPLATE renders a conversation differently from the chat template:\n"
                 f"  jinja: {expected!r}\n  ollama: {got!r}"
             )
-    lines = [f"FROM ./{gguf_name}", "", f"TEMPLATE {_quote(template, 'chat template')}", ""]
+    lines = [f"FROM ./{gguf_name}", *([f"ADAPTER ./{adapter_file}"] if adapter_file else []), "", f"TEMPLATE {_quote(template, 'chat template')}", ""]
     if system:
         lines += [f"SYSTEM {_quote(system, 'system prompt')}", ""]
     for token in end_of_turn_tokens(tokenizer, structure):

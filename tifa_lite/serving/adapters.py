@@ -79,11 +79,23 @@ def attach(session, adapters: dict[str, Path], *, recipe: str | None = None, pre
 def persona_session(base_session, adapter_dir: Path, *, recipe=None, preset=None, keep_think=None, **sampling):
     """A session for one adapter over the shared model: the run's tokenizer (its chat
     template), sampling and think policy."""
+    from tifa_lite.conversation.session import ChatSession, resolve_sampling
+    from tifa_lite.conversation.templates import think_policy_strips
+
+    tokenizer, policy = run_tokenizer(adapter_dir, base_session.tokenizer, keep_think)
+    model_dir = Path(getattr(base_session.model.config, "_name_or_path", "") or ".")
+    resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)
+    return ChatSession(base_session.model, tokenizer, resolved, system=None, strip_think=think_policy_strips(policy),
+                       seed=base_session.seed, generation_lock=base_session.generation_lock)
+
+
+def run_tokenizer(adapter_dir: Path, base_tokenizer, keep_think: bool | None = None) -> tuple[Any, str]:
+    """(the tokenizer a character's run trained with, its chat template applied; its think
+    policy) — the same for every engine."""
     from transformers import AutoTokenizer
 
     from tifa_lite.config.schema import ModelConfig
-    from tifa_lite.conversation.session import ChatSession, resolve_sampling
-    from tifa_lite.conversation.templates import apply_chat_template_choice, think_policy_strips
+    from tifa_lite.conversation.templates import apply_chat_template_choice
     from tifa_lite.modeling.inference import base_fields_from_adapter
 
     fields = base_fields_from_adapter(adapter_dir)
@@ -92,15 +104,12 @@ def persona_session(base_session, adapter_dir: Path, *, recipe=None, preset=None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     else:
-        tokenizer = copy.copy(base_session.tokenizer)
+        tokenizer = copy.copy(base_tokenizer)
     policy = "keep" if keep_think else fields.get("think_policy", "auto")
     if fields.get("chat_template"):
         apply_chat_template_choice(tokenizer, ModelConfig(name_or_path=fields.get("name_or_path") or "base",
                                                           chat_template=fields["chat_template"], think_policy=policy))
-    model_dir = Path(getattr(base_session.model.config, "_name_or_path", "") or ".")
-    resolved = resolve_sampling(model_dir, adapter_dir, recipe, preset, **sampling)
-    return ChatSession(base_session.model, tokenizer, resolved, system=None, strip_think=think_policy_strips(policy),
-                       seed=base_session.seed, generation_lock=base_session.generation_lock)
+    return tokenizer, policy
 
 
 # Held-out prompts when none are given: role-play openings no training set here contains.

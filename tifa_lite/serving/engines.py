@@ -88,6 +88,28 @@ def engine_spec(model: str | None, adapter: str | None, model_id: str, *, chat_t
     )
 
 
+def character_spec(base_spec: EngineSpec, name: str, adapter_dir: Path, *, recipe: str | None = None,
+                   preset: str | None = None, keep_think: bool | None = None, **sampling: Any) -> EngineSpec:
+    """The spec of one ``--adapter NAME=PATH`` character over ``base_spec``'s base: its run's
+    tokenizer and chat template, sampling and ``<think>`` policy, as the default engine's personas."""
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from tifa_lite.conversation.session import resolve_sampling
+    from tifa_lite.conversation.template_structure import end_of_turn_ids
+    from tifa_lite.conversation.templates import think_policy_strips
+    from tifa_lite.serving.adapters import run_tokenizer
+
+    tokenizer, policy = run_tokenizer(adapter_dir, AutoTokenizer.from_pretrained(base_spec.base), keep_think)
+    resolved = resolve_sampling(Path(base_spec.base), adapter_dir, recipe, preset, **sampling)
+    return dataclasses.replace(
+        base_spec, model_id=name, adapter_dir=adapter_dir, chat_template=tokenizer.chat_template,
+        bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "",
+        stop_token_ids=end_of_turn_ids(tokenizer, tokenizer.eos_token_id), sampling=resolved,
+        strip_think=think_policy_strips(policy))
+
+
 def engine_body(raw: bytes, spec: EngineSpec, penalty_key: str = "repetition_penalty") -> dict[str, Any]:
     """The request for an engine's own server, or :class:`BadRequest` as our server would
     answer. Every sampling key is explicit, so the engine's own defaults (llama.cpp's
@@ -157,8 +179,28 @@ class NormalisedRequests:
     :func:`engine_body` and every ``POST /v1/completions`` through
     :func:`engine_completion_body`; a refused one is answered here with OpenAI's error shape."""
 
-    def __init__(self, app, spec: EngineSpec, penalty_key: str = "repetition_penalty"):
+    def __init__(self, app, spec: EngineSpec, penalty_key: str = "repetition_penalty",
+                 characters: dict[str, EngineSpec] | None = None):
         self.app, self.spec, self.penalty_key = app, spec, penalty_key
+        self.specs = {spec.model_id: spec, **(characters or {})}
+
+    def spec_for(self, raw: bytes) -> EngineSpec:
+        """The spec of the model a request names (the rule of our own server: with one model
+        served any name is it; with characters, an unknown name is a 404)."""
+        from tifa_lite.serving.requests import BadRequest
+
+        if len(self.specs) == 1:
+            return self.spec
+        try:
+            model = json.loads(raw).get("model")
+        except (ValueError, AttributeError):
+            return self.spec  # the rewrite answers the malformed body with its own 400
+        if model is None:
+            return self.spec
+        if model not in self.specs:
+            raise BadRequest(f"model: {model!r} is not served here; choose one of {', '.join(self.specs)}",
+                             param="model", status=404, kind="not_found_error")
+        return self.specs[model]
 
     async def __call__(self, scope, receive, send):
         rewrite = ROUTES.get(scope["path"].rstrip("/")) if scope["type"] == "http" else None
@@ -179,7 +221,8 @@ class NormalisedRequests:
             if not message.get("more_body"):
                 break
         try:
-            body = json.dumps(rewrite(b"".join(chunks), self.spec, self.penalty_key)).encode()
+            raw = b"".join(chunks)
+            body = json.dumps(rewrite(raw, self.spec_for(raw), self.penalty_key)).encode()
         except BadRequest as exc:
             return await _json(send, exc.status, error_body(exc.message, exc.kind, exc.param))
         delivered = False

@@ -12,6 +12,15 @@ requests go through :class:`~tifa_lite.serving.engines.NormalisedRequests` first
 ``<think>`` blocks stripped from the history. It stops a stream when the client disconnects
 (it checks after each chunk); ``interrupt_requests`` is off, so one client's request does
 not cut another's stream. It has no ``stream_options``: a stream ends without a usage chunk.
+
+Many characters on one base (``--adapter NAME=PATH``): each adapter is converted once by
+llama.cpp's ``convert_lora_to_gguf.py`` (:mod:`tifa_lite.export.llamacpp_lora`) and loaded
+onto the base's one ``llama_model``. llama-cpp-python's ``LlamaProxy`` would load a whole
+model per alias (a second character reloads the base), so :class:`CharacterProxy` takes its
+place: a request's ``model`` selects the character's LoRA and chat format on the one context,
+inside the server's lock (a stream holds it to its end, so no other request switches the
+adapter mid-reply). Switching clears the reused prompt prefix: a KV cache computed with one
+character's adapter is not another's.
 """
 
 from __future__ import annotations
@@ -68,20 +77,85 @@ def register_template(spec: EngineSpec) -> None:
         chat_format_name(spec), formatter.to_chat_handler(), overwrite=True)
 
 
+class CharacterProxy:
+    """In place of llama-cpp-python's ``LlamaProxy``: the base's one ``Llama``, with each
+    character's LoRA (a GGUF from llama.cpp's converter) loaded onto its model once and
+    selected per request by ``model``."""
+
+    def __init__(self, proxy, base_alias: str, characters: dict[str, tuple[Path, str]]):
+        import llama_cpp
+
+        self._proxy = proxy
+        self.llama = proxy()  # the base, loaded by create_app
+        self.default = base_alias
+        self._formats = {base_alias: self.llama.chat_format}
+        self._adapters: dict[str, object | None] = {base_alias: None}
+        for alias, (lora_file, chat_format) in characters.items():
+            # freed with the model (llama.cpp frees a model's adapters when it frees the model)
+            handle = llama_cpp.llama_adapter_lora_init(self.llama._model.model, str(lora_file).encode())
+            if not handle:
+                raise ConfigError(f"--adapter {alias}: llama.cpp could not load {lora_file} onto the base GGUF "
+                                  "(an adapter of another base model, or one llama.cpp cannot apply).")
+            self._adapters[alias], self._formats[alias] = handle, chat_format
+        self.active = base_alias
+
+    def __call__(self, model: str | None = None):
+        import ctypes
+
+        import llama_cpp
+
+        alias = model if model in self._adapters else self.default
+        if alias != self.active:
+            handle = self._adapters[alias]
+            if handle is None:
+                rc = llama_cpp.llama_set_adapters_lora(self.llama._ctx.ctx, None, 0, None)
+            else:
+                rc = llama_cpp.llama_set_adapters_lora(
+                    self.llama._ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(handle), 1,
+                    (ctypes.c_float * 1)(1.0))
+            if rc:
+                raise RuntimeError(f"llama.cpp refused to switch to the adapter of {alias!r} (code {rc})")
+            self.llama.reset()  # the cached prompt prefix was computed with the other adapter
+            self.active = alias
+        self.llama.chat_format = self._formats[alias]
+        return self.llama
+
+    def __iter__(self):
+        return iter(self._adapters)
+
+    def __getitem__(self, model: str):
+        return self._proxy[self.default]
+
+    def free(self):
+        self._proxy.free()
+
+
 def build_app(spec: EngineSpec, gguf: Path, host: str = "127.0.0.1", port: int = 8000, n_ctx: int = 4096,
-              n_threads: int | None = None):
+              n_threads: int | None = None, characters: dict[str, tuple[EngineSpec, Path]] | None = None):
+    """The llama-cpp-python app serving ``gguf`` as ``spec``; ``characters``: alias → (its
+    spec, its LoRA GGUF), served on the same base."""
     try:
-        from llama_cpp.server.app import create_app
+        from llama_cpp.server import app as server_app
         from llama_cpp.server.settings import ModelSettings, ServerSettings
     except ImportError as exc:
         raise ConfigError(f"{SERVER_HINT} ({exc})") from None
-    register_template(spec)
+    characters = characters or {}
+    for each in (spec, *(character for character, _ in characters.values())):
+        register_template(each)
     server, model = settings(spec, gguf, host, port, n_ctx, n_threads)
-    app = create_app(server_settings=ServerSettings(**server), model_settings=[ModelSettings(**model)])
-    return NormalisedRequests(app, spec, penalty_key="repeat_penalty")
+    app = server_app.create_app(server_settings=ServerSettings(**server), model_settings=[ModelSettings(**model)])
+    if characters:
+        # the routes read this module global at every request
+        server_app._llama_proxy = CharacterProxy(
+            server_app._llama_proxy, spec.model_id,
+            {alias: (lora, chat_format_name(character)) for alias, (character, lora) in characters.items()})
+    return NormalisedRequests(app, spec, penalty_key="repeat_penalty",
+                              characters={alias: character for alias, (character, _) in characters.items()})
 
 
-def serve(spec: EngineSpec, gguf: Path, host: str, port: int, n_ctx: int = 4096) -> None:
+def serve(spec: EngineSpec, gguf: Path, host: str, port: int, n_ctx: int = 4096,
+          characters: dict[str, tuple[EngineSpec, Path]] | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(build_app(spec, gguf, host, port, n_ctx), host=host, port=port, log_level="info")
+    uvicorn.run(build_app(spec, gguf, host, port, n_ctx, characters=characters), host=host, port=port,
+                log_level="info")
