@@ -11,6 +11,10 @@ end-of-turn tokens banned so every stream generates exactly --max-tokens tokens)
 per row: wall time until the last stream ends, completion tokens per second over that wall
 time, mean and worst time to the first content chunk, and the wall time relative to one
 stream in the same mode ("two streams finish in well under twice the time of one").
+The batched mode's decode steps run each linear layer in the faster of F.linear and (W @ x.T).T
+for its weight shape and row count (tifa_lite/serving/decode_linear.py, timed on the first steps
+at each row count); what each settled on is printed at the end. --plain-linear-too adds the
+batched mode with F.linear throughout, as the batcher was before it.
 Smoke-run: --model <tiny folder> --max-tokens 8 --repeats 1 --frequency-penalty 2.
 """
 
@@ -94,6 +98,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--frequency-penalty", type=float, default=0.0,
                         help="a random tiny model repeats whitespace (no visible first token): 2.0 for a smoke run")
+    parser.add_argument("--plain-linear-too", action="store_true",
+                        help="also the batched mode with F.linear in every layer (the batcher before decode_linear)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     import torch
@@ -102,6 +108,7 @@ def main() -> int:
         torch.set_num_threads(args.threads)
     from tifa_lite.conversation.session import chat
     from tifa_lite.conversation.template_structure import end_of_turn_ids
+    from tifa_lite.serving.decode_linear import settled
     from tifa_lite.serving.openai_api import ChatServer, build_app
 
     session = chat(args.model, preset="greedy", max_new_tokens=args.max_tokens)
@@ -110,9 +117,13 @@ def main() -> int:
     streams = [int(s) for s in args.streams.split(",")]
     max_batch = max(streams)
     modes = {"one at a time": dict(batching=False), "batched": dict(max_batch=max_batch)}
+    if args.plain_linear_too:
+        modes["batched F.linear"] = dict(max_batch=max_batch)
     rows = []
     for mode, options in modes.items():
         server = ChatServer(session, "bench", max_tokens_cap=args.max_tokens, **options)
+        if mode == "batched F.linear":
+            server.batcher.linear_forms = False
         uv, thread, url = serve_in_thread(build_app(server))
         try:
             run_setting(url, 1, min(4, args.max_tokens), banned)  # warm-up
@@ -124,14 +135,17 @@ def main() -> int:
         finally:
             uv.should_exit = True
             thread.join(timeout=10)
+    forms = settled(session.model)  # the batched mode's decode steps: each linear layer's form
     print(f"model {args.model}, {args.max_tokens} tokens per stream, torch threads {torch.get_num_threads()}, "
           f"cpu count {os.cpu_count()}, cuda {torch.cuda.is_available()}")
-    print(f"{'mode':<14} {'streams':>7} {'wall s':>8} {'x 1 stream':>10} {'tok/s':>8} {'TTFT mean s':>12} {'TTFT max s':>11}")
+    print(f"{'mode':<16} {'streams':>7} {'wall s':>8} {'x 1 stream':>10} {'tok/s':>8} {'TTFT mean s':>12} {'TTFT max s':>11}")
     for row in rows:
         single = next(r for r in rows if r["mode"] == row["mode"] and r["streams"] == streams[0])
         row["wall_vs_one"] = row["wall_s"] / single["wall_s"]
-        print(f"{row['mode']:<14} {row['streams']:>7} {row['wall_s']:>8.2f} {row['wall_vs_one']:>10.2f} "
+        print(f"{row['mode']:<16} {row['streams']:>7} {row['wall_s']:>8.2f} {row['wall_vs_one']:>10.2f} "
               f"{row['tok_per_s']:>8.1f} {row['ttft_mean_s']:>12.3f} {row['ttft_max_s']:>11.3f}")
+    for (out_f, in_f, k, threads), form in sorted(forms.items()):
+        print(f"batched decode, linear {out_f}x{in_f}, {k} rows, {threads} threads: {form}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

@@ -12,6 +12,9 @@ its own seeded generator, stop strings, end-of-turn ids, ``max_tokens``, log-pro
 cancellation. A step that fails answers every request in it with the error and the loop goes
 on with an empty batch.
 
+On the CPU a decode step's linear layers run in whichever of two forms is faster for their few
+rows (:mod:`tifa_lite.serving.decode_linear`: the CPU BLAS is pathological for a few rows).
+
 Models whose cache is not a plain per-layer one (sliding-window or hybrid layers) cannot be
 left-padded this way; :func:`supports` says so and the server then generates one request at a
 time with ``generate``.
@@ -19,6 +22,7 @@ time with ``generate``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
@@ -30,6 +34,7 @@ from typing import Any
 
 import torch
 
+from tifa_lite.serving import decode_linear
 from tifa_lite.serving.generation import TokenLogprob, TokenSink, stop_hit
 
 log = logging.getLogger(__name__)
@@ -89,6 +94,9 @@ class Batcher:
         self._keeps_logits = "logits_to_keep" in parameters
         # transformers 5.2x renames past_key_values to cache
         self._cache_arg = "cache" if "cache" in parameters else "past_key_values"
+        # a decode step's few rows: on the CPU each linear layer runs the faster of two forms
+        decode_linear.install(self.model)
+        self.linear_forms = True  # False: F.linear throughout (benchmarks compare the two)
         self._thread = threading.Thread(target=self._loop, name="tifa-batcher", daemon=True)
         self._thread.start()
 
@@ -183,7 +191,8 @@ class Batcher:
         kwargs = {} if self._keeps_logits else {"logits_to_keep": None}
         if self.mixed_adapters:  # PEFT's mixed-adapter batch: each row through its own LoRA or none
             kwargs["adapter_names"] = [row.adapter or "__base__" for row in self.rows]
-        with self.session.generation_lock, torch.no_grad():
+        forms = decode_linear.active() if self.linear_forms else contextlib.nullcontext()
+        with self.session.generation_lock, torch.no_grad(), forms:
             return self.model(**{k: v for k, v in {**inputs, **kwargs}.items() if v is not None}, use_cache=True)
 
     def _prefill(self, item: _Pending) -> None:
