@@ -5,7 +5,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # today.md: one screen of the latest round's figures, first; the history below it.
-ORDER = ["today", "zoo", "serve", "gpu_fullsize", "sft", "grpo", "reasoning", "dpo", "merge", "export", "planner",
+ORDER = ["today", "zoo", "serve", "lora_gguf", "gpu_fullsize", "sft", "grpo", "reasoning", "dpo", "merge", "export", "planner",
          "precision", "roleplay", "roleplay_rl", "layer_loop", "scale_rehearsal"]
 
 HEADER = """# Benchmarks and demonstrations
