@@ -10,6 +10,9 @@ from tifa_lite.evaluation.roleplay import perplexity, read_conversations
 from tifa_lite.training.quickstart import HELDOUT, RECIPE, held_out_prompts, quickstart_overrides
 
 pytestmark = pytest.mark.slow
+# 15 steps: held-out loss 3.951 -> 3.751 here (2026-12-07), four times the margin below; 30 steps
+# took 5.4 of the suite's 26 minutes
+STEPS = 15
 
 
 def test_qlora_sft_on_real_model_lowers_heldout_loss_and_changes_generation(tmp_path, embedded_model_dir):
@@ -23,9 +26,9 @@ def test_qlora_sft_on_real_model_lowers_heldout_loss_and_changes_generation(tmp_
         return perplexity(model, tokenizer, heldout, max_length=384).nll, replies
 
     loss_before, replies_before = measure()
-    overrides = quickstart_overrides(str(tmp_path / "run"), steps=30)
+    overrides = quickstart_overrides(str(tmp_path / "run"), steps=STEPS)
     result = train(RECIPE, **overrides)
-    assert result.global_step == 30 and result.config.is_qlora
+    assert result.global_step == STEPS and result.config.is_qlora
     assert (result.output_dir / "adapter_model.safetensors").is_file()
 
     loss_after, replies_after = measure(result.output_dir)
