@@ -10,7 +10,6 @@ adapter the same file converted without folding is measured too.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ ADAPTERS = {"plain": {}, "rslora+alpha_pattern": {"use_rslora": True, "alpha_pat
 def main() -> int:
     from transformers import AutoTokenizer
 
-    from tifa_lite.export.llamacpp_convert import convert, converter_dir
+    from tifa_lite.export.llamacpp_convert import convert, run_script
     from tifa_lite.export.llamacpp_lora import convert_lora
     from tifa_lite.modeling.embedded import embedded_checkpoint
 
@@ -40,9 +39,8 @@ def main() -> int:
         reference = _transformers_logits(base, adapter, ids)
         rows = [(name, _llama_cpp_logits(tmp / "base.gguf", convert_lora(adapter, tmp / f"{name}.gguf", base=base), ids))]
         if lora:
-            subprocess.run([sys.executable, str(converter_dir() / "convert_lora_to_gguf.py"), "--base", str(base),
-                            "--outfile", str(tmp / "raw.gguf"), "--outtype", "f16", str(adapter)],
-                           check=True, capture_output=True)
+            run_script("convert_lora_to_gguf.py", ["--base", str(base), "--outfile", str(tmp / "raw.gguf"),
+                                                   "--outtype", "f16", str(adapter)], tmp / "raw.gguf", adapter)
             rows.append((f"{name}, unfolded", _llama_cpp_logits(tmp / "base.gguf", tmp / "raw.gguf", ids)))
         effect = (reference - base_only).abs().mean().item()
         for label, served in rows:

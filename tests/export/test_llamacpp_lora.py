@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -168,13 +166,12 @@ def test_converted_lora_in_llama_cpp_matches_transformers(llama_cpp, f16_base, e
     assert agree >= 0.9, agree
     if lora:
         # the same adapter converted as it is: llama.cpp's alpha / r is not PEFT's scale
-        from tifa_lite.export.llamacpp_convert import converter_dir
+        from tifa_lite.export.llamacpp_convert import run_script
 
         raw = tmp_path / "raw"
         shutil.copytree(adapter, raw)
-        subprocess.run([sys.executable, str(converter_dir() / "convert_lora_to_gguf.py"), "--base",
-                        str(embedded_model_dir), "--outfile", str(tmp_path / "raw.gguf"), "--outtype", "f16", str(raw)],
-                       check=True, capture_output=True)
+        run_script("convert_lora_to_gguf.py", ["--base", str(embedded_model_dir), "--outfile", str(tmp_path / "raw.gguf"),
+                                               "--outtype", "f16", str(raw)], tmp_path / "raw.gguf", raw)
         unfolded = _llama_cpp_logits(f16_base, tmp_path / "raw.gguf", ids)
         assert json.loads((raw / "adapter_config.json").read_text())["use_rslora"]
         assert (unfolded - reference).abs().mean().item() > 3 * error

@@ -106,15 +106,20 @@ def convert(model_dir: Path, out_file: Path, outtype: str) -> None:
     if importlib.util.find_spec("sentencepiece") is None:
         raise LlamaCppError("llama.cpp's convert_hf_to_gguf.py needs sentencepiece: pip install 'tifa-lite[gguf]' "
                             "(or pip install sentencepiece), or use --converter builtin for f16/q8_0.")
-    script = converter_dir() / "convert_hf_to_gguf.py"
+    run_script("convert_hf_to_gguf.py", [str(model_dir), "--outfile", str(out_file), "--outtype", outtype],
+               out_file, model_dir)
+
+
+def run_script(script: str, args: list[str], out_file: Path, source: Path) -> None:
+    """One of llama.cpp's converters with this Python; its own last error line if it fails."""
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # its own gguf-py, not ours
-    cmd = [sys.executable, str(script), str(model_dir), "--outfile", str(out_file), "--outtype", outtype]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, str(converter_dir() / script), *args], capture_output=True, text=True,
+                          env=env)
     if done.returncode != 0 or not out_file.is_file():
-        lines = (done.stderr or done.stdout).strip().splitlines()
+        lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if line.strip()]
         reason = lines[-1].strip() if lines else f"exit code {done.returncode}"  # the converter's own error
         tail = "\n".join(lines[-6:])
-        raise LlamaCppError(f"llama.cpp's convert_hf_to_gguf.py failed on {model_dir}: {reason}\n{tail}")
+        raise LlamaCppError(f"llama.cpp's {script} failed on {source}: {reason}\n{tail}")
 
 
 def quantize(src: Path, dst: Path, outtype: str, threads: int | None = None) -> None:

@@ -22,13 +22,11 @@ import hashlib
 import json
 import math
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from tifa_lite.errors import ConfigError
-from tifa_lite.export.llamacpp_convert import LlamaCppError, cache_root, converter_dir
+from tifa_lite.export.llamacpp_convert import cache_root, run_script
 
 CONVERTER = "convert_lora_to_gguf.py"
 OUTTYPES = ("f16", "bf16", "f32", "q8_0")
@@ -111,18 +109,11 @@ def convert_lora(adapter_dir: str | Path, out_file: str | Path, *, base: str | P
         raise ConfigError(f"{base_dir}: no config.json; llama.cpp's LoRA converter needs the base's Hugging Face "
                           "folder (config and tokenizer).")
     factors, alpha = llama_cpp_scales(adapter_dir)
-    script = converter_dir() / CONVERTER
     with tempfile.TemporaryDirectory(prefix=".lora-gguf.", dir=out_file.parent) as tmp:
         source = _rescaled_copy(adapter_dir, factors, alpha, Path(tmp)) if factors else adapter_dir
         partial = Path(tmp) / "adapter.gguf"
-        env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}  # its own gguf-py, not ours
-        cmd = [sys.executable, str(script), "--base", str(base_dir), "--outfile", str(partial),
-               "--outtype", outtype, str(source)]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode != 0 or not partial.is_file():
-            lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
-            reason = lines[-1].strip() if lines else f"exit code {done.returncode}"
-            raise LlamaCppError(f"llama.cpp's {CONVERTER} failed on {adapter_dir}: {reason}")
+        run_script(CONVERTER, ["--base", str(base_dir), "--outfile", str(partial), "--outtype", outtype, str(source)],
+                   partial, adapter_dir)
         os.replace(partial, out_file)
     return out_file
 
